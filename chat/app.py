@@ -1,0 +1,110 @@
+"""The Starlette application: routes, error rendering, and the process lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+
+from chat import runtime as runtime_module
+from chat.config import Settings
+from chat.errors import NOT_FOUND, ApiError, unavailable
+from chat.hub import Hub
+from chat.runtime import Runtime
+from chat.store.store import Store
+from chat.transport import http, web, ws
+from chat.transport.security import SecurityHeaders
+
+log = logging.getLogger("dmhub")
+
+REDIS_POOL_SIZE = 64
+REDIS_TIMEOUT_S = 5.0
+
+
+def redis_client(url: str) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
+        retry_on_error=[BusyLoadingError],
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    headers = {"Retry-After": str(int(exc.retry_after + 0.999))} if exc.retry_after else None
+    return http.json(exc.body(), exc.status, headers)
+
+
+async def storage_down(request: Request, exc: Exception) -> Response:
+    log.warning("storage unavailable for %s %s: %s", request.method, request.url.path, exc)
+    error = unavailable()
+    return http.json(error.body(), error.status, {"Retry-After": "1"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = NOT_FOUND if exc.status_code == 404 else "invalid"
+    detail = "No such endpoint." if exc.status_code == 404 else str(exc.detail)
+    if exc.status_code == 405:
+        detail = f"{request.method} is not allowed here."
+    return http.json({"error": {"code": code, "detail": detail}}, exc.status_code, exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return http.json({"error": {"code": "internal", "detail": "Something broke on our side."}}, 500)
+
+
+def create_app(settings: Settings) -> Starlette:
+    if not settings.redis_url:
+        raise ValueError("create_app needs settings.redis_url (dmhub serve starts Valkey first)")
+    redis_url = settings.redis_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis_client(redis_url)
+        store = Store(client, event_retention=settings.event_retention)
+        hub = Hub(store, redis_url)
+        app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
+        runtime_module.current = app.state.runtime
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            if runtime_module.current is app.state.runtime:
+                runtime_module.current = None
+            await client.aclose()
+
+    return Starlette(
+        routes=[*http.routes, WebSocketRoute("/ws", ws.websocket_endpoint), *web.routes],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            ApiError: api_error,
+            RedisConnectionError: storage_down,
+            RedisTimeoutError: storage_down,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,90 @@
+"""Configuration from the environment, with every default a named constant.
+
+Each setting is documented in README.md ("Configuration"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_DATA_DIR = ".dmhub"
+DEFAULT_APPENDFSYNC = "everysec"
+DEFAULT_SESSION_TTL_S = 30 * 24 * 3600
+DEFAULT_EVENT_RETENTION = 10_000
+DEFAULT_SOCKET_QUEUE = 512
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024
+DEFAULT_MAX_INVALID_FRAMES = 20
+DEFAULT_DRAIN_TIMEOUT_S = 10.0
+DEFAULT_LOGIN_FAILURES = 10
+DEFAULT_LOGIN_WINDOW_S = 15 * 60
+DEFAULT_PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 200
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a dmhub process needs to know, resolved once at start-up."""
+
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
+    appendfsync: str = DEFAULT_APPENDFSYNC
+    allowed_origins: tuple[str, ...] = ()
+    session_ttl_s: int = DEFAULT_SESSION_TTL_S
+    event_retention: int = DEFAULT_EVENT_RETENTION
+    socket_queue: int = DEFAULT_SOCKET_QUEUE
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_invalid_frames: int = DEFAULT_MAX_INVALID_FRAMES
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    login_failures: int = DEFAULT_LOGIN_FAILURES
+    login_window_s: int = DEFAULT_LOGIN_WINDOW_S
+    secure_cookies: bool = False
+    metrics_token: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        appendfsync = os.environ.get("DMHUB_APPENDFSYNC", DEFAULT_APPENDFSYNC).strip().lower()
+        if appendfsync not in ("everysec", "always"):
+            raise SystemExit("DMHUB_APPENDFSYNC must be 'everysec' or 'always'")
+        return cls(
+            redis_url=os.environ.get("REDIS_URL") or None,
+            data_dir=Path(os.environ.get("DMHUB_DATA_DIR") or DEFAULT_DATA_DIR),
+            appendfsync=appendfsync,
+            allowed_origins=_origins(os.environ.get("DMHUB_ALLOWED_ORIGINS", "")),
+            session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
+            event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
+            socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),
+            max_invalid_frames=_int("DMHUB_MAX_INVALID_FRAMES", DEFAULT_MAX_INVALID_FRAMES),
+            drain_timeout_s=_float("DMHUB_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S),
+            login_failures=_int("DMHUB_LOGIN_FAILURES", DEFAULT_LOGIN_FAILURES),
+            login_window_s=_int("DMHUB_LOGIN_WINDOW", DEFAULT_LOGIN_WINDOW_S),
+            secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
+            metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
+        )

@@ -1,0 +1,139 @@
+"""What a client can do to a conversation, whichever transport it came by.
+
+Each action validates (pure), asks the permission rule (pure, over facts read
+in one round trip), then makes one atomic store call that also publishes. HTTP
+and WebSocket both call these, so a send is decided the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chat import metrics
+from chat.errors import NOT_ALLOWED, NOT_FOUND, ApiError, unknown_user
+from chat.permission import Decision, Reason, decide
+from chat.permission.rule import refusal_detail
+from chat.protocol import frames, validation
+from chat.store.store import PairFacts, SendResult, Store
+
+
+def peer_key(handle: object) -> str:
+    """A handle from a path or frame, as the store keys it; unknown when malformed."""
+    if not validation.is_handle(handle):
+        raise unknown_user(str(handle)[:32])
+    return str(handle).lower()
+
+
+def require_allowed(pair: PairFacts, recipient: str) -> Decision:
+    decision = decide(pair.facts)
+    if decision.allowed:
+        return decision
+    if decision.reason is Reason.UNKNOWN_RECIPIENT:
+        raise unknown_user(recipient)
+    shown = pair.recipient["handle"] if pair.recipient else recipient
+    raise ApiError(NOT_ALLOWED, refusal_detail(decision.reason, shown))
+
+
+async def send_message(
+    store: Store,
+    sender: str,
+    to: object,
+    text: object,
+    client_id: object,
+    origin: str = "-",
+) -> SendResult:
+    """Store a message and publish it; returns once it is durably written."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        body = validation.text(text)
+        cid = validation.client_id(client_id)
+        recipient = peer_key(to)
+        pair = await store.pair_facts(sender, recipient)
+        try:
+            decision = require_allowed(pair, recipient)
+        except ApiError:
+            # A retry of a send that was stored before the rule changed still
+            # gets its original message back, as the contract promises.
+            if cid is not None:
+                original = await store.original_send(sender, cid)
+                if original is not None:
+                    outcome = "duplicate"
+                    return original
+            outcome = "refused"
+            raise
+        assert pair.recipient is not None and pair.sender_handle is not None
+        result = await store.send(
+            sender=sender,
+            sender_handle=pair.sender_handle,
+            recipient=recipient,
+            recipient_handle=pair.recipient["handle"],
+            folder=decision.folder or "requests",
+            text=body,
+            client_id=cid,
+            origin=origin,
+        )
+        outcome = "stored" if result.created else "duplicate"
+        return result
+    except ApiError as exc:
+        if outcome == "error":
+            outcome = "invalid" if exc.code in ("invalid", "too_long") else "refused"
+        raise
+    finally:
+        metrics.SENDS.labels(outcome).inc()
+        if outcome == "stored":
+            metrics.SEND_LATENCY.observe(time.perf_counter() - started)
+
+
+async def send_typing(store: Store, sender: str, to: object) -> None:
+    recipient = peer_key(to)
+    pair = await store.pair_facts(sender, recipient)
+    require_allowed(pair, recipient)
+    # While the sender has not accepted the recipient's request, the recipient
+    # must not learn that it is being looked at (PRODUCT.md).
+    if pair.a_has_request or pair.sender_handle is None:
+        return
+    frame = frames.encode({"type": "typing", "from": pair.sender_handle})
+    await store.publish_typing(sender, recipient, frame)
+
+
+async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> None:
+    peer_lc = peer_key(peer)
+    message_id = validation.message_id(up_to)
+    facts = await store.receipt_facts(reader, peer_lc)
+    if facts is None:
+        raise unknown_user(str(peer))
+    body = frames.encode(
+        {
+            "type": "read",
+            "reader": facts.reader_handle,
+            "peer": facts.peer_handle,
+            "up_to": message_id,
+        }
+    )[:-1]
+    tell_peer = facts.both_on and not facts.is_request
+    moved = await store.mark_read(reader, peer_lc, message_id, body, tell_peer)
+    if moved < 0:
+        raise ApiError(
+            NOT_FOUND, f"There is no message {message_id} in your conversation with @{peer}."
+        )
+
+
+def ack_frame(client_id: str | None, message_json: str) -> str:
+    cid = frames.encode(client_id) if client_id is not None else "null"
+    return f'{{"type":"ack","client_id":{cid},"message":{message_json}}}'
+
+
+def relationship(pair: PairFacts) -> dict[str, Any]:
+    facts = pair.facts
+    return {
+        "following": pair.a_follows_b,
+        "followed_by": facts.recipient_follows_sender,
+        "blocking": facts.sender_blocks_recipient,
+        "blocked_by": facts.recipient_blocks_sender,
+        "can_message": decide(facts).allowed,
+    }
+
+
+__all__ = ["ack_frame", "mark_read", "peer_key", "relationship", "send_message", "send_typing"]

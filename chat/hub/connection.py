@@ -1,0 +1,161 @@
+"""One client socket as the hub sees it: who it is, what it has seen, its outbox.
+
+Frames leave through a bounded queue drained by one writer task, so fan-out
+never waits on a slow client: when the queue is full the socket is closed with
+1013 and the client resumes from its cursor. Memory per socket is bounded by the
+queue size (and the transport's write buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from chat.protocol import closecodes
+from chat.store.store import cursor_key
+
+log = logging.getLogger("dmhub.hub")
+
+_ids = itertools.count(1)
+
+SendText = Callable[[str], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+class Connection:
+    __slots__ = (
+        "_close",
+        "_send_text",
+        "busy",
+        "close_code",
+        "closed",
+        "handle",
+        "id",
+        "last_cursor",
+        "last_key",
+        "peer",
+        "pending",
+        "queue",
+        "session",
+        "sync_lock",
+        "syncing",
+        "user",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        *,
+        user: str,
+        handle: str,
+        session: str,
+        peer: str | None,
+        send_text: SendText,
+        close: Close,
+        queue_size: int,
+    ) -> None:
+        self.id = f"c{next(_ids)}"
+        self.user = user
+        self.handle = handle
+        self.session = session
+        self.peer = peer
+        self._send_text = send_text
+        self._close = close
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(queue_size)
+        self.last_cursor: str = "0-0"
+        self.last_key: tuple[int, int] = (0, 0)
+        # While syncing (initial replay, or catch-up after a Redis outage), live
+        # events wait in `pending` so that they go out after the replay, in order.
+        self.syncing = True
+        self.pending: list[tuple[tuple[int, int], str, str]] = []
+        self.sync_lock = asyncio.Lock()
+        self.closed = False
+        # True while a frame from the client is being handled (drain waits for it).
+        self.busy = False
+        self.close_code: int | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    def start_writer(self) -> None:
+        self.writer = asyncio.create_task(self._write_loop(), name=f"dmhub-writer-{self.id}")
+
+    def wants(self, peer: str) -> bool:
+        """A `?peer=` socket hears only about its one conversation."""
+        return self.peer is None or self.peer == peer
+
+    def push(self, frame: str) -> None:
+        """Queue a frame without waiting; a full queue means the client is too slow."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.info("socket %s of @%s cannot keep up; closing it with 1013", self.id, self.user)
+            self.close(
+                closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect with your cursor"
+            )
+
+    async def put(self, frame: str) -> None:
+        """Queue a frame, waiting for room: for replays, which the socket itself drives."""
+        if not self.closed:
+            await self.queue.put(frame)
+
+    def push_event(self, key: tuple[int, int], cursor: str, frame: str) -> None:
+        """Deliver a stored event once: anything at or before the last cursor is a repeat."""
+        if key <= self.last_key:
+            return
+        if self.syncing:
+            if len(self.pending) >= self.queue.maxsize:
+                self.close(closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect")
+                return
+            self.pending.append((key, cursor, frame))
+            return
+        self.last_key, self.last_cursor = key, cursor
+        self.push(frame)
+
+    def skip_event(self, key: tuple[int, int], cursor: str) -> None:
+        """An event this socket must not receive (its own send) still moves its position."""
+        if key > self.last_key and not self.syncing:
+            self.last_key, self.last_cursor = key, cursor
+
+    def set_position(self, cursor: str) -> None:
+        self.last_cursor, self.last_key = cursor, cursor_key(cursor)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after the frames already queued (they may explain why)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        if code == closecodes.TRY_AGAIN_LATER and self.writer is not None:
+            # The writer is stuck behind a full socket; what is queued cannot go out.
+            self.writer.cancel()
+            asyncio.create_task(self._close_now(code, reason))
+            return
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            if self.writer is not None:
+                self.writer.cancel()
+            asyncio.create_task(self._close_now(code, reason))
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self._close(code, reason), timeout=5)
+        except Exception:
+            log.debug("closing socket %s failed", self.id, exc_info=True)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                frame = await self.queue.get()
+                if frame is None:
+                    await self._close_now(self.close_code or closecodes.NORMAL, "")
+                    return
+                await self._send_text(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The client went away mid-write; the reader side notices and cleans up.
+            self.closed = True

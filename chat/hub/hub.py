@@ -1,0 +1,158 @@
+"""Routes events from pub/sub to the sockets of this process.
+
+Payloads published by the store scripts look like
+`KIND CURSOR PEER ORIGIN\\nFRAME`, with the frame already encoded: the hub reads
+the short header and forwards the frame text untouched, so one event costs no
+JSON work here however many sockets receive it.
+
+Kinds: `m` message, `r` read receipt (both stored, with a cursor), `t` typing
+(ephemeral, no cursor), `x` a session ended (the frame is the session id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from chat import metrics
+from chat.hub.connection import Connection
+from chat.protocol import closecodes
+from chat.protocol.frames import with_cursor
+from chat.pubsub import Broker
+from chat.store import keys
+from chat.store.store import Store, cursor_key
+
+log = logging.getLogger("dmhub.hub")
+
+REPLAY_PAGE = 500
+CHANNEL_PREFIX = keys.channel("")
+
+
+class Hub:
+    def __init__(self, store: Store, redis_url: str) -> None:
+        self.store = store
+        self.by_user: dict[str, set[Connection]] = defaultdict(set)
+        self.broker = Broker(
+            redis_url,
+            on_message=self.dispatch,
+            on_resubscribed=self.resync_all,
+            on_reconnect=metrics.PUBSUB_RECONNECTS.inc,
+        )
+        self.draining = False
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self.by_user.values() for conn in conns]
+
+    # -- sockets arriving and leaving -----------------------------------------
+
+    async def attach(self, conn: Connection) -> None:
+        """Register a socket; returns once its user's channel is live on Redis."""
+        self.by_user[conn.user].add(conn)
+        metrics.SOCKETS.inc()
+        # Returns at once when the channel is already live for another socket.
+        await self.broker.subscribe(keys.channel(conn.user))
+
+    async def detach(self, conn: Connection) -> None:
+        conn.closed = True
+        conns = self.by_user.get(conn.user)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        metrics.SOCKETS.dec()
+        if not conns:
+            del self.by_user[conn.user]
+            await self.broker.unsubscribe(keys.channel(conn.user))
+
+    # -- catching a socket up ---------------------------------------------------
+
+    async def sync(self, conn: Connection, reset_to: str | None = None) -> None:
+        """Replay everything after the socket's position, then let live events through.
+
+        Live events that arrive meanwhile wait in `conn.pending` and go out after
+        the replay; the cursor comparison drops any that the replay already sent.
+        """
+        async with conn.sync_lock:
+            conn.syncing = True
+            try:
+                if reset_to is not None:
+                    conn.set_position(reset_to)
+                while not conn.closed:
+                    events = await self.store.events_after(conn.user, conn.last_cursor, REPLAY_PAGE)
+                    for cursor, peer, body in events:
+                        conn.set_position(cursor)
+                        if conn.wants(peer):
+                            await conn.put(with_cursor(body, cursor))
+                    if len(events) < REPLAY_PAGE:
+                        break
+            finally:
+                pending, conn.pending = conn.pending, []
+                conn.syncing = False
+                for key, cursor, frame in pending:
+                    conn.push_event(key, cursor, frame)
+
+    async def resync_all(self) -> None:
+        """After pub/sub came back: drop ended sessions, replay what each socket missed."""
+        conns = self.connections
+        live = await self.store.live_sessions(list({c.session for c in conns}))
+        for conn in conns:
+            if conn.session not in live:
+                conn.close(closecodes.SESSION_ENDED, "session ended")
+        results = await asyncio.gather(
+            *(self.sync(c) for c in conns if not c.closed), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            log.warning(
+                "%d sockets could not catch up after reconnect: %s", len(failures), failures[0]
+            )
+            for conn in conns:
+                if not conn.closed and conn.syncing:
+                    conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
+
+    # -- fan-out ------------------------------------------------------------------
+
+    def dispatch(self, channel: str, payload: str) -> None:
+        """Called by the broker for every pub/sub message, in publish order."""
+        conns = self.by_user.get(channel[len(CHANNEL_PREFIX) :])
+        if not conns:
+            return
+        header, _, frame = payload.partition("\n")
+        kind, cursor, peer, origin = header.split(" ", 3)
+        if kind == "t":
+            for conn in conns:
+                if conn.wants(peer) and not conn.syncing:
+                    conn.push(frame)
+        elif kind == "x":
+            for conn in list(conns):
+                if conn.session == frame:
+                    conn.close(closecodes.SESSION_ENDED, "session ended")
+        else:
+            key = cursor_key(cursor)
+            for conn in conns:
+                if conn.id == origin or not conn.wants(peer):
+                    conn.skip_event(key, cursor)
+                else:
+                    conn.push_event(key, cursor, frame)
+        metrics.EVENTS_DISPATCHED.inc()
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM: stop taking frames, let in-flight sends finish, close with 1012."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conns = self.connections
+        while any(c.busy for c in conns) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in conns:
+            conn.close(closecodes.SERVICE_RESTART, "server restarting; reconnect with your cursor")
+        writers = [c.writer for c in conns if c.writer is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=max(deadline - loop.time(), 0.5))

@@ -1,0 +1,15 @@
+"""Prometheus metrics of one process (each worker exports its own)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SOCKETS = Gauge("dmhub_sockets", "Open WebSocket connections on this process.")
+SENDS = Counter("dmhub_sends_total", "Message sends by outcome.", ["outcome"])
+SEND_LATENCY = Histogram(
+    "dmhub_send_seconds",
+    "From a send arriving to its durable write returning.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PUBSUB_RECONNECTS = Counter("dmhub_pubsub_reconnects_total", "Pub/sub reconnections.")
+EVENTS_DISPATCHED = Counter("dmhub_events_dispatched_total", "Pub/sub events fanned out here.")
+SLOW_CLOSES = Counter("dmhub_slow_socket_closes_total", "Sockets closed with 1013 (too slow).")
+INVALID_FRAMES = Counter("dmhub_invalid_frames_total", "Frames answered with an invalid error.")

@@ -1,0 +1,86 @@
+"""Client → server frames: typed decoding, and the server → client frame encoders.
+
+Decoding is msgspec's typed JSON decoder over a tagged union, so a frame is
+parsed and its field types checked in one C call; anything it rejects becomes
+an `invalid` error that says what was wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from chat.errors import ApiError, invalid
+from chat.protocol import validation
+
+
+class SendFrame(msgspec.Struct, tag="send", tag_field="type"):
+    to: str
+    text: str
+    client_id: str | None = None
+
+
+class TypingFrame(msgspec.Struct, tag="typing", tag_field="type"):
+    to: str
+
+
+class ReadFrame(msgspec.Struct, tag="read", tag_field="type"):
+    peer: str
+    up_to: str
+
+
+class PingFrame(msgspec.Struct, tag="ping", tag_field="type"):
+    nonce: Any = None
+
+
+ClientFrame = SendFrame | TypingFrame | ReadFrame | PingFrame
+
+_decoder = msgspec.json.Decoder(ClientFrame)
+_encoder = msgspec.json.Encoder()
+KNOWN_TYPES = ("send", "typing", "read", "ping")
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Decode one client frame or raise `ApiError(invalid)` saying why."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if "Invalid value" in message and "$.type" in message:
+            raise invalid(
+                f"Unknown frame type; expected one of {', '.join(KNOWN_TYPES)}."
+            ) from None
+        if "Expected `object`, got" in message and "$" == message.rsplit(" ", 1)[-1]:
+            raise invalid("A frame is a JSON object.") from None
+        raise invalid(f"Bad frame: {message}.") from None
+    except msgspec.DecodeError:
+        raise invalid("A frame must be valid JSON.") from None
+
+
+def frame_client_id(data: str | bytes) -> str | None:
+    """Best effort: the client_id of a frame that failed to parse, for the error frame."""
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    value = raw.get("client_id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and len(value) <= validation.MAX_CLIENT_ID else None
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return _encoder.encode(frame).decode()
+
+
+def error_frame(error: ApiError, client_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "detail": error.detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
+    return encode(frame)
+
+
+def with_cursor(body: str, cursor: str) -> str:
+    """Close an event body stored without its cursor (see store/scripts/send.lua)."""
+    return f'{body},"cursor":"{cursor}"}}'

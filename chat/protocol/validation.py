@@ -1,0 +1,136 @@
+"""Pure validation of what clients send: handles, passwords, texts, ids.
+
+Each function returns the cleaned value or raises `ApiError`; none touches I/O,
+so the rules are unit-tested directly (tests/test_validation.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from chat.errors import TOO_LONG, ApiError, invalid
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+MIN_PASSWORD = 8
+# argon2 hashes any length, but an unbounded input is a cheap way to burn CPU.
+MAX_PASSWORD = 1024
+MAX_TEXT = 10_000
+MAX_CLIENT_ID = 64
+MAX_NAME = 50
+MAX_GREETING = 500
+KINDS = ("person", "business")
+FOLDERS = ("inbox", "requests")
+# Message ids are decimal sequence numbers; the contract keeps them opaque.
+MESSAGE_ID_RE = re.compile(r"^[1-9][0-9]{0,18}$")
+
+
+def is_handle(value: object) -> bool:
+    return isinstance(value, str) and HANDLE_RE.match(value) is not None
+
+
+def handle(value: object, field: str = "handle") -> str:
+    """A new account's handle, kept as typed."""
+    if not isinstance(value, str) or not HANDLE_RE.match(value):
+        raise invalid("A handle is 1 to 15 letters, digits or underscores.", field)
+    return value
+
+
+def password(value: object) -> str:
+    if not isinstance(value, str) or len(value) < MIN_PASSWORD:
+        raise invalid(f"A password has at least {MIN_PASSWORD} characters.", "password")
+    if len(value) > MAX_PASSWORD:
+        raise invalid(f"A password has at most {MAX_PASSWORD} characters.", "password")
+    return value
+
+
+def name(value: object) -> str:
+    if not isinstance(value, str):
+        raise invalid("A name is text.", "name")
+    cleaned = " ".join(value.split())
+    if not cleaned:
+        raise invalid("A name cannot be empty.", "name")
+    if len(cleaned) > MAX_NAME:
+        raise invalid(f"A name has at most {MAX_NAME} characters.", "name")
+    return cleaned
+
+
+def kind(value: object) -> str:
+    if value not in KINDS:
+        raise invalid("kind is 'person' or 'business'.", "kind")
+    return str(value)
+
+
+def boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(f"{field} is true or false.", field)
+    return value
+
+
+def greeting(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("A greeting is text or null.", "greeting")
+    cleaned = value.strip()
+    if not cleaned:
+        return None
+    if len(cleaned) > MAX_GREETING:
+        raise invalid(f"A greeting has at most {MAX_GREETING} characters.", "greeting")
+    return cleaned
+
+
+def text(value: object) -> str:
+    """A message body: 1 to 10,000 characters after trimming."""
+    if not isinstance(value, str):
+        raise invalid("text is required and must be a string.", "text")
+    trimmed = value.strip()
+    if not trimmed:
+        raise invalid("A message needs at least one character that is not a space.", "text")
+    if len(trimmed) > MAX_TEXT:
+        raise ApiError(
+            TOO_LONG,
+            f"A message has at most {MAX_TEXT:,} characters; this one has {len(trimmed):,}.",
+            field="text",
+        )
+    return trimmed
+
+
+def client_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID:
+        raise invalid(f"client_id is 1 to {MAX_CLIENT_ID} characters.", "client_id")
+    return value
+
+
+def message_id(value: object, field: str = "up_to") -> str:
+    if not isinstance(value, str) or not MESSAGE_ID_RE.match(value):
+        raise invalid(f"{field} must be a message id.", field)
+    return value
+
+
+def folder(value: str | None) -> str:
+    if value is None:
+        return "inbox"
+    if value not in FOLDERS:
+        raise invalid("folder is 'inbox' or 'requests'.", "folder")
+    return value
+
+
+def limit(value: str | None, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise invalid("limit must be a whole number.", "limit") from None
+    if not 1 <= number <= maximum:
+        raise invalid(f"limit is from 1 to {maximum}.", "limit")
+    return number
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid("The body must be a JSON object.")
+    return value

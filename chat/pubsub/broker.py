@@ -1,0 +1,203 @@
+"""One supervised pub/sub connection per process.
+
+The hub asks for a user's channel when that user's first socket arrives here and
+gives it back when the last one leaves, so a process hears only about its own
+users. A `subscribe` returns once Redis has confirmed it: from then on nothing
+published to that user can be missed, which is what makes resume-by-cursor
+gap-free.
+
+If the connection drops, the listener reconnects with capped exponential
+backoff and jitter, subscribes to every wanted channel again, and, once Redis has
+confirmed all of them (a PING queued behind the SUBSCRIBE answers after them),
+calls `on_resubscribed` so the hub can replay what each socket missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("dmhub.pubsub")
+
+HEALTH_INTERVAL_S = 5.0
+# Silence this long (no reply, not even to our PINGs) means the link is dead
+# even if TCP has not noticed.
+DEAD_AFTER_S = 3 * HEALTH_INTERVAL_S
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 3.0
+SUBSCRIBE_TIMEOUT_S = 10.0
+SUBSCRIBE_BATCH = 500
+RESYNC_TOKEN = "dmhub-resubscribed"
+
+MessageHandler = Callable[[str, str], None]
+
+
+class Broker:
+    def __init__(
+        self,
+        url: str,
+        on_message: MessageHandler,
+        on_resubscribed: Callable[[], Awaitable[None]],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=None,
+            socket_connect_timeout=2.0,
+        )
+        self._on_message = on_message
+        self._on_resubscribed = on_resubscribed
+        self._on_reconnect = on_reconnect
+        self._wanted: set[str] = set()
+        self._confirmed: set[str] = set()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._conn: Any = None
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_heard = 0.0
+        self._first_connect = True
+        self.connected_event = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="dmhub-pubsub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._disconnect()
+        await self._pool.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        """Listen on `channel`; returns once Redis confirmed the subscription."""
+        self._wanted.add(channel)
+        if channel in self._confirmed:
+            return
+        waiter = self._waiters.get(channel)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[channel] = waiter
+        if self._connected:
+            await self._send("SUBSCRIBE", channel)
+        await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT_S)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        self._confirmed.discard(channel)
+        if self._connected:
+            await self._send("UNSUBSCRIBE", channel)
+
+    # -- the supervised listener ---------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                await self._connect_and_listen()
+                delay = BACKOFF_FIRST_S
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self._connected or self._first_connect:
+                    log.warning("pub/sub connection lost: %s; reconnecting", exc)
+            except Exception:
+                log.exception("pub/sub listener failed; restarting it")
+            finally:
+                await self._disconnect()
+            # Backoff with jitter so fifty processes do not stampede a recovering Redis.
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _connect_and_listen(self) -> None:
+        self._conn = self._pool.make_connection()
+        await self._conn.connect()
+        self._connected = True
+        self.connected_event.set()
+        self._last_heard = asyncio.get_running_loop().time()
+        resubscribing = not self._first_connect
+        if resubscribing and self._on_reconnect is not None:
+            self._on_reconnect()
+        self._first_connect = False
+        wanted = list(self._wanted)
+        for start in range(0, len(wanted), SUBSCRIBE_BATCH):
+            await self._send("SUBSCRIBE", *wanted[start : start + SUBSCRIBE_BATCH])
+        # Answered after every SUBSCRIBE above: when it comes back, all are live.
+        await self._send("PING", RESYNC_TOKEN if resubscribing else "ready")
+        health = asyncio.create_task(self._health_loop(), name="dmhub-pubsub-health")
+        try:
+            while True:
+                reply = await self._conn.read_response(push_request=True)
+                self._last_heard = asyncio.get_running_loop().time()
+                self._handle(reply)
+        finally:
+            health.cancel()
+
+    def _handle(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == "message":
+            try:
+                self._on_message(reply[1], reply[2])
+            except Exception:
+                # One bad event must not take the listener (and every socket) down.
+                log.exception("dropping an event that could not be dispatched")
+        elif kind == "subscribe":
+            channel = reply[1]
+            if channel in self._wanted:
+                self._confirmed.add(channel)
+                waiter = self._waiters.pop(channel, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "pong" and len(reply) > 1 and reply[1] == RESYNC_TOKEN:
+            task = asyncio.create_task(self._on_resubscribed(), name="dmhub-resync")
+            task.add_done_callback(_log_failure)
+
+    async def _health_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            if loop.time() - self._last_heard > DEAD_AFTER_S:
+                log.warning("pub/sub connection silent for %.0fs; dropping it", DEAD_AFTER_S)
+                await self._disconnect()
+                return
+            await self._send("PING", "health")
+
+    async def _send(self, *args: str) -> None:
+        try:
+            await self._conn.send_command(*args, check_health=False)
+        except (RedisError, OSError) as exc:
+            # The listener notices the broken link and resubscribes everything wanted.
+            log.debug("pub/sub command %s failed: %s", args[0], exc)
+
+    async def _disconnect(self) -> None:
+        was_connected = self._connected
+        self._connected = False
+        self._confirmed.clear()
+        if was_connected:
+            self.connected_event.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.disconnect(nowait=True)
+            except Exception:
+                log.debug("ignoring an error while closing the pub/sub connection")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("resync after reconnect failed", exc_info=task.exception())

@@ -1,0 +1,108 @@
+"""`dmhub serve`: the embedded Valkey (or REDIS_URL), uvicorn, graceful drain.
+
+On SIGTERM or SIGINT the process stops taking new frames, lets in-flight sends
+finish so their acks go out, closes every socket with 1012 (reconnect with your
+cursor), and only then lets uvicorn shut down and stops the embedded Valkey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import replace
+from types import FrameType
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from chat import runtime as runtime_module
+from chat.config import Settings
+from chat.store.embedded import EmbeddedValkey, warn_without_persistence
+
+log = logging.getLogger("dmhub")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a drain of dmhub's sockets before its own shutdown begins."""
+
+    _drain_started = False
+    _loop: asyncio.AbstractEventLoop | None = None
+    _drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's runner does not make its loop the thread's current loop, so
+        # remember it here for the signal handler.
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        current = runtime_module.current
+        loop = self._loop
+        if self._drain_started or current is None or loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self._drain_started = True
+
+        def begin() -> None:
+            self._drain_task = loop.create_task(self._drain_then_exit(sig, frame))
+
+        loop.call_soon_threadsafe(begin)
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        current = runtime_module.current
+        try:
+            if current is not None:
+                log.info("draining %d sockets before shutdown", len(current.hub.connections))
+                await current.hub.drain(current.settings.drain_timeout_s)
+        except Exception:
+            log.exception("drain failed; shutting down anyway")
+        finally:
+            super().handle_exit(sig, frame)
+
+
+def serve(host: str, port: int, workers: int, log_level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings.from_env()
+    embedded: EmbeddedValkey | None = None
+    if settings.redis_url is None:
+        embedded = EmbeddedValkey(settings.data_dir, settings.appendfsync)
+        settings = replace(settings, redis_url=embedded.start())
+        # Worker processes build their settings from the environment.
+        os.environ["REDIS_URL"] = settings.redis_url or ""
+    else:
+        warn_without_persistence(settings.redis_url)
+
+    # uvicorn re-raises the signal that stopped it once it is done; a Python
+    # handler turns that into a normal return so the finally below still runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        config = uvicorn.Config(
+            "chat.asgi:create",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            ws_max_size=settings.max_frame_bytes,
+            ws_per_message_deflate=False,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
+            lifespan="on",
+            proxy_headers=True,
+        )
+        if workers > 1:
+            sock = config.bind_socket()
+            Multiprocess(config, target=DrainingServer(config).run, sockets=[sock]).run()
+        else:
+            DrainingServer(config).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()

@@ -1,0 +1,1 @@
+"""Everything dmhub keeps, in Redis: accounts, sessions, edges, messages, events."""

@@ -1,0 +1,80 @@
+"""Redis key names, in one place (docs/architecture.md describes each).
+
+Users are keyed by their lower-cased handle, so lookups are case-insensitive
+while the handle as typed is kept in the user hash.
+"""
+
+SEQ = "seq"  # one counter: message ids and the order of follows and blocks
+
+
+def user(lc: str) -> str:
+    return f"user:{lc}"
+
+
+def session(token_hash: str) -> str:
+    return f"sess:{token_hash}"
+
+
+def following(lc: str) -> str:
+    return f"fwing:{lc}"
+
+
+def followers(lc: str) -> str:
+    return f"fwers:{lc}"
+
+
+def blocking(lc: str) -> str:
+    return f"blk:{lc}"
+
+
+def blocked_by(lc: str) -> str:
+    return f"blkby:{lc}"
+
+
+def wrote(lc: str) -> str:
+    return f"wrote:{lc}"
+
+
+def conversation(a: str, b: str) -> str:
+    first, second = (a, b) if a < b else (b, a)
+    return f"msgs:{first}:{second}"
+
+
+def inbox(lc: str) -> str:
+    return f"cin:{lc}"
+
+
+def requests(lc: str) -> str:
+    return f"creq:{lc}"
+
+
+def unread(lc: str) -> str:
+    return f"unread:{lc}"
+
+
+def read_pointer(lc: str) -> str:
+    return f"rd:{lc}"
+
+
+def cleared(lc: str) -> str:
+    return f"clr:{lc}"
+
+
+def client_ids(lc: str) -> str:
+    return f"cid:{lc}"
+
+
+def events(lc: str) -> str:
+    return f"ev:{lc}"
+
+
+def channel(lc: str) -> str:
+    return f"ch:{lc}"
+
+
+def login_failures(lc: str) -> str:
+    return f"loginfail:{lc}"
+
+
+def folder_key(lc: str, folder: str) -> str:
+    return inbox(lc) if folder == "inbox" else requests(lc)

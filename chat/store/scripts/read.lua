@@ -1,0 +1,42 @@
+-- Move a reader's read pointer forward and tell whoever should know.
+--
+-- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{a}:{b}   4 ev:{me}   5 ev:{peer}
+--       6 ch:{me}   7 ch:{peer}
+-- ARGV: 1 me (lower case)   2 peer (lower case)   3 up_to (message id)
+--       4 the read frame body without its cursor   5 send a receipt to the peer ('1'|'0')
+--       6 event retention
+-- Returns -1 when up_to is not a message of this conversation, 0 when the pointer
+-- was already there or past it, 1 when it moved.
+local me, peer, up_to = ARGV[1], ARGV[2], ARGV[3]
+
+if #redis.call('XRANGE', KEYS[3], up_to .. '-0', up_to .. '-0') == 0 then
+  return -1
+end
+local current = redis.call('HGET', KEYS[1], peer)
+if current and tonumber(current) >= tonumber(up_to) then
+  return 0
+end
+redis.call('HSET', KEYS[1], peer, up_to)
+
+-- Unread is what the peer wrote after the pointer; usually a handful of entries.
+local unread = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '(' .. up_to .. '-0', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 's' and fields[i + 1] == peer then unread = unread + 1 end
+  end
+end
+if unread == 0 then
+  redis.call('HDEL', KEYS[2], peer)
+else
+  redis.call('HSET', KEYS[2], peer, unread)
+end
+
+local body = ARGV[4]
+local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'p', peer, 'f', body)
+redis.call('PUBLISH', KEYS[6], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
+if ARGV[5] == '1' then
+  local peer_cursor = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'p', me, 'f', body)
+  redis.call('PUBLISH', KEYS[7], 'r ' .. peer_cursor .. ' ' .. me .. ' -\n' .. body .. ',"cursor":"' .. peer_cursor .. '"}')
+end
+return 1

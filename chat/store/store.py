@@ -1,0 +1,484 @@
+"""The store: every read and write dmhub makes to Redis, behind named methods.
+
+Writes that must be atomic (a send, a read pointer, an edge) are Lua scripts in
+`scripts/`; everything else is a plain command or a pipeline. Methods raise
+redis' ConnectionError/TimeoutError when Redis is down; the transports turn
+those into `unavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis
+
+from chat.permission import Facts
+from chat.store import keys
+
+USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr")
+_json = msgspec.json.Encoder()
+
+
+def _script(name: str) -> str:
+    return resources.files("chat.store").joinpath("scripts", name).read_text()
+
+
+def iso_ms(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def public_user(row: dict[str, str]) -> dict[str, Any]:
+    """The contract's `user` object from a stored user hash."""
+    return {
+        "handle": row["handle"],
+        "name": row.get("name") or row["handle"],
+        "kind": row.get("kind") or "person",
+        "open_dms": row.get("open_dms") == "1",
+        "greeting": row.get("greeting") or None,
+    }
+
+
+def _user_from_values(values: list[str | None]) -> dict[str, str] | None:
+    if values[0] is None:
+        return None
+    return {f: v for f, v in zip(USER_FIELDS, values, strict=True) if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class PairFacts:
+    """The permission facts between A and B, and what the API shows of B."""
+
+    facts: Facts
+    sender_handle: str | None
+    recipient: dict[str, str] | None
+    a_follows_b: bool
+    a_has_request: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptFacts:
+    reader_handle: str
+    peer_handle: str
+    both_on: bool
+    is_request: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    created: bool
+    message_json: str
+    message_id: str
+    folder: str | None = None
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence)."""
+    ms, _, seq = cursor.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def parse_cursor(cursor: str) -> tuple[int, int] | None:
+    try:
+        ms, dash, seq = cursor.partition("-")
+        if not dash or not ms.isdigit() or not seq.isdigit():
+            return None
+        return int(ms), int(seq)
+    except ValueError:
+        return None
+
+
+class Store:
+    def __init__(self, client: redis.Redis, *, event_retention: int) -> None:
+        self.redis = client
+        self.event_retention = event_retention
+        self._send = client.register_script(_script("send.lua"))
+        self._read = client.register_script(_script("read.lua"))
+        self._create_user = client.register_script(_script("create_user.lua"))
+        self._link = client.register_script(_script("link.lua"))
+        self._facts = client.register_script(_script("facts.lua"))
+        self._bounds = client.register_script(_script("stream_bounds.lua"))
+
+    # -- accounts and sessions ------------------------------------------------
+
+    async def create_user(self, handle: str, password_hash: str, name: str, kind: str) -> bool:
+        fields = {
+            "handle": handle,
+            "name": name,
+            "kind": kind,
+            "open_dms": "0",
+            "rr": "1",
+            "active": "1",
+            "pw": password_hash,
+            "created": str(int(time.time() * 1000)),
+        }
+        args = [part for pair in fields.items() for part in pair]
+        created = await self._create_user(keys=[keys.user(handle.lower())], args=args)
+        return bool(created)
+
+    async def user(self, lc: str) -> dict[str, str] | None:
+        values = await self.redis.hmget(keys.user(lc), list(USER_FIELDS))
+        return _user_from_values(values)
+
+    async def password_hash(self, lc: str) -> tuple[dict[str, str], str] | None:
+        values = await self.redis.hmget(keys.user(lc), [*USER_FIELDS, "pw"])
+        row = _user_from_values(values[:-1])
+        if row is None or values[-1] is None:
+            return None
+        return row, values[-1]
+
+    async def set_password_hash(self, lc: str, password_hash: str) -> None:
+        await self.redis.hset(keys.user(lc), "pw", password_hash)
+
+    async def users(self, lcs: list[str]) -> list[dict[str, str] | None]:
+        if not lcs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lc in lcs:
+                pipe.hmget(keys.user(lc), list(USER_FIELDS))
+            rows = await pipe.execute()
+        return [_user_from_values(values) for values in rows]
+
+    async def update_user(self, lc: str, fields: dict[str, str], remove: list[str]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if fields:
+                pipe.hset(keys.user(lc), mapping=fields)
+            if remove:
+                pipe.hdel(keys.user(lc), *remove)
+            await pipe.execute()
+
+    async def create_session(self, token_hash: str, lc: str, ttl_s: int) -> None:
+        await self.redis.set(keys.session(token_hash), lc, ex=ttl_s)
+
+    async def session_user(self, token_hash: str) -> str | None:
+        value: str | None = await self.redis.get(keys.session(token_hash))
+        return value
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self.redis.delete(keys.session(token_hash))
+
+    async def live_sessions(self, token_hashes: list[str]) -> set[str]:
+        if not token_hashes:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token_hash in token_hashes:
+                pipe.exists(keys.session(token_hash))
+            found = await pipe.execute()
+        return {h for h, ok in zip(token_hashes, found, strict=True) if ok}
+
+    async def login_failure(self, lc: str, window_s: int) -> int:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(keys.login_failures(lc))
+            pipe.expire(keys.login_failures(lc), window_s, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def login_failures(self, lc: str) -> tuple[int, int]:
+        """Failures in the current window and the seconds until it ends."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.login_failures(lc))
+            pipe.ttl(keys.login_failures(lc))
+            count, ttl = await pipe.execute()
+        return int(count or 0), max(int(ttl), 1)
+
+    async def clear_login_failures(self, lc: str) -> None:
+        await self.redis.delete(keys.login_failures(lc))
+
+    # -- edges: follows and blocks -------------------------------------------
+
+    async def link(self, forward: str, reverse: str, a: str, b: str) -> bool:
+        added = await self._link(keys=[keys.SEQ, forward, reverse], args=[a, b])
+        return bool(added)
+
+    async def unlink(self, forward: str, reverse: str, a: str, b: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(forward, b)
+            pipe.zrem(reverse, a)
+            await pipe.execute()
+
+    async def follow(self, a: str, b: str) -> None:
+        await self.link(keys.following(a), keys.followers(b), a, b)
+
+    async def unfollow(self, a: str, b: str) -> None:
+        await self.unlink(keys.following(a), keys.followers(b), a, b)
+
+    async def block(self, a: str, b: str) -> None:
+        await self.link(keys.blocking(a), keys.blocked_by(b), a, b)
+
+    async def unblock(self, a: str, b: str) -> None:
+        await self.unlink(keys.blocking(a), keys.blocked_by(b), a, b)
+
+    async def edge_page(
+        self, key: str, limit: int, before: int | None
+    ) -> tuple[list[dict[str, str]], str | None]:
+        """Newest first; the cursor is the order number of the last edge shown."""
+        top = f"({before}" if before is not None else "+inf"
+        rows = await self.redis.zrevrangebyscore(key, top, "-inf", 0, limit + 1, withscores=True)
+        page, more = rows[:limit], len(rows) > limit
+        users = await self.users([member for member, _ in page])
+        shown = [u for u in users if u is not None]
+        next_cursor = str(int(page[-1][1])) if more and page else None
+        return shown, next_cursor
+
+    # -- the permission facts -------------------------------------------------
+
+    async def pair_facts(self, a: str, b: str) -> PairFacts:
+        """Everything `decide` needs about A writing to B, in one round trip."""
+        if a == b:
+            row = await self.user(a)
+            exists = row is not None
+            facts = Facts(sender_exists=exists, recipient_exists=exists, same_account=True)
+            return PairFacts(facts, row["handle"] if row else None, row, False)
+        result = await self._facts(
+            keys=[
+                keys.user(a),
+                keys.user(b),
+                keys.blocking(a),
+                keys.blocking(b),
+                keys.following(b),
+                keys.wrote(b),
+                keys.inbox(b),
+                keys.following(a),
+                keys.requests(a),
+            ],
+            args=[a, b],
+        )
+        (
+            sender,
+            recipient_values,
+            a_blocks,
+            b_blocks,
+            b_follows,
+            b_wrote,
+            b_inbox,
+            a_follows,
+            a_request,
+        ) = result
+        recipient = _user_from_values(recipient_values)
+        facts = Facts(
+            sender_exists=sender[0] is not None,
+            recipient_exists=recipient is not None,
+            sender_active=sender[1] != "0",
+            recipient_active=recipient is not None and recipient.get("active") != "0",
+            sender_blocks_recipient=bool(a_blocks),
+            recipient_blocks_sender=bool(b_blocks),
+            recipient_follows_sender=bool(b_follows),
+            recipient_open_dms=recipient is not None and recipient.get("open_dms") == "1",
+            recipient_wrote_to_sender=bool(b_wrote),
+            recipient_has_inbox_conversation=bool(b_inbox),
+        )
+        return PairFacts(facts, sender[0], recipient, bool(a_follows), bool(a_request))
+
+    # -- messages ---------------------------------------------------------------
+
+    async def send(
+        self,
+        *,
+        sender: str,
+        sender_handle: str,
+        recipient: str,
+        recipient_handle: str,
+        folder: str,
+        text: str,
+        client_id: str | None,
+        origin: str,
+    ) -> SendResult:
+        now_ms = int(time.time() * 1000)
+        tail = _json.encode(
+            {
+                "from": sender_handle,
+                "to": recipient_handle,
+                "text": text,
+                "sent_at": iso_ms(now_ms),
+                "client_id": client_id,
+            }
+        ).decode()
+        after_id = "," + tail[1:]
+        result = await self._send(
+            keys=[
+                keys.client_ids(sender),
+                keys.conversation(sender, recipient),
+                keys.events(sender),
+                keys.events(recipient),
+                keys.inbox(sender),
+                keys.requests(sender),
+                keys.inbox(recipient),
+                keys.requests(recipient),
+                keys.unread(recipient),
+                keys.wrote(sender),
+                keys.SEQ,
+                keys.channel(sender),
+                keys.channel(recipient),
+            ],
+            args=[
+                client_id or "",
+                sender,
+                recipient,
+                folder,
+                after_id,
+                self.event_retention,
+                origin,
+            ],
+        )
+        if result[0] == 1:
+            message_id = str(result[1])
+            return SendResult(True, f'{{"id":"{message_id}"{after_id}', message_id, result[4])
+        message_id, peer = str(result[1]), str(result[2])
+        original = await self.message(sender, peer, message_id)
+        if original is None:  # the conversation was removed under us; keep the promise
+            raise LookupError(f"message {message_id} is gone")
+        return SendResult(False, original, message_id)
+
+    async def original_send(self, sender: str, client_id: str) -> SendResult | None:
+        """The message an earlier send with this client_id stored, if any."""
+        seen = await self.redis.hget(keys.client_ids(sender), client_id)
+        if seen is None:
+            return None
+        message_id, _, peer = seen.partition("|")
+        original = await self.message(sender, peer, message_id)
+        return SendResult(False, original, message_id) if original is not None else None
+
+    async def message(self, a: str, b: str, message_id: str) -> str | None:
+        entries = await self.redis.xrange(
+            keys.conversation(a, b), f"{message_id}-0", f"{message_id}-0"
+        )
+        return entries[0][1]["j"] if entries else None
+
+    async def conversation_exists(self, a: str, b: str) -> bool:
+        return bool(await self.redis.exists(keys.conversation(a, b)))
+
+    async def message_page(
+        self, me: str, peer: str, limit: int, before: str | None
+    ) -> tuple[list[str], str | None]:
+        """Message JSON, oldest first, for the newest page (or the page before `before`)."""
+        cleared = await self.redis.hget(keys.cleared(me), peer)
+        top = f"({before}-0" if before else "+"
+        bottom = f"({cleared}-0" if cleared else "-"
+        entries = await self.redis.xrevrange(keys.conversation(me, peer), top, bottom, limit + 1)
+        page, more = entries[:limit], len(entries) > limit
+        next_id = page[-1][0].split("-")[0] if more and page else None
+        return [fields["j"] for _, fields in reversed(page)], next_id
+
+    async def conversation_page(
+        self, me: str, folder: str, limit: int, before: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        top = f"({before}" if before is not None else "+inf"
+        rows = await self.redis.zrevrangebyscore(
+            keys.folder_key(me, folder), top, "-inf", 0, limit + 1, withscores=True
+        )
+        page, more = rows[:limit], len(rows) > limit
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for peer, _ in page:
+                pipe.hmget(keys.user(peer), list(USER_FIELDS))
+                pipe.xrevrange(keys.conversation(me, peer), "+", "-", 1)
+                pipe.hget(keys.unread(me), peer)
+            found = await pipe.execute()
+        conversations: list[dict[str, Any]] = []
+        for index in range(len(page)):
+            row = _user_from_values(found[3 * index])
+            if row is None:
+                continue
+            last = found[3 * index + 1]
+            conversations.append(
+                {
+                    "peer": public_user(row),
+                    "last_message": msgspec.json.decode(last[0][1]["j"]) if last else None,
+                    "unread": int(found[3 * index + 2] or 0),
+                    "folder": folder,
+                }
+            )
+        next_cursor = str(int(page[-1][1])) if more and page else None
+        return conversations, next_cursor
+
+    async def folder_of(self, me: str, peer: str) -> str | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(keys.inbox(me), peer)
+            pipe.zscore(keys.requests(me), peer)
+            in_inbox, in_requests = await pipe.execute()
+        if in_inbox is not None:
+            return "inbox"
+        if in_requests is not None:
+            return "requests"
+        return None
+
+    async def receipt_facts(self, me: str, peer: str) -> ReceiptFacts | None:
+        """What decides whether a read receipt reaches the peer; None if no such peer."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.user(me), ["handle", "rr"])
+            pipe.hmget(keys.user(peer), ["handle", "rr"])
+            pipe.zscore(keys.requests(me), peer)
+            pipe.zscore(keys.requests(peer), me)
+            mine, theirs, my_request, their_request = await pipe.execute()
+        if mine[0] is None or theirs[0] is None:
+            return None
+        return ReceiptFacts(
+            reader_handle=mine[0],
+            peer_handle=theirs[0],
+            both_on=mine[1] != "0" and theirs[1] != "0",
+            is_request=my_request is not None or their_request is not None,
+        )
+
+    async def mark_read(self, me: str, peer: str, up_to: str, body: str, tell_peer: bool) -> int:
+        result = await self._read(
+            keys=[
+                keys.read_pointer(me),
+                keys.unread(me),
+                keys.conversation(me, peer),
+                keys.events(me),
+                keys.events(peer),
+                keys.channel(me),
+                keys.channel(peer),
+            ],
+            args=[me, peer, up_to, body, "1" if tell_peer else "0", self.event_retention],
+        )
+        return int(result)
+
+    async def accept(self, me: str, peer: str) -> bool:
+        """Move a request to the inbox; False when there is no such conversation."""
+        score = await self.redis.zscore(keys.requests(me), peer)
+        if score is None:
+            return await self.redis.zscore(keys.inbox(me), peer) is not None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.requests(me), peer)
+            pipe.zadd(keys.inbox(me), {peer: score})
+            await pipe.execute()
+        return True
+
+    async def hide_conversation(self, me: str, peer: str) -> bool:
+        """Hide a conversation and its history so far, for `me` only."""
+        last = await self.redis.xrevrange(keys.conversation(me, peer), "+", "-", 1)
+        if not last:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.cleared(me), peer, last[0][0].split("-")[0])
+            pipe.zrem(keys.inbox(me), peer)
+            pipe.zrem(keys.requests(me), peer)
+            pipe.hdel(keys.unread(me), peer)
+            await pipe.execute()
+        return True
+
+    # -- events: replay and ephemeral publishes ---------------------------------
+
+    async def event_bounds(self, lc: str) -> tuple[str, str]:
+        """(newest event id, newest id trimmed away) of a user's event stream."""
+        last, deleted = await self._bounds(keys=[keys.events(lc)])
+        return str(last), str(deleted)
+
+    async def events_after(self, lc: str, cursor: str, count: int) -> list[tuple[str, str, str]]:
+        """(cursor, peer, body) of the events after `cursor`, oldest first."""
+        entries = await self.redis.xrange(keys.events(lc), f"({cursor}", "+", count)
+        return [(event_id, fields["p"], fields["f"]) for event_id, fields in entries]
+
+    async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
+        await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")
+
+    async def publish_session_end(self, lc: str, token_hash: str) -> None:
+        await self.redis.publish(keys.channel(lc), f"x - - -\n{token_hash}")
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())

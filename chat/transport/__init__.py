@@ -1,0 +1,1 @@
+"""The network edge: HTTP routes, the WebSocket endpoint, authentication, web pages."""

@@ -1,0 +1,114 @@
+"""Who is calling: bearer tokens and session cookies, and the Origin rule.
+
+Tokens are random and opaque; Redis keeps only their SHA-256, so a leaked
+database does not hand out live sessions. Cookie-authenticated requests that
+change state, and cookie-authenticated WebSocket handshakes, must come from an
+allowed Origin (CSRF and cross-site WebSocket hijacking); bearer requests need
+no Origin because a browser never attaches a bearer token on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chat.errors import FORBIDDEN_ORIGIN, UNAUTHENTICATED, ApiError
+from chat.store.store import Store
+
+COOKIE_NAME = "dmhub_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# OWASP's argon2id baseline (19 MiB, 2 passes): strong, and ~20 ms here, so
+# sign-ups and load-test set-up are not throttled by hashing.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+# Verified against when the handle does not exist, so timing does not tell.
+_DUMMY_HASH = _hasher.hash("dmhub-no-such-account")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: str  # lower-cased handle, the key of everything the user owns
+    session: str  # SHA-256 of the token
+    via_cookie: bool
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(stored_hash: str | None, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """The server's own origin (same host as the request) or one listed in settings."""
+    if not origin or origin == "null":
+        return False
+    normalized = origin.strip().rstrip("/").lower()
+    if normalized in allowed:
+        return True
+    netloc = urlsplit(normalized).netloc
+    return bool(host) and netloc == (host or "").lower()
+
+
+def credentials(
+    headers: dict[str, str] | object, cookies: dict[str, str]
+) -> tuple[str, bool] | None:
+    """(token, came from the cookie) or None. A bearer header wins over a cookie."""
+    get = headers.get
+    authorization = get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip(), False
+        return None
+    token = cookies.get(COOKIE_NAME)
+    if token:
+        return token, True
+    return None
+
+
+async def authenticate(
+    store: Store,
+    headers: object,
+    cookies: dict[str, str],
+    *,
+    needs_origin: bool,
+    allowed_origins: tuple[str, ...],
+) -> Principal:
+    found = credentials(headers, cookies)
+    if found is None:
+        raise ApiError(UNAUTHENTICATED, "Sign in first: send a bearer token or the session cookie.")
+    token, via_cookie = found
+    get = headers.get
+    if (
+        via_cookie
+        and needs_origin
+        and not origin_allowed(get("origin"), get("host"), allowed_origins)
+    ):
+        raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
+    digest = token_hash(token)
+    user = await store.session_user(digest)
+    if user is None:
+        raise ApiError(UNAUTHENTICATED, "This session has ended or the token is not valid.")
+    return Principal(user=user, session=digest, via_cookie=via_cookie)

@@ -1,0 +1,356 @@
+"""The HTTP API of PROTOCOL.md: thin handlers over the store and the actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chat.config import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from chat.errors import (
+    BAD_CREDENTIALS,
+    FORBIDDEN_ORIGIN,
+    HANDLE_TAKEN,
+    NOT_FOUND,
+    RATE_LIMITED,
+    ApiError,
+    invalid,
+    unknown_user,
+)
+from chat.hub import actions
+from chat.protocol import validation
+from chat.runtime import Runtime
+from chat.store import keys
+from chat.store.store import public_user
+from chat.transport import auth
+
+MAX_BODY_BYTES = 64 * 1024
+_encoder = msgspec.json.Encoder()
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(data), status, headers, media_type="application/json")
+
+
+def raw_json(text: str, status: int = 200) -> Response:
+    return Response(text, status, media_type="application/json")
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+async def body(request: Request) -> dict[str, Any]:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise invalid(f"The body is over {MAX_BODY_BYTES // 1024} KiB.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise invalid("The body must be valid JSON.") from None
+    return validation.json_object(data)
+
+
+async def signed_in(request: Request) -> auth.Principal:
+    rt = runtime(request)
+    return await auth.authenticate(
+        rt.store,
+        request.headers,
+        request.cookies,
+        needs_origin=request.method not in auth.SAFE_METHODS,
+        allowed_origins=rt.settings.allowed_origins,
+    )
+
+
+def check_login_origin(request: Request) -> None:
+    """Sign-up and sign-in set a cookie: refuse them from foreign pages (login CSRF)."""
+    origin = request.headers.get("origin")
+    if origin and not auth.origin_allowed(
+        origin, request.headers.get("host"), runtime(request).settings.allowed_origins
+    ):
+        raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
+
+
+def session_response(request: Request, user: dict[str, Any], token: str, status: int) -> Response:
+    rt = runtime(request)
+    response = json({"user": user, "token": token}, status)
+    response.set_cookie(
+        auth.COOKIE_NAME,
+        token,
+        max_age=rt.settings.session_ttl_s,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/",
+    )
+    return response
+
+
+def me_body(row: dict[str, str]) -> dict[str, Any]:
+    return {"user": public_user(row), "settings": {"read_receipts": row.get("rr") != "0"}}
+
+
+async def existing_user(request: Request, handle: object) -> dict[str, str]:
+    lc = actions.peer_key(handle)
+    row = await runtime(request).store.user(lc)
+    if row is None:
+        raise unknown_user(str(handle))
+    return row
+
+
+def page_cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise invalid("That cursor is not one this server gave out.", "before")
+    return int(value)
+
+
+def page_limit(request: Request) -> int:
+    return validation.limit(request.query_params.get("limit"), DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)
+
+
+# -- accounts and sessions ------------------------------------------------------
+
+
+async def create_account(request: Request) -> Response:
+    check_login_origin(request)
+    data = await body(request)
+    handle = validation.handle(data.get("handle"))
+    password = validation.password(data.get("password"))
+    name = validation.name(data["name"]) if data.get("name") is not None else handle
+    kind = validation.kind(data.get("kind", "person"))
+    rt = runtime(request)
+    password_hash = await auth.hash_password(password)
+    if not await rt.store.create_user(handle, password_hash, name, kind):
+        raise ApiError(HANDLE_TAKEN, f"The handle @{handle} is taken.", field="handle")
+    token = auth.new_token()
+    await rt.store.create_session(auth.token_hash(token), handle.lower(), rt.settings.session_ttl_s)
+    row = await rt.store.user(handle.lower())
+    assert row is not None
+    return session_response(request, public_user(row), token, 201)
+
+
+async def create_session(request: Request) -> Response:
+    check_login_origin(request)
+    data = await body(request)
+    handle, password = data.get("handle"), data.get("password")
+    if not isinstance(handle, str) or not isinstance(password, str):
+        raise invalid("handle and password are required.")
+    rt = runtime(request)
+    lc = handle.lower()
+    failures, retry_after = await rt.store.login_failures(lc)
+    if failures >= rt.settings.login_failures:
+        raise ApiError(
+            RATE_LIMITED,
+            f"Too many failed sign-ins for @{handle}; try again in {retry_after} s.",
+            retry_after=retry_after,
+        )
+    found = await rt.store.password_hash(lc) if validation.is_handle(handle) else None
+    ok = await auth.verify_password(found[1] if found else None, password)
+    if not ok or found is None:
+        await rt.store.login_failure(lc, rt.settings.login_window_s)
+        raise ApiError(BAD_CREDENTIALS, "That handle and password do not match an account.")
+    await rt.store.clear_login_failures(lc)
+    token = auth.new_token()
+    await rt.store.create_session(auth.token_hash(token), lc, rt.settings.session_ttl_s)
+    return session_response(request, public_user(found[0]), token, 200)
+
+
+async def end_session(request: Request) -> Response:
+    principal = await signed_in(request)
+    store = runtime(request).store
+    await store.delete_session(principal.session)
+    await store.publish_session_end(principal.user, principal.session)
+    response = no_content()
+    response.delete_cookie(auth.COOKIE_NAME, path="/")
+    return response
+
+
+# -- me, people, follows, blocks -----------------------------------------------
+
+
+async def get_me(request: Request) -> Response:
+    principal = await signed_in(request)
+    row = await runtime(request).store.user(principal.user)
+    if row is None:
+        raise ApiError("unauthenticated", "This account no longer exists.")
+    return json(me_body(row))
+
+
+async def patch_me(request: Request) -> Response:
+    principal = await signed_in(request)
+    data = await body(request)
+    store = runtime(request).store
+    row = await store.user(principal.user)
+    if row is None:
+        raise ApiError("unauthenticated", "This account no longer exists.")
+    changes: dict[str, str] = {}
+    removed: list[str] = []
+    if "name" in data:
+        changes["name"] = validation.name(data["name"])
+    if "open_dms" in data:
+        changes["open_dms"] = "1" if validation.boolean(data["open_dms"], "open_dms") else "0"
+    if "read_receipts" in data:
+        changes["rr"] = "1" if validation.boolean(data["read_receipts"], "read_receipts") else "0"
+    if "greeting" in data:
+        greeting = validation.greeting(data["greeting"])
+        if greeting is not None and row.get("kind") != "business":
+            raise invalid("Only business accounts can set a greeting.", "greeting")
+        if greeting is None:
+            removed.append("greeting")
+        else:
+            changes["greeting"] = greeting
+    await store.update_user(principal.user, changes, removed)
+    row = await store.user(principal.user)
+    assert row is not None
+    return json(me_body(row))
+
+
+async def get_user(request: Request) -> Response:
+    principal = await signed_in(request)
+    other = actions.peer_key(request.path_params["handle"])
+    pair = await runtime(request).store.pair_facts(principal.user, other)
+    if pair.recipient is None:
+        raise unknown_user(request.path_params["handle"])
+    return json({"user": public_user(pair.recipient), "relationship": actions.relationship(pair)})
+
+
+async def edge(request: Request) -> Response:
+    """PUT/DELETE /api/following/{handle} and /api/blocks/{handle}."""
+    principal = await signed_in(request)
+    target = await existing_user(request, request.path_params["handle"])
+    other = target["handle"].lower()
+    if other == principal.user:
+        raise invalid("That is your own account.", "handle")
+    store = runtime(request).store
+    is_block = request.url.path.startswith("/api/blocks/")
+    if request.method == "PUT":
+        await (store.block if is_block else store.follow)(principal.user, other)
+    else:
+        await (store.unblock if is_block else store.unfollow)(principal.user, other)
+    return no_content()
+
+
+def edge_list(key_of: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        principal = await signed_in(request)
+        before = page_cursor(
+            request.query_params.get("before") or request.query_params.get("cursor")
+        )
+        rows, next_cursor = await runtime(request).store.edge_page(
+            key_of(principal.user), page_limit(request), before
+        )
+        return json({"users": [public_user(r) for r in rows], "next": next_cursor})
+
+    return endpoint
+
+
+# -- conversations ----------------------------------------------------------------
+
+
+async def list_conversations(request: Request) -> Response:
+    principal = await signed_in(request)
+    folder = validation.folder(request.query_params.get("folder"))
+    before = page_cursor(request.query_params.get("before"))
+    conversations, next_cursor = await runtime(request).store.conversation_page(
+        principal.user, folder, page_limit(request), before
+    )
+    return json({"conversations": conversations, "next": next_cursor})
+
+
+async def conversation_peer(request: Request, me: str) -> str:
+    """The peer of a conversation path; 404 not_found unless the two ever talked."""
+    peer = actions.peer_key(request.path_params["peer"])
+    store = runtime(request).store
+    if peer == me or not await store.conversation_exists(me, peer):
+        if peer != me and await store.user(peer) is None:
+            raise unknown_user(request.path_params["peer"])
+        raise ApiError(NOT_FOUND, "There is no conversation between you and that account.")
+    return peer
+
+
+async def list_messages(request: Request) -> Response:
+    principal = await signed_in(request)
+    peer = await conversation_peer(request, principal.user)
+    before = request.query_params.get("before")
+    if before is not None:
+        before = validation.message_id(before, "before")
+    messages, next_id = await runtime(request).store.message_page(
+        principal.user, peer, page_limit(request), before
+    )
+    next_json = f'"{next_id}"' if next_id else "null"
+    return raw_json(f'{{"messages":[{",".join(messages)}],"next":{next_json}}}')
+
+
+async def post_message(request: Request) -> Response:
+    principal = await signed_in(request)
+    data = await body(request)
+    result = await actions.send_message(
+        runtime(request).store,
+        principal.user,
+        request.path_params["peer"],
+        data.get("text"),
+        data.get("client_id"),
+    )
+    return raw_json(f'{{"message":{result.message_json}}}', 201 if result.created else 200)
+
+
+async def read_conversation(request: Request) -> Response:
+    principal = await signed_in(request)
+    data = await body(request)
+    await actions.mark_read(
+        runtime(request).store, principal.user, request.path_params["peer"], data.get("up_to")
+    )
+    return no_content()
+
+
+async def accept_conversation(request: Request) -> Response:
+    principal = await signed_in(request)
+    peer = await conversation_peer(request, principal.user)
+    if not await runtime(request).store.accept(principal.user, peer):
+        raise ApiError(NOT_FOUND, "That conversation is not in your requests or inbox.")
+    return no_content()
+
+
+async def delete_conversation(request: Request) -> Response:
+    principal = await signed_in(request)
+    peer = await conversation_peer(request, principal.user)
+    await runtime(request).store.hide_conversation(principal.user, peer)
+    return no_content()
+
+
+routes = [
+    Route("/api/accounts", create_account, methods=["POST"]),
+    Route("/api/sessions", create_session, methods=["POST"]),
+    Route("/api/sessions/current", end_session, methods=["DELETE"]),
+    Route("/api/me", get_me, methods=["GET"]),
+    Route("/api/me", patch_me, methods=["PATCH"]),
+    Route("/api/users/{handle}", get_user, methods=["GET"]),
+    Route("/api/following", edge_list(keys.following), methods=["GET"]),
+    Route("/api/followers", edge_list(keys.followers), methods=["GET"]),
+    Route("/api/following/{handle}", edge, methods=["PUT", "DELETE"]),
+    Route("/api/blocks", edge_list(keys.blocking), methods=["GET"]),
+    Route("/api/blocks/{handle}", edge, methods=["PUT", "DELETE"]),
+    Route("/api/conversations", list_conversations, methods=["GET"]),
+    Route("/api/conversations/{peer}/messages", list_messages, methods=["GET"]),
+    Route("/api/conversations/{peer}/messages", post_message, methods=["POST"]),
+    Route("/api/conversations/{peer}/read", read_conversation, methods=["POST"]),
+    Route("/api/conversations/{peer}/accept", accept_conversation, methods=["POST"]),
+    Route("/api/conversations/{peer}", delete_conversation, methods=["DELETE"]),
+]

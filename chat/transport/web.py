@@ -1,0 +1,64 @@
+"""Pages and operational endpoints: the chat page, static files, health, metrics."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from chat.errors import UNAUTHENTICATED, ApiError
+from chat.runtime import Runtime
+from chat.transport.http import json
+
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+def web_dir() -> Path:
+    return WEB_DIR
+
+
+async def chat_page(request: Request) -> Response:
+    index = web_dir() / "index.html"
+    if not index.exists():
+        return PlainTextResponse("The chat page is not installed (web/index.html is missing).", 404)
+    return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+
+async def healthz(request: Request) -> Response:
+    return json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    try:
+        await rt.store.ping()
+    except Exception as exc:
+        return json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
+    if rt.hub.draining:
+        return json({"status": "draining"}, 503)
+    return json({"status": "ok", "pubsub": rt.hub.broker.connected})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    expected = rt.settings.metrics_token
+    if expected:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(given, expected):
+            raise ApiError(UNAUTHENTICATED, "The metrics endpoint needs DMHUB_METRICS_TOKEN.")
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [
+    Route("/", chat_page, methods=["GET", "HEAD"]),
+    Route("/messages/compose", chat_page, methods=["GET", "HEAD"]),
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=str(WEB_DIR), check_dir=False), name="static"),
+]

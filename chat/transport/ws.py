@@ -1,0 +1,211 @@
+"""`GET /ws`: the WebSocket transport.
+
+Handshake: authenticate, check Origin for cookies, and for `?peer=` apply the
+permission rule, all before the upgrade, so a refusal is a plain HTTP response
+with an `error` body. Then: subscribe (hub.attach), read the stream position,
+send `ready`, replay from `?since=`, and go live with no gap and no repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from chat import metrics
+from chat.errors import INVALID, NOT_ALLOWED, ApiError, unavailable, unknown_user
+from chat.hub import Connection, actions
+from chat.permission import decide
+from chat.permission.rule import refusal_detail
+from chat.protocol import closecodes, frames
+from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
+from chat.runtime import Runtime
+from chat.store.store import parse_cursor, public_user
+from chat.transport import auth
+from chat.transport.http import json
+
+log = logging.getLogger("dmhub.ws")
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+async def deny(websocket: WebSocket, error: ApiError) -> None:
+    try:
+        await websocket.send_denial_response(json(error.body(), error.status))
+    except RuntimeError:
+        # A server without the denial-response extension: a close is all we can say.
+        await websocket.close(closecodes.POLICY_VIOLATION, error.code)
+
+
+async def handshake(
+    rt: Runtime, websocket: WebSocket
+) -> tuple[auth.Principal, dict[str, Any], Any]:
+    """Authenticate and authorize; returns (principal, my user row, peer facts or None)."""
+    principal = await auth.authenticate(
+        rt.store,
+        websocket.headers,
+        websocket.cookies,
+        needs_origin=True,
+        allowed_origins=rt.settings.allowed_origins,
+    )
+    me = await rt.store.user(principal.user)
+    if me is None:
+        raise ApiError("unauthenticated", "This account no longer exists.")
+    peer = websocket.query_params.get("peer")
+    pair = None
+    if peer is not None:
+        peer_lc = actions.peer_key(peer)
+        pair = await rt.store.pair_facts(principal.user, peer_lc)
+        if pair.recipient is None:
+            raise unknown_user(peer)
+        decision = decide(pair.facts)
+        if not decision.allowed:
+            raise ApiError(NOT_ALLOWED, refusal_detail(decision.reason, pair.recipient["handle"]))
+    return principal, me, pair
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    rt: Runtime = websocket.app.state.runtime
+    if rt.hub.draining:
+        await deny(websocket, ApiError("unavailable", "The server is restarting.", status=503))
+        return
+    try:
+        principal, me, pair = await handshake(rt, websocket)
+    except ApiError as error:
+        await deny(websocket, error)
+        return
+    except REDIS_DOWN:
+        await deny(websocket, unavailable())
+        return
+
+    await websocket.accept()
+    peer_lc = pair.recipient["handle"].lower() if pair is not None else None
+    conn = Connection(
+        user=principal.user,
+        handle=me["handle"],
+        session=principal.session,
+        peer=peer_lc,
+        send_text=websocket.send_text,
+        close=lambda code, reason: websocket.close(code, reason),
+        queue_size=rt.settings.socket_queue,
+    )
+    try:
+        await rt.hub.attach(conn)
+        start, reset = await starting_point(rt, principal.user, websocket.query_params.get("since"))
+        ready: dict[str, Any] = {"type": "ready", "user": public_user(me), "cursor": start}
+        if pair is not None and peer_lc is not None:
+            ready["peer"] = public_user(pair.recipient)
+            greeting = pair.recipient.get("greeting")
+            if greeting and pair.recipient.get("kind") == "business":
+                if not await rt.store.conversation_exists(principal.user, peer_lc):
+                    ready["greeting"] = greeting
+        conn.start_writer()
+        await conn.put(frames.encode(ready))
+        if reset:
+            await conn.put('{"type":"reset"}')
+        await rt.hub.sync(conn, reset_to=start)
+        await receive_loop(rt, websocket, conn)
+    except WebSocketDisconnect:
+        pass
+    except REDIS_DOWN:
+        conn.close(closecodes.TRY_AGAIN_LATER, "storage unavailable; reconnect with your cursor")
+    except TimeoutError:
+        conn.close(closecodes.TRY_AGAIN_LATER, "could not subscribe; reconnect with your cursor")
+    finally:
+        await rt.hub.detach(conn)
+        if conn.writer is not None and not conn.writer.done():
+            # Let a queued close frame (4401, 1008, 1012...) go out; never wait long.
+            if conn.close_code is None:
+                conn.writer.cancel()
+            else:
+                try:
+                    await asyncio.wait_for(conn.writer, timeout=2)
+                except BaseException:
+                    conn.writer.cancel()
+
+
+async def starting_point(rt: Runtime, user: str, since: str | None) -> tuple[str, bool]:
+    """Where this socket's stream begins, and whether the client must refetch (reset)."""
+    last, deleted = await rt.store.event_bounds(user)
+    if since is None:
+        return last, False
+    wanted = parse_cursor(since)
+    if (
+        wanted is None
+        or wanted > parse_cursor_or_zero(last)
+        or wanted < parse_cursor_or_zero(deleted)
+    ):
+        return last, True
+    return since, False
+
+
+def parse_cursor_or_zero(cursor: str) -> tuple[int, int]:
+    return parse_cursor(cursor) or (0, 0)
+
+
+async def receive_loop(rt: Runtime, websocket: WebSocket, conn: Connection) -> None:
+    limit = rt.settings.max_frame_bytes
+    invalid_run = 0
+    while not conn.closed:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None and (
+            len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
+        ):
+            conn.close(closecodes.MESSAGE_TOO_BIG, "frame over 64 KiB")
+            return
+        if rt.hub.draining:
+            continue
+        conn.busy = True
+        try:
+            code = await handle_frame(rt, conn, text if text is not None else message.get("bytes"))
+        finally:
+            conn.busy = False
+        if code == INVALID:
+            invalid_run += 1
+            metrics.INVALID_FRAMES.inc()
+            if invalid_run >= rt.settings.max_invalid_frames:
+                conn.close(closecodes.POLICY_VIOLATION, "too many invalid frames")
+                return
+        else:
+            invalid_run = 0
+
+
+async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) -> str | None:
+    """Act on one client frame; returns the error code it produced, if any."""
+    client_id: str | None = None
+    try:
+        if not isinstance(data, str):
+            raise ApiError(INVALID, "Frames are JSON text frames.")
+        frame = frames.parse_client_frame(data)
+        if isinstance(frame, SendFrame):
+            client_id = frame.client_id if isinstance(frame.client_id, str) else None
+            result = await actions.send_message(
+                rt.store, conn.user, frame.to, frame.text, frame.client_id, origin=conn.id
+            )
+            conn.push(actions.ack_frame(frame.client_id, result.message_json))
+        elif isinstance(frame, TypingFrame):
+            await actions.send_typing(rt.store, conn.user, frame.to)
+        elif isinstance(frame, ReadFrame):
+            await actions.mark_read(rt.store, conn.user, frame.peer, frame.up_to)
+        elif isinstance(frame, PingFrame):
+            conn.push(frames.encode({"type": "pong", "nonce": frame.nonce}))
+        return None
+    except ApiError as error:
+        if client_id is None and isinstance(data, str) and error.code == INVALID:
+            client_id = frames.frame_client_id(data)
+        conn.push(frames.error_frame(error, client_id))
+        return error.code
+    except REDIS_DOWN:
+        conn.push(frames.error_frame(unavailable(), client_id))
+        return "unavailable"
+    except Exception:
+        log.exception("failed to handle a frame from @%s", conn.user)
+        conn.push(frames.error_frame(unavailable(), client_id))
+        return "unavailable"
