@@ -51,7 +51,7 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
             raise invalid(
                 f"Unknown frame type; expected one of {', '.join(KNOWN_TYPES)}."
             ) from None
-        if "Expected `object`, got" in message and "$" == message.rsplit(" ", 1)[-1]:
+        if message.startswith("Expected `object`") and "- at `" not in message:
             raise invalid("A frame is a JSON object.") from None
         raise invalid(f"Bad frame: {message}.") from None
     except msgspec.DecodeError:

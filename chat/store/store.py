@@ -465,9 +465,9 @@ class Store:
     # -- events: replay and ephemeral publishes ---------------------------------
 
     async def event_bounds(self, lc: str) -> tuple[str, str]:
-        """(newest event id, newest id trimmed away) of a user's event stream."""
-        last, deleted = await self._bounds(keys=[keys.events(lc)])
-        return str(last), str(deleted)
+        """(newest event id, oldest id kept after trimming or '0-0') of a user's events."""
+        last, floor = await self._bounds(keys=[keys.events(lc)])
+        return str(last), str(floor)
 
     async def events_after(self, lc: str, cursor: str, count: int) -> list[tuple[str, str, str]]:
         """(cursor, peer, body) of the events after `cursor`, oldest first."""

@@ -130,14 +130,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 async def starting_point(rt: Runtime, user: str, since: str | None) -> tuple[str, bool]:
     """Where this socket's stream begins, and whether the client must refetch (reset)."""
-    last, deleted = await rt.store.event_bounds(user)
+    last, floor = await rt.store.event_bounds(user)
     if since is None:
         return last, False
     wanted = parse_cursor(since)
+    # Too old (trimmed past it), or from the future (a stream that was wiped).
     if (
         wanted is None
         or wanted > parse_cursor_or_zero(last)
-        or wanted < parse_cursor_or_zero(deleted)
+        or wanted < parse_cursor_or_zero(floor)
     ):
         return last, True
     return since, False

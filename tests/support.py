@@ -1,0 +1,156 @@
+"""Test helpers: real servers on free ports, real Valkey, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from chat.app import create_app
+from chat.client import Client
+from chat.config import Settings
+
+PASSWORD = "correct horse battery"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unique_handle(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"[:15]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: Starlette
+    server: uvicorn.Server
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/ws"
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://")
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """The real app under uvicorn on a port-0 socket, in the test's event loop."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", app, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+def settings_for(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
+    return replace(Settings(redis_url=redis_url, data_dir=tmp), **overrides)
+
+
+async def new_user(
+    url: str, handle: str | None = None, *, open_dms: bool = False, kind: str | None = None
+) -> Client:
+    client = Client(url)
+    await client.sign_up(handle or unique_handle(), PASSWORD, kind=kind)
+    if open_dms:
+        await client.update_me(open_dms=True)
+    return client
+
+
+class DmhubProcess:
+    """`python -m chat serve` as a child process, ended by its PID."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.env.pop("CI", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(env.get("DMHUB_DATA_DIR", "/tmp")) / f"dmhub-{self.port}.log"
+
+    def start(self, timeout: float = 30) -> DmhubProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dmhub exited at start-up:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise TimeoutError(f"dmhub did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def terminate(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

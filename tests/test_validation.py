@@ -1,0 +1,131 @@
+"""Validation of what clients send, and frame parsing: pure functions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chat.errors import ApiError
+from chat.protocol import frames, validation
+from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
+
+
+@pytest.mark.parametrize("good", ["a", "Alice_99", "x" * 15, "_", "ABC"])
+def test_valid_handles(good: str) -> None:
+    assert validation.handle(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 16, "al ice", "al-ice", "élodie", "a.b", None, 5])
+def test_invalid_handles(bad: object) -> None:
+    with pytest.raises(ApiError) as raised:
+        validation.handle(bad)
+    assert raised.value.code == "invalid" and raised.value.field == "handle"
+
+
+def test_passwords_need_eight_characters() -> None:
+    assert validation.password("12345678") == "12345678"
+    for bad in ("1234567", None, 12345678, "x" * 1025):
+        with pytest.raises(ApiError) as raised:
+            validation.password(bad)
+        assert raised.value.field == "password"
+
+
+def test_text_is_trimmed_and_bounded() -> None:
+    assert validation.text("  hi \n") == "hi"
+    assert validation.text(" " + "x" * 10_000 + " ") == "x" * 10_000
+    with pytest.raises(ApiError) as too_long:
+        validation.text("x" * 10_001)
+    assert too_long.value.code == "too_long" and too_long.value.status == 422
+    for empty in ("", "   ", "\n\t"):
+        with pytest.raises(ApiError) as raised:
+            validation.text(empty)
+        assert raised.value.code == "invalid"
+    with pytest.raises(ApiError):
+        validation.text(42)
+
+
+def test_text_length_counts_characters_not_bytes() -> None:
+    assert validation.text("é" * 10_000) == "é" * 10_000
+
+
+def test_client_id_bounds() -> None:
+    assert validation.client_id(None) is None
+    assert validation.client_id("c" * 64) == "c" * 64
+    for bad in ("", "c" * 65, 7):
+        with pytest.raises(ApiError):
+            validation.client_id(bad)
+
+
+def test_message_ids_and_limits() -> None:
+    assert validation.message_id("42") == "42"
+    for bad in ("0", "-1", "abc", "1-0", 42, ""):
+        with pytest.raises(ApiError):
+            validation.message_id(bad)
+    assert validation.limit(None, 50, 200) == 50
+    assert validation.limit("10", 50, 200) == 10
+    for bad in ("0", "201", "x"):
+        with pytest.raises(ApiError):
+            validation.limit(bad, 50, 200)
+
+
+def test_greeting_and_name() -> None:
+    assert validation.greeting("  Hello!  ") == "Hello!"
+    assert validation.greeting("   ") is None
+    assert validation.greeting(None) is None
+    with pytest.raises(ApiError):
+        validation.greeting("x" * 501)
+    assert validation.name("  Ada   Lovelace ") == "Ada Lovelace"
+    with pytest.raises(ApiError):
+        validation.name("   ")
+
+
+def test_parse_each_client_frame() -> None:
+    send = frames.parse_client_frame('{"type":"send","to":"bob","text":"hi","client_id":"c-1"}')
+    assert send == SendFrame(to="bob", text="hi", client_id="c-1")
+    assert frames.parse_client_frame('{"type":"typing","to":"bob"}') == TypingFrame(to="bob")
+    read = frames.parse_client_frame('{"type":"read","peer":"bob","up_to":"7"}')
+    assert read == ReadFrame(peer="bob", up_to="7")
+    assert frames.parse_client_frame('{"type":"ping","nonce":{"a":[1]}}') == PingFrame({"a": [1]})
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    frame = frames.parse_client_frame('{"type":"typing","to":"bob","future":1}')
+    assert frame == TypingFrame(to="bob")
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("not json", "valid JSON"),
+        ("[1,2]", "JSON object"),
+        ('"send"', "JSON object"),
+        ('{"type":"launch"}', "Unknown frame type"),
+        ('{"to":"bob"}', "type"),
+        ('{"type":"send","to":"bob"}', "text"),
+        ('{"type":"send","to":"bob","text":5}', "text"),
+        ('{"type":"read","peer":"bob"}', "up_to"),
+    ],
+)
+def test_bad_frames_are_invalid_with_a_reason(raw: str, says: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        frames.parse_client_frame(raw)
+    assert raised.value.code == "invalid"
+    assert says in raised.value.detail
+
+
+def test_error_frame_carries_client_id_and_retry_after() -> None:
+    error = ApiError("rate_limited", "slow down", retry_after=3)
+    frame = json.loads(frames.error_frame(error, "c-9"))
+    assert frame == {
+        "type": "error",
+        "code": "rate_limited",
+        "detail": "slow down",
+        "client_id": "c-9",
+        "retry_after": 3,
+    }
+
+
+def test_with_cursor_closes_a_stored_event_body() -> None:
+    body = '{"type":"read","reader":"a","peer":"b","up_to":"3"'
+    assert json.loads(frames.with_cursor(body, "5-0"))["cursor"] == "5-0"
