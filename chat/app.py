@@ -67,7 +67,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     detail = "No such endpoint." if exc.status_code == 404 else str(exc.detail)
     if exc.status_code == 405:
         detail = f"{request.method} is not allowed here."
-    return http.json({"error": {"code": code, "detail": detail}}, exc.status_code, exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return http.json({"error": {"code": code, "detail": detail}}, exc.status_code, headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -12,11 +12,13 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import replace
+from multiprocessing.context import SpawnProcess
 from types import FrameType
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn._subprocess import get_subprocess
 
 from chat import runtime as runtime_module
 from chat.config import Settings
@@ -99,10 +101,60 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
             proxy_headers=True,
         )
         if workers > 1:
-            sock = config.bind_socket()
-            Multiprocess(config, target=DrainingServer(config).run, sockets=[sock]).run()
+            Supervisor(config, workers, settings.drain_timeout_s).run()
         else:
             DrainingServer(config).run()
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+class Supervisor:
+    """Runs `workers` draining servers on one listening socket and keeps them alive.
+
+    uvicorn's own supervisor builds plain servers, which would skip dmhub's drain;
+    this one is small: start, restart what dies, and on SIGTERM/SIGINT pass the
+    signal on and wait for every worker to drain.
+    """
+
+    def __init__(self, config: uvicorn.Config, workers: int, drain_timeout_s: float) -> None:
+        self.config = config
+        self.workers = workers
+        self.stop_timeout_s = drain_timeout_s + 10
+        self.stopping = False
+
+    def _spawn(self, sock: socket.socket) -> SpawnProcess:
+        process = get_subprocess(
+            self.config, target=DrainingServer(self.config).run, sockets=[sock]
+        )
+        process.start()
+        return process
+
+    def run(self) -> None:
+        sock = self.config.bind_socket()
+        processes = [self._spawn(sock) for _ in range(self.workers)]
+        log.info("started %d workers: %s", self.workers, [p.pid for p in processes])
+
+        def stop(sig: int, frame: FrameType | None) -> None:
+            self.stopping = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+        while not self.stopping:
+            for index, process in enumerate(processes):
+                if not process.is_alive() and not self.stopping:
+                    log.warning(
+                        "worker %s exited with %s; starting another", process.pid, process.exitcode
+                    )
+                    processes[index] = self._spawn(sock)
+            time.sleep(0.2)
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        for process in processes:
+            process.join(max(deadline - time.monotonic(), 0.1))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        sock.close()

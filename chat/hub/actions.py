@@ -121,7 +121,7 @@ async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> N
 
 
 def ack_frame(client_id: str | None, message_json: str) -> str:
-    cid = frames.encode(client_id) if client_id is not None else "null"
+    cid = frames.encode_value(client_id)
     return f'{{"type":"ack","client_id":{cid},"message":{message_json}}}'
 
 

@@ -19,6 +19,8 @@ from chat.store.store import cursor_key
 log = logging.getLogger("dmhub.hub")
 
 _ids = itertools.count(1)
+# Close tasks run detached from any request; keep them referenced until done.
+_closing: set[asyncio.Task[None]] = set()
 
 SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
@@ -28,11 +30,11 @@ class Connection:
     __slots__ = (
         "_close",
         "_send_text",
-        "busy",
         "close_code",
         "closed",
         "handle",
         "id",
+        "idle",
         "last_cursor",
         "last_key",
         "peer",
@@ -72,8 +74,9 @@ class Connection:
         self.pending: list[tuple[tuple[int, int], str, str]] = []
         self.sync_lock = asyncio.Lock()
         self.closed = False
-        # True while a frame from the client is being handled (drain waits for it).
-        self.busy = False
+        # Cleared while a frame from the client is being handled (drain waits for it).
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.close_code: int | None = None
         self.writer: asyncio.Task[None] | None = None
 
@@ -131,14 +134,19 @@ class Connection:
         if code == closecodes.TRY_AGAIN_LATER and self.writer is not None:
             # The writer is stuck behind a full socket; what is queued cannot go out.
             self.writer.cancel()
-            asyncio.create_task(self._close_now(code, reason))
+            self._close_detached(code, reason)
             return
         try:
             self.queue.put_nowait(None)
         except asyncio.QueueFull:
             if self.writer is not None:
                 self.writer.cancel()
-            asyncio.create_task(self._close_now(code, reason))
+            self._close_detached(code, reason)
+
+    def _close_detached(self, code: int, reason: str) -> None:
+        task = asyncio.create_task(self._close_now(code, reason))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def _close_now(self, code: int, reason: str) -> None:
         try:

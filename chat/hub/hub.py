@@ -149,8 +149,11 @@ class Hub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conns = self.connections
-        while any(c.busy for c in conns) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        busy = [asyncio.create_task(c.idle.wait()) for c in conns if not c.idle.is_set()]
+        if busy:
+            _, still_busy = await asyncio.wait(busy, timeout=timeout)
+            for waiter in still_busy:
+                waiter.cancel()
         for conn in conns:
             conn.close(closecodes.SERVICE_RESTART, "server restarting; reconnect with your cursor")
         writers = [c.writer for c in conns if c.writer is not None]

@@ -8,10 +8,10 @@ Redis round trip, so the decision always reflects the state of that moment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     FOLLOWS_YOU = "follows_you"
     OPEN_DMS = "open_dms"
     REPLY = "reply"

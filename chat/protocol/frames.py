@@ -44,7 +44,8 @@ KNOWN_TYPES = ("send", "typing", "read", "ping")
 def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Decode one client frame or raise `ApiError(invalid)` saying why."""
     try:
-        return _decoder.decode(data)
+        frame: ClientFrame = _decoder.decode(data)
+        return frame
     except msgspec.ValidationError as exc:
         message = str(exc)
         if "Invalid value" in message and "$.type" in message:
@@ -70,6 +71,10 @@ def frame_client_id(data: str | bytes) -> str | None:
 
 def encode(frame: dict[str, Any]) -> str:
     return _encoder.encode(frame).decode()
+
+
+def encode_value(value: Any) -> str:
+    return _encoder.encode(value).decode()
 
 
 def error_frame(error: ApiError, client_id: str | None = None) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as redis
@@ -43,7 +43,7 @@ class Broker:
         self,
         url: str,
         on_message: MessageHandler,
-        on_resubscribed: Callable[[], Awaitable[None]],
+        on_resubscribed: Callable[[], Coroutine[Any, Any, None]],
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._pool = redis.ConnectionPool.from_url(
@@ -123,7 +123,7 @@ class Broker:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _connect_and_listen(self) -> None:
-        self._conn = self._pool.make_connection()
+        self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
         await self._conn.connect()
         self._connected = True
         self.connected_event.set()

@@ -139,8 +139,9 @@ class EmbeddedValkey:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                code = self.process.returncode
                 raise EmbeddedValkeyError(
-                    f"valkey-server exited with {self.process.returncode} at start-up:\n{self.log_tail()}"
+                    f"valkey-server exited with {code} at start-up:\n{self.log_tail()}"
                 )
             if self._ping():
                 return

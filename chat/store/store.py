@@ -95,7 +95,9 @@ def parse_cursor(cursor: str) -> tuple[int, int] | None:
 
 class Store:
     def __init__(self, client: redis.Redis, *, event_retention: int) -> None:
-        self.redis = client
+        # The client decodes responses to str; redis-py's annotations cannot say
+        # so (they promise bytes | str everywhere), hence Any rather than casts.
+        self.redis: Any = client
         self.event_retention = event_retention
         self._send = client.register_script(_script("send.lua"))
         self._read = client.register_script(_script("read.lua"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -71,26 +72,23 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return bool(host) and netloc == (host or "").lower()
 
 
-def credentials(
-    headers: dict[str, str] | object, cookies: dict[str, str]
-) -> tuple[str, bool] | None:
+def credentials(headers: Mapping[str, str], cookies: dict[str, str]) -> tuple[str, bool] | None:
     """(token, came from the cookie) or None. A bearer header wins over a cookie."""
-    get = headers.get
-    authorization = get("authorization")
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip(), False
         return None
-    token = cookies.get(COOKIE_NAME)
-    if token:
-        return token, True
+    cookie = cookies.get(COOKIE_NAME)
+    if cookie:
+        return cookie, True
     return None
 
 
 async def authenticate(
     store: Store,
-    headers: object,
+    headers: Mapping[str, str],
     cookies: dict[str, str],
     *,
     needs_origin: bool,
@@ -100,11 +98,10 @@ async def authenticate(
     if found is None:
         raise ApiError(UNAUTHENTICATED, "Sign in first: send a bearer token or the session cookie.")
     token, via_cookie = found
-    get = headers.get
     if (
         via_cookie
         and needs_origin
-        and not origin_allowed(get("origin"), get("host"), allowed_origins)
+        and not origin_allowed(headers.get("origin"), headers.get("host"), allowed_origins)
     ):
         raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
     digest = token_hash(token)

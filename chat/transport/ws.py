@@ -163,11 +163,11 @@ async def receive_loop(rt: Runtime, websocket: WebSocket, conn: Connection) -> N
             return
         if rt.hub.draining:
             continue
-        conn.busy = True
+        conn.idle.clear()
         try:
             code = await handle_frame(rt, conn, text if text is not None else message.get("bytes"))
         finally:
-            conn.busy = False
+            conn.idle.set()
         if code == INVALID:
             invalid_run += 1
             metrics.INVALID_FRAMES.inc()

@@ -1,0 +1,42 @@
+# Everything a fresh machine needs goes through these targets: `make run` and
+# `make test` create .venv and install into it; `make test` also installs
+# Debian's Chromium for the browser tests when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run test lint typecheck unit browser-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "dmhub needs Python 3.11+")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,browser]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/dmhub serve
+
+browser-deps:
+	@scripts/ensure-chromium.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check chat tests
+	$(PY) -m ruff format --check chat tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest --ignore=tests/browser
+
+test: $(STAMP) browser-deps lint typecheck
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
