@@ -26,8 +26,8 @@ browser-deps:
 	@scripts/ensure-chromium.sh
 
 lint: $(STAMP)
-	$(PY) -m ruff check chat tests
-	$(PY) -m ruff format --check chat tests
+	$(PY) -m ruff check chat tests bench
+	$(PY) -m ruff format --check chat tests bench
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

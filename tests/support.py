@@ -112,9 +112,18 @@ class DmhubProcess:
         self.log_path = Path(env.get("DMHUB_DATA_DIR", "/tmp")) / f"dmhub-{self.port}.log"
 
     def start(self, timeout: float = 30) -> DmhubProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "chat",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
             env=self.env,
             cwd=ROOT,
             stdout=log,

@@ -103,9 +103,7 @@ async def test_sign_in_any_case_and_bad_credentials(server: RunningServer) -> No
     assert nobody.status_code == 401 and error_code(nobody) == "bad_credentials"
 
 
-async def test_repeated_failed_sign_ins_are_rate_limited(
-    redis_url: str, tmp_path: Path
-) -> None:
+async def test_repeated_failed_sign_ins_are_rate_limited(redis_url: str, tmp_path: Path) -> None:
     async with running_server(settings_for(redis_url, tmp_path, login_failures=3)) as server:
         handle = unique_handle()
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -116,7 +114,9 @@ async def test_repeated_failed_sign_ins_are_rate_limited(
                     "/api/sessions", json={"handle": handle, "password": "wrong-wrong"}
                 )
                 codes.append(response.status_code)
-            limited = await http.post("/api/sessions", json={"handle": handle, "password": PASSWORD})
+            limited = await http.post(
+                "/api/sessions", json={"handle": handle, "password": PASSWORD}
+            )
     assert codes == [401, 401, 401]
     assert limited.status_code == 429 and error_code(limited) == "rate_limited"
     assert int(limited.headers["retry-after"]) > 0
@@ -124,7 +124,9 @@ async def test_repeated_failed_sign_ins_are_rate_limited(
 
 async def test_logout_ends_the_token_at_once(server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
-        made = await http.post("/api/accounts", json={"handle": unique_handle(), "password": PASSWORD})
+        made = await http.post(
+            "/api/accounts", json={"handle": unique_handle(), "password": PASSWORD}
+        )
         auth = {"Authorization": f"Bearer {made.json()['token']}"}
         assert (await http.get("/api/me", headers=auth)).status_code == 200
         out = await http.delete("/api/sessions/current", headers=auth)
@@ -242,5 +244,10 @@ async def test_health_and_metrics(server: RunningServer) -> None:
     assert health.status_code == 200
     assert ready.status_code == 200 and ready.json()["status"] == "ok"
     assert metrics.status_code == 200
-    for name in ("dmhub_sockets", "dmhub_sends_total", "dmhub_send_seconds", "dmhub_pubsub_reconnects_total"):
+    for name in (
+        "dmhub_sockets",
+        "dmhub_sends_total",
+        "dmhub_send_seconds",
+        "dmhub_pubsub_reconnects_total",
+    ):
         assert name in metrics.text

@@ -47,7 +47,9 @@ async def test_message_shape_and_idempotent_retry(server: RunningServer) -> None
     async with httpx.AsyncClient(base_url=server.url) as http:
         auth = {"Authorization": f"Bearer {alice.token}"}
         path = f"/api/conversations/{handle(bob).upper()}/messages"
-        first = await http.post(path, json={"text": "  hi there ", "client_id": "c-1"}, headers=auth)
+        first = await http.post(
+            path, json={"text": "  hi there ", "client_id": "c-1"}, headers=auth
+        )
         again = await http.post(path, json={"text": "different", "client_id": "c-1"}, headers=auth)
     assert first.status_code == 201 and again.status_code == 200
     message = first.json()["message"]

@@ -22,9 +22,15 @@ async def test_me_and_settings(server: RunningServer) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"open_dms": "yes"}, "open_dms"), ({"read_receipts": 1}, "read_receipts"), ({"name": 5}, "name")],
+    [
+        ({"open_dms": "yes"}, "open_dms"),
+        ({"read_receipts": 1}, "read_receipts"),
+        ({"name": 5}, "name"),
+    ],
 )
-async def test_patch_me_validation(server: RunningServer, body: dict[str, object], field: str) -> None:
+async def test_patch_me_validation(
+    server: RunningServer, body: dict[str, object], field: str
+) -> None:
     alice = await new_user(server.url)
     with pytest.raises(ClientError) as raised:
         await alice.update_me(**body)

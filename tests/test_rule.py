@@ -101,7 +101,10 @@ def test_follow_beats_open_dms_for_placement() -> None:
 
 
 def test_refusals_explain_themselves_in_plain_words() -> None:
-    assert refusal_detail(Reason.CLOSED, "bob") == "@bob only receives messages from people they follow."
+    assert (
+        refusal_detail(Reason.CLOSED, "bob")
+        == "@bob only receives messages from people they follow."
+    )
     assert "unblock" in refusal_detail(Reason.YOU_BLOCKED, "bob")
     # Being blocked is not announced as such.
     assert "blocked" not in refusal_detail(Reason.BLOCKED_YOU, "bob")

@@ -93,6 +93,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         close=lambda code, reason: websocket.close(code, reason),
         queue_size=rt.settings.socket_queue,
     )
+    # The writer runs from the start, so that any close below reaches the client.
+    conn.start_writer()
     try:
         await rt.hub.attach(conn)
         start, reset = await starting_point(rt, principal.user, websocket.query_params.get("since"))
@@ -103,7 +105,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             if greeting and pair.recipient.get("kind") == "business":
                 if not await rt.store.conversation_exists(principal.user, peer_lc):
                     ready["greeting"] = greeting
-        conn.start_writer()
         await conn.put(frames.encode(ready))
         if reset:
             await conn.put('{"type":"reset"}')
