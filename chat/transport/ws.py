@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +32,17 @@ from chat.transport.http import json
 log = logging.getLogger("dmhub.ws")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+WARN_EVERY_S = 5.0
+_last_warning = 0.0
+
+
+def _storage_warning(exc: BaseException) -> None:
+    """Say why sends fail, without a log line per failed send during an outage."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY_S:
+        _last_warning = now
+        log.warning("storage unavailable, answering sends with 'unavailable': %s", exc)
 
 
 async def deny(websocket: WebSocket, error: ApiError) -> None:
@@ -204,7 +216,8 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
             client_id = frames.frame_client_id(data)
         conn.push(frames.error_frame(error, client_id))
         return error.code
-    except REDIS_DOWN:
+    except REDIS_DOWN as exc:
+        _storage_warning(exc)
         conn.push(frames.error_frame(unavailable(), client_id))
         return "unavailable"
     except Exception:
