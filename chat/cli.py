@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load.add_argument("--prefix", help="handle prefix (reuses accounts of an earlier run)")
     load.add_argument("--json", action="store_true", help="print one JSON object")
+    load.add_argument(
+        "--adapter",
+        default="dmhub",
+        help="protocol: dmhub, or module:Class for another system (bench/)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":

@@ -27,6 +27,19 @@ from chat.store.embedded import EmbeddedValkey, warn_without_persistence
 log = logging.getLogger("dmhub")
 
 
+class DenialNoiseFilter(logging.Filter):
+    """Drop uvicorn's error for a WebSocket refused with an HTTP response.
+
+    uvicorn's sans-I/O WebSocket protocol never marks the handshake complete
+    after a denial response (the contract's 401/403/404 refusals), so it logs
+    "ASGI callable returned without completing handshake." at ERROR for a
+    refusal that went out correctly. Every path of /ws accepts or denies.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing handshake" not in record.getMessage()
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn, with a drain of dmhub's sockets before its own shutdown begins."""
 
@@ -38,6 +51,7 @@ class DrainingServer(uvicorn.Server):
         # uvicorn's runner does not make its loop the thread's current loop, so
         # remember it here for the signal handler.
         self._loop = asyncio.get_running_loop()
+        logging.getLogger("uvicorn.error").addFilter(DenialNoiseFilter())
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

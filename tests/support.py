@@ -66,7 +66,9 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    sock = socket.socket()
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so,
+    # and without it every response waits ~40 ms for delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -216,3 +216,28 @@ async def test_unfollow_applies_to_the_very_next_send(server: RunningServer) -> 
     with pytest.raises(ClientError) as raised:
         await alice.post_message(handle(bob), "after unfollow")
     assert raised.value.code == "not_allowed"
+
+
+async def test_history_says_how_far_the_peer_has_read_when_receipts_allow(
+    server: RunningServer,
+) -> None:
+    alice, bob = await new_user(server.url), await new_user(server.url)
+    await bob.follow(handle(alice))
+    first = await alice.post_message(handle(bob), "one")
+    assert (await alice.messages(handle(bob)))["peer_read_up_to"] is None
+    await bob.mark_read(handle(alice), first["id"])
+    assert (await alice.messages(handle(bob)))["peer_read_up_to"] == first["id"]
+    await bob.update_me(read_receipts=False)
+    assert (await alice.messages(handle(bob)))["peer_read_up_to"] is None
+
+
+async def test_replying_marks_the_conversation_read_for_the_replier(
+    server: RunningServer,
+) -> None:
+    alice, bob = await new_user(server.url), await new_user(server.url)
+    await bob.follow(handle(alice))
+    await alice.post_message(handle(bob), "one")
+    await alice.post_message(handle(bob), "two")
+    assert (await bob.conversations())["conversations"][0]["unread"] == 2
+    await bob.post_message(handle(alice), "replying")
+    assert (await bob.conversations())["conversations"][0]["unread"] == 0

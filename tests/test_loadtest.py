@@ -56,7 +56,7 @@ def test_a_small_run_delivers_everything_and_reports_figures(dmhub_server: Dmhub
         "--url", dmhub_server.url, "--connections", "30", "--pairs", "10",
         "--rate", "100", "--duration", "2", "--procs", "2",
     )  # fmt: skip
-    assert code == 0
+    assert code == 0, json.dumps(result)
     assert JSON_KEYS <= set(result)
     assert result["connections"] == 30
     assert result["sent"] == 200 and result["acked"] == 200
@@ -76,7 +76,7 @@ def test_churning_sockets_resume_by_cursor_and_lose_nothing(dmhub_server: DmhubP
         "--url", dmhub_server.url, "--connections", "40", "--pairs", "10",
         "--rate", "100", "--duration", "3", "--reconnect-churn", "10",
     )  # fmt: skip
-    assert code == 0
+    assert code == 0, json.dumps(result)
     assert isinstance(result["reconnects"], int) and result["reconnects"] >= 5
     assert result["lost"] == 0 and result["duplicates"] == 0
 

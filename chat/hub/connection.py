@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from chat.protocol import closecodes
@@ -18,6 +19,9 @@ from chat.store.store import cursor_key
 
 log = logging.getLogger("dmhub.hub")
 
+# Socket ids travel through pub/sub as a send's origin, so they must be unique
+# across every process sharing the Redis, not just within this one.
+_PROCESS = secrets.token_hex(4)
 _ids = itertools.count(1)
 # Close tasks run detached from any request; keep them referenced until done.
 _closing: set[asyncio.Task[None]] = set()
@@ -58,7 +62,7 @@ class Connection:
         close: Close,
         queue_size: int,
     ) -> None:
-        self.id = f"c{next(_ids)}"
+        self.id = f"{_PROCESS}.{next(_ids)}"
         self.user = user
         self.handle = handle
         self.session = session

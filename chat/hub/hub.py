@@ -37,7 +37,7 @@ class Hub:
             redis_url,
             on_message=self.dispatch,
             on_resubscribed=self.resync_all,
-            on_reconnect=metrics.PUBSUB_RECONNECTS.inc,
+            on_reconnect=self._pubsub_reconnected,
         )
         self.draining = False
 
@@ -86,9 +86,9 @@ class Hub:
                     conn.set_position(reset_to)
                 while not conn.closed:
                     events = await self.store.events_after(conn.user, conn.last_cursor, REPLAY_PAGE)
-                    for cursor, peer, body in events:
+                    for cursor, peer, origin, body in events:
                         conn.set_position(cursor)
-                        if conn.wants(peer):
+                        if conn.wants(peer) and origin != conn.id:
                             await conn.put(with_cursor(body, cursor))
                     if len(events) < REPLAY_PAGE:
                         break
@@ -98,10 +98,26 @@ class Hub:
                 for key, cursor, frame in pending:
                     conn.push_event(key, cursor, frame)
 
+    def _pubsub_reconnected(self) -> None:
+        """Pub/sub is back but the replay has not run: hold live events until it has.
+
+        Without this, a live event dispatched before a socket's replay would move
+        its position past the events it missed, and the replay would skip them.
+        """
+        metrics.PUBSUB_RECONNECTS.inc()
+        for conn in self.connections:
+            conn.syncing = True
+
     async def resync_all(self) -> None:
         """After pub/sub came back: drop ended sessions, replay what each socket missed."""
         conns = self.connections
-        live = await self.store.live_sessions(list({c.session for c in conns}))
+        try:
+            live = await self.store.live_sessions(list({c.session for c in conns}))
+        except Exception:
+            log.warning("could not check sessions after reconnect; asking sockets to resume")
+            for conn in conns:
+                conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
+            return
         for conn in conns:
             if conn.session not in live:
                 conn.close(closecodes.SESSION_ENDED, "session ended")

@@ -9,6 +9,7 @@ bench/ adds adapters for the engines dmhub is compared with.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 import msgspec
+from websockets.asyncio.client import ClientConnection
 
 SETUP_CONCURRENCY = 16
 SETUP_PASSWORD = "loadtest-password"
@@ -38,11 +40,17 @@ class Incoming:
     sender: str | None = None
     cursor: str | None = None
     code: str | None = None
+    # A frame the protocol requires us to send back at once (an Engine.IO pong).
+    reply: str | None = None
 
 
 class Adapter(Protocol):
     name: str
     supports_resume: bool
+    # Systems without acks: a message counts as due at its recipients once sent.
+    acks: bool
+
+    async def aclose(self) -> None: ...
 
     async def create_accounts(self, url: str, handles: list[str]) -> list[Account]: ...
 
@@ -51,6 +59,9 @@ class Adapter(Protocol):
 
     def socket(self, url: str, account: Account, since: str | None) -> tuple[str, dict[str, str]]:
         """WebSocket URL and headers for one socket of `account`."""
+
+    async def opened(self, connection: ClientConnection) -> str | None:
+        """Finish the protocol's opening (read `ready`...); returns a cursor if any."""
 
     def send_frame(self, to: Account, text: str, client_id: str) -> str: ...
 
@@ -82,6 +93,7 @@ async def _bounded(calls: list[Any]) -> list[Any]:
 class DmhubAdapter:
     name = "dmhub"
     supports_resume = True
+    acks = True
 
     def __init__(self) -> None:
         self._http: dict[str, httpx.AsyncClient] = {}
@@ -122,6 +134,12 @@ class DmhubAdapter:
             ws_url += "?" + urlencode({"since": since})
         return ws_url, {"Authorization": f"Bearer {account.token}"}
 
+    async def opened(self, connection: ClientConnection) -> str | None:
+        ready = self.parse(await connection.recv())
+        if ready.kind != "ready":
+            raise ConnectionError(f"expected ready, got {ready.kind}")
+        return ready.cursor
+
     def send_frame(self, to: Account, text: str, client_id: str) -> str:
         frame = {"type": "send", "to": to.handle, "text": text, "client_id": client_id}
         return _encode(frame).decode()
@@ -154,3 +172,16 @@ def run_prefix() -> str:
 
 
 ADAPTERS: dict[str, type] = {"dmhub": DmhubAdapter}
+
+
+def load_adapter(name: str) -> Adapter:
+    """`dmhub`, or `package.module:Class` for another system (bench/ uses this)."""
+    if name in ADAPTERS:
+        adapter: Adapter = ADAPTERS[name]()
+        return adapter
+    module_name, _, class_name = name.partition(":")
+    if not class_name:
+        raise SystemExit(f"unknown adapter {name!r}: use 'dmhub' or 'module:Class'")
+    module = importlib.import_module(module_name)
+    loaded: Adapter = getattr(module, class_name)()
+    return loaded

@@ -21,7 +21,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from chat.loadtest.adapters import ADAPTERS, Account, Adapter
+from chat.loadtest.adapters import Account, Adapter, load_adapter
 from chat.loadtest.stats import Tally, record
 
 CONNECT_CONCURRENCY = 64
@@ -64,7 +64,7 @@ class Generator:
     def __init__(self, plan: Plan, report: Callable[[str, dict[str, Any]], None]) -> None:
         self.plan = plan
         self.report = report
-        self.adapter: Adapter = ADAPTERS[plan.adapter]()
+        self.adapter: Adapter = load_adapter(plan.adapter)
         self.delta = Tally()
         self.sockets: dict[str, list[LoadSocket]] = {}
         self.recipient_of: dict[str, Account] = {s.handle: r for s, r in plan.pairs}
@@ -77,6 +77,7 @@ class Generator:
         self.delivered_total = 0
         self.draining = False
         self.settled = asyncio.Event()
+        self.stop_churn = asyncio.Event()
 
     # -- sockets ---------------------------------------------------------------
 
@@ -94,10 +95,10 @@ class Generator:
             max_queue=1 if sock.slow else 1024,
             ping_interval=None,
         )
-        first = self.adapter.parse(await connection.recv())
+        cursor = await self.adapter.opened(connection)
         record(self.delta.connect, time.monotonic() - started)
-        if first.cursor:
-            sock.cursor = first.cursor
+        if cursor:
+            sock.cursor = cursor
         if sock.connection is None:
             self.delta.connected += 1  # reopened sockets count as reconnects instead
         sock.connection = connection
@@ -146,6 +147,8 @@ class Generator:
             async for raw in connection:
                 now = time.monotonic()
                 frame = parse(raw)
+                if frame.reply is not None:
+                    await connection.send(frame.reply)
                 if frame.kind == "message":
                     if frame.cursor:
                         sock.cursor = frame.cursor
@@ -215,11 +218,17 @@ class Generator:
                 self.delta.errors["sender_down"] += 1
                 continue
             client_id = f"g{plan.index}-{i}"
-            self.pending[client_id] = (due, recipient.handle)
+            if self.adapter.acks:
+                self.pending[client_id] = (due, recipient.handle)
             text = f"{due:.9f} {padding}"
             try:
                 await sock.connection.send(self.adapter.send_frame(recipient, text, client_id))
                 self.delta.sent += 1
+                if not self.adapter.acks:
+                    expected = len(self._regular(recipient.handle))
+                    self.delta.acked += 1
+                    self.delta.expected += expected
+                    self.expected_total += expected
             except ConnectionClosed:
                 self.pending.pop(client_id, None)
                 self.delta.errors["send_failed"] += 1
@@ -231,7 +240,14 @@ class Generator:
         if not candidates or plan.churn_rate <= 0 or not self.adapter.supports_resume:
             return
         while True:
-            await asyncio.sleep(self.random.expovariate(plan.churn_rate))
+            # Stop only between reconnects: a socket cancelled halfway would stay
+            # closed and its messages would look lost.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.stop_churn.wait(), self.random.expovariate(plan.churn_rate)
+                )
+            if self.stop_churn.is_set():
+                return
             sock = self.random.choice(candidates)
             if sock.reconnecting or sock.connection is None:
                 continue
@@ -269,7 +285,8 @@ class Generator:
             churn = asyncio.create_task(self._churn_loop())
             await self._send_loop(start)
             self.phase = "draining"
-            churn.cancel()
+            self.stop_churn.set()
+            await churn
             self.draining = True
             if self.pending or self.delivered_total < self.expected_total:
                 with contextlib.suppress(TimeoutError):

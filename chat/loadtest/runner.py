@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from chat.loadtest.adapters import ADAPTERS, Account, run_prefix
+from chat.loadtest.adapters import Account, load_adapter, run_prefix
 from chat.loadtest.generator import Generator, Plan
 from chat.loadtest.stats import Tally, summary_ms
 
@@ -67,7 +67,7 @@ class Options:
 
 
 async def prepare(options: Options) -> list[tuple[Account, Account]]:
-    adapter = ADAPTERS[options.adapter]()
+    adapter = load_adapter(options.adapter)
     prefix = options.prefix or run_prefix()
     handles = [f"{prefix}{i}" for i in range(2 * options.pairs)]
     url = options.urls[0]
@@ -428,6 +428,7 @@ def main_from_args(args: Any) -> int:
         reconnect_churn=args.reconnect_churn,
         text_size=args.size,
         server_pids=args.server_pid or [],
+        adapter=args.adapter,
         prefix=args.prefix,
     )
     try:

@@ -62,6 +62,7 @@ class Broker:
         self._connected = False
         self._task: asyncio.Task[None] | None = None
         self._last_heard = 0.0
+        self._resync: asyncio.Task[None] | None = None
         self._first_connect = True
         self.connected_event = asyncio.Event()
 
@@ -147,6 +148,11 @@ class Broker:
             health.cancel()
 
     def _handle(self, reply: Any) -> None:
+        # RESP3 (redis-py's default from 8.0) answers a PING on a subscribed
+        # connection with a plain string; RESP2 with ["pong", token].
+        if reply == RESYNC_TOKEN:
+            self._resubscribed()
+            return
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
@@ -164,8 +170,11 @@ class Broker:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
         elif kind == "pong" and len(reply) > 1 and reply[1] == RESYNC_TOKEN:
-            task = asyncio.create_task(self._on_resubscribed(), name="dmhub-resync")
-            task.add_done_callback(_log_failure)
+            self._resubscribed()
+
+    def _resubscribed(self) -> None:
+        self._resync = asyncio.create_task(self._on_resubscribed(), name="dmhub-resync")
+        self._resync.add_done_callback(_log_failure)
 
     async def _health_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -316,6 +316,8 @@ class Store:
                 keys.SEQ,
                 keys.channel(sender),
                 keys.channel(recipient),
+                keys.read_pointer(sender),
+                keys.unread(sender),
             ],
             args=[
                 client_id or "",
@@ -350,6 +352,14 @@ class Store:
             keys.conversation(a, b), f"{message_id}-0", f"{message_id}-0"
         )
         return entries[0][1]["j"] if entries else None
+
+    async def peer_read_up_to(self, me: str, peer: str) -> str | None:
+        """How far `peer` has read my conversation with them, if receipts may say so."""
+        facts = await self.receipt_facts(peer, me)
+        if facts is None or not facts.both_on or facts.is_request:
+            return None
+        value: str | None = await self.redis.hget(keys.read_pointer(peer), me)
+        return value
 
     async def conversation_exists(self, a: str, b: str) -> bool:
         return bool(await self.redis.exists(keys.conversation(a, b)))
@@ -471,10 +481,15 @@ class Store:
         last, floor = await self._bounds(keys=[keys.events(lc)])
         return str(last), str(floor)
 
-    async def events_after(self, lc: str, cursor: str, count: int) -> list[tuple[str, str, str]]:
-        """(cursor, peer, body) of the events after `cursor`, oldest first."""
+    async def events_after(
+        self, lc: str, cursor: str, count: int
+    ) -> list[tuple[str, str, str, str]]:
+        """(cursor, peer, origin socket or '-', body) of the events after `cursor`."""
         entries = await self.redis.xrange(keys.events(lc), f"({cursor}", "+", count)
-        return [(event_id, fields["p"], fields["f"]) for event_id, fields in entries]
+        return [
+            (event_id, fields["p"], fields.get("o", "-"), fields["f"])
+            for event_id, fields in entries
+        ]
 
     async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
         await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")

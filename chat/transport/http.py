@@ -291,11 +291,14 @@ async def list_messages(request: Request) -> Response:
     before = request.query_params.get("before")
     if before is not None:
         before = validation.message_id(before, "before")
-    messages, next_id = await runtime(request).store.message_page(
-        principal.user, peer, page_limit(request), before
-    )
+    store = runtime(request).store
+    messages, next_id = await store.message_page(principal.user, peer, page_limit(request), before)
+    seen = await store.peer_read_up_to(principal.user, peer)
     next_json = f'"{next_id}"' if next_id else "null"
-    return raw_json(f'{{"messages":[{",".join(messages)}],"next":{next_json}}}')
+    seen_json = f'"{seen}"' if seen else "null"
+    return raw_json(
+        f'{{"messages":[{",".join(messages)}],"next":{next_json},"peer_read_up_to":{seen_json}}}'
+    )
 
 
 async def post_message(request: Request) -> Response:

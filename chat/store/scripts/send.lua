@@ -2,6 +2,7 @@
 --
 -- KEYS: 1 cid:{s}   2 msgs:{a}:{b}   3 ev:{s}   4 ev:{r}   5 cin:{s}   6 creq:{s}
 --       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 wrote:{s}   11 seq   12 ch:{s}   13 ch:{r}
+--       14 rd:{s}   15 unread:{s}
 -- ARGV: 1 client_id or ''   2 sender (lower case)   3 recipient (lower case)
 --       4 recipient folder decided by the permission rule ('inbox' | 'requests')
 --       5 the message JSON after its id: ',"from":...}'   6 event retention (entries)
@@ -26,9 +27,12 @@ if client_id ~= '' then
   redis.call('HSET', KEYS[1], client_id, id .. '|' .. r)
 end
 
--- Writing to someone accepts their request, so the sender's side is always inbox.
+-- Writing to someone accepts their request, so the sender's side is always inbox;
+-- and a reply means the sender has read the conversation up to it.
 redis.call('ZREM', KEYS[6], r)
 redis.call('ZADD', KEYS[5], id, r)
+redis.call('HSET', KEYS[14], r, id)
+redis.call('HDEL', KEYS[15], r)
 
 -- The rule decided the folder from facts read a moment ago; if the recipient
 -- accepted in between, the conversation must not sit in both folders.
@@ -47,7 +51,10 @@ redis.call('HINCRBY', KEYS[9], s, 1)
 local retention = ARGV[6]
 local sender_body = '{"type":"message","message":' .. message .. ',"folder":"inbox"'
 local recipient_body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
-local sender_cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, '*', 'p', r, 'f', sender_body)
+-- The sender's event remembers the socket it came from (o), so that a replay to
+-- that same socket skips it, as live delivery does: that socket had the ack.
+local sender_cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, '*',
+  'p', r, 'f', sender_body, 'o', ARGV[7])
 local recipient_cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', retention, '*', 'p', s, 'f', recipient_body)
 
 redis.call('PUBLISH', KEYS[12], 'm ' .. sender_cursor .. ' ' .. r .. ' ' .. ARGV[7] .. '\n'

@@ -1,0 +1,199 @@
+"""The embedded default: `dmhub serve` with no REDIS_URL owns a valkey-server.
+
+Every dmhub here is a child of the test, and every valkey-server is that child's
+child; a test ends only those, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chat.client import Client, Socket
+from tests.faults import alive, eventually, history, messages_until, next_message, valkey_child
+from tests.support import PASSWORD, ROOT, DmhubProcess, free_port, new_user
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    # REDIS_URL empty means "not set" (Settings.from_env), whatever the outer environment says.
+    return {"DMHUB_DATA_DIR": str(data_dir), "REDIS_URL": ""}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[tuple[DmhubProcess | None, int | None, Path]]]:
+    """Processes to end after the test if it failed half-way: (dmhub, valkey pid, data dir)."""
+    started: list[tuple[DmhubProcess | None, int | None, Path]] = []
+    yield started
+    for node, valkey_pid, data_dir in started:
+        if node is not None:
+            node.kill()
+        if valkey_pid is not None and alive(valkey_pid) and _is_our_valkey(valkey_pid, data_dir):
+            os.kill(valkey_pid, signal.SIGKILL)
+
+
+def _is_our_valkey(pid: int, data_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(data_dir.resolve()).encode() in cmdline
+
+
+def start(data_dir: Path, log_dir: Path) -> DmhubProcess:
+    node = DmhubProcess(embedded_env(data_dir))
+    node.log_path = log_dir / f"dmhub-{node.port}.log"
+    return node.start()
+
+
+def our_valkey(node: DmhubProcess, data_dir: Path) -> int:
+    assert node.process is not None
+    return valkey_child(node.process.pid, data_dir)
+
+
+@pytest.mark.timeout(50)
+async def test_sigterm_then_restart_keeps_accounts_history_and_cursors(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "d"
+    node = start(data_dir, tmp_path)
+    valkey_pid = our_valkey(node, data_dir)
+    cleanup.append((node, valkey_pid, data_dir))
+
+    alice = await new_user(node.url)
+    bob = await new_user(node.url)
+    assert alice.user and bob.user and bob.token
+    a_h, b_h = alice.user["handle"], bob.user["handle"]
+    await bob.follow(a_h)
+
+    async with alice.socket() as alice_sock:
+        bob_sock = Socket(node.url, bob.token)
+        await bob_sock.connect()
+        sent = [await alice_sock.send(b_h, f"before restart {i}") for i in range(5)]
+        received = await messages_until(bob_sock, sent[-1]["id"])
+        assert [e["message"] for e in received] == sent
+        old_cursor = received[2]["cursor"]  # bob has seen up to the third message
+        reply = await bob_sock.send(a_h, "a reply before the restart")
+        assert (await next_message(alice_sock))["message"] == reply
+
+        assert node.process is not None
+        code = await asyncio.to_thread(node.terminate)  # the loop keeps serving the sockets
+        assert code == 0, f"dmhub exited with {code}:\n{node.log()}"
+        # The drain closed both sockets with 1012 (reconnect with your cursor).
+        assert await bob_sock.wait_closed(10) == 1012
+        assert await alice_sock.wait_closed(10) == 1012
+    await eventually(lambda: not alive(valkey_pid), 10, "the embedded valkey-server to exit")
+
+    restarted = start(data_dir, tmp_path)
+    new_valkey = our_valkey(restarted, data_dir)
+    cleanup.append((restarted, new_valkey, data_dir))
+    assert new_valkey != valkey_pid
+
+    # Same password, new session; and the old session survived the restart too.
+    again = Client(restarted.url)
+    assert (await again.sign_in(a_h, PASSWORD))["handle"] == a_h
+    old_bob = Client(restarted.url, token=bob.token)
+    assert (await old_bob.me())["user"]["handle"] == b_h
+
+    stored = await history(again, b_h)
+    assert stored == [*sent, reply]
+    assert await history(old_bob, a_h) == stored
+
+    after = await again.post_message(b_h, "after restart")
+    # Resume from the old cursor: exactly the events after it, in order, then live.
+    async with old_bob.socket(since=old_cursor) as resumed:
+        replay = await messages_until(resumed, after["id"], timeout=15)
+        assert [e["message"] for e in replay] == [*sent[3:], reply, after]
+        live = await again.post_message(b_h, "live after resume")
+        assert (await next_message(resumed))["message"] == live
+
+    for client in (alice, bob, again, old_bob):
+        await client.aclose()
+    assert restarted.terminate() == 0
+    await eventually(lambda: not alive(new_valkey), 10, "the embedded valkey-server to exit")
+
+
+@pytest.mark.timeout(40)
+async def test_serve_creates_its_data_dir_and_a_second_serve_on_it_fails_fast(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "fresh" / "d"
+    assert not data_dir.exists()
+    node = start(data_dir, tmp_path)
+    valkey_pid = our_valkey(node, data_dir)
+    cleanup.append((node, valkey_pid, data_dir))
+
+    assert data_dir.is_dir()
+    aof = data_dir / "appendonlydir"
+    assert aof.is_dir(), sorted(p.name for p in data_dir.iterdir())
+    assert any(p.name.endswith(".manifest") for p in aof.iterdir()), sorted(aof.iterdir())
+
+    # A second dmhub on the same folder: refused, quickly, saying why.
+    second_port = free_port()
+    try:
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "chat", "serve", "--port", str(second_port)],
+            env={**os.environ, **embedded_env(data_dir)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed it by now
+        raise AssertionError(f"a second dmhub on {data_dir} kept running") from exc
+    assert second.returncode != 0
+    assert str(data_dir.resolve()) in second.stderr, second.stderr
+    assert "Another dmhub is already using the data folder" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr, second.stderr
+
+    # The first one did not notice: same Valkey, still serving.
+    assert alive(valkey_pid) and our_valkey(node, data_dir) == valkey_pid
+    client = await new_user(node.url)
+    assert client.user is not None
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(node.url + "/readyz")).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{second_port}/healthz")
+    await client.aclose()
+    assert node.terminate() == 0
+
+
+@pytest.mark.timeout(40)
+async def test_sigkill_of_dmhub_takes_its_valkey_down_and_the_folder_is_reusable(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "d"
+    node = start(data_dir, tmp_path)
+    valkey_pid = our_valkey(node, data_dir)
+    cleanup.append((node, valkey_pid, data_dir))
+
+    alice = await new_user(node.url)
+    bob = await new_user(node.url, open_dms=True)
+    assert alice.user and bob.user
+    message = await alice.post_message(bob.user["handle"], "acked before the crash")
+
+    node.kill()  # SIGKILL: no drain, no chance to stop Valkey itself
+    assert node.process is not None and node.process.returncode == -signal.SIGKILL
+    # PR_SET_PDEATHSIG: the kernel tells valkey-server its parent died.
+    await eventually(
+        lambda: not alive(valkey_pid), 10, "valkey-server to exit after dmhub's SIGKILL"
+    )
+
+    # The lock died with the process: a new dmhub can take the folder, and the
+    # acknowledged message is there.
+    restarted = start(data_dir, tmp_path)
+    cleanup.append((restarted, our_valkey(restarted, data_dir), data_dir))
+    again = Client(restarted.url)
+    await again.sign_in(bob.user["handle"], PASSWORD)
+    assert await history(again, alice.user["handle"]) == [message]
+    for client in (alice, bob, again):
+        await client.aclose()
+    assert restarted.terminate() == 0
