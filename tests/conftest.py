@@ -13,6 +13,12 @@ from chat.store.embedded import EmbeddedValkey
 from tests.support import RunningServer, running_server, settings_for
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in this
+    thread for the rest of the session, and asyncio tests cannot start under it."""
+    items.sort(key=lambda item: "/browser/" in item.nodeid.replace("\\", "/"))
+
+
 @pytest.fixture(scope="session")
 def shared_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
     """One Valkey for the whole run, emptied before each test that uses it."""

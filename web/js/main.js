@@ -1,0 +1,191 @@
+// Wires the pieces together: who is signed in, which screen the URL asks
+// for, the offline banner, the page title.
+
+import * as api from './api.js';
+import * as store from './store.js';
+import * as router from './router.js';
+import { h, mount, announce, displayName, toast } from './dom.js';
+import { oneLine } from './format.js';
+import { renderAuth } from './views/auth.js';
+import { createSidebar } from './views/inbox.js';
+import { createConversation } from './views/conversation.js';
+import { createCompose } from './views/compose.js';
+import { openSettings } from './views/settings.js';
+
+const app = document.getElementById('app');
+const authRoot = document.getElementById('auth-root');
+const mainPane = document.getElementById('main');
+const banner = document.getElementById('offline-banner');
+const bannerText = document.getElementById('offline-text');
+
+let sidebar = null;
+let pane = null; // the view in the main pane: {destroy, focusDefault}
+let paneRoute = '';
+let started = false;
+
+export async function start() {
+  api.onUnauthenticated(() => sessionEnded());
+  // Ask for the inbox at the same time as "who am I": for a signed-in person
+  // (the common case) the list is on screen one round trip sooner. If the
+  // answer is 401 these requests are simply dropped.
+  const prefetched = {
+    inbox: api.conversations('inbox', { limit: store.FOLDER_PAGE }),
+    requests: api.conversations('requests', { limit: store.FOLDER_PAGE }),
+  };
+  prefetched.inbox.catch(() => {});
+  prefetched.requests.catch(() => {});
+  let me;
+  try {
+    me = await api.me();
+  } catch (e) {
+    if (e.status === 401) {
+      showAuth();
+      return;
+    }
+    showFatal(e);
+    return;
+  }
+  startApp(me, prefetched);
+}
+
+function showFatal(e) {
+  app.classList.remove('is-loading');
+  mount(mainPane,
+    h('div', { class: 'empty-pane' },
+      h('p', { class: 'empty-title' }, 'Can’t load your messages'),
+      h('p', null, e.detail),
+      h('button', { class: 'btn btn-primary', type: 'button', onclick: () => location.reload() }, 'Try again')));
+}
+
+function showAuth({ note = '', ended = false } = {}) {
+  const route = router.parse();
+  if (!note && route.name === 'new' && route.peer) {
+    note = `Sign in or create an account to message @${route.peer}.`;
+  }
+  app.hidden = true;
+  banner.hidden = true;
+  authRoot.hidden = false;
+  document.title = 'Sign in · dmhub';
+  renderAuth(authRoot, {
+    note,
+    mode: 'signin',
+    onDone: (me) => {
+      if (ended || started) {
+        // A fresh page is the simplest way to drop every trace of the old
+        // session's state; the URL keeps the screen (deep link included).
+        location.reload();
+        return;
+      }
+      authRoot.hidden = true;
+      mount(authRoot);
+      app.hidden = false;
+      startApp(me);
+    },
+  });
+}
+
+function sessionEnded() {
+  if (!started || !authRoot.hidden) return;
+  store.clearSession();
+  if (pane) pane.destroy();
+  pane = null;
+  showAuth({ note: 'You were signed out. Sign in again to continue.', ended: true });
+}
+
+async function signOut() {
+  try {
+    await api.signOut();
+  } catch (e) {
+    if (e.status !== 401) {
+      toast(e.detail);
+      return;
+    }
+  }
+  store.clearSession();
+  location.replace('/');
+}
+
+function startApp(me, prefetched) {
+  started = true;
+  app.classList.remove('is-loading');
+  store.start(me, prefetched);
+  sidebar = createSidebar({
+    actionsRoot: document.getElementById('sidebar-actions'),
+    bodyRoot: document.getElementById('sidebar-body'),
+    onSettings: () => openSettings({ onSignOut: signOut }),
+  });
+  store.on('connection', drawBanner);
+  store.on('ended', sessionEnded);
+  store.on('convs', drawTitle);
+  store.on('incoming', ({ message, peer }) => {
+    const c = store.conv(peer);
+    const who = c ? displayName(c.peer) : `@${peer}`;
+    announce(`New message from ${who}: ${oneLine(message.text, 200)}`);
+  });
+  store.on('socket-error', (f) => {
+    // Errors without a client_id answer frames the person didn't ask for
+    // (typing notices, read pointers); a toast about those would only confuse.
+    console.warn('dmhub:', f.code, f.detail);
+  });
+  router.onChange(route);
+  route(router.parse());
+  drawBanner();
+}
+
+// The skip link must not touch location.hash: the hash is our router, and
+// "#main" would read as "go to the inbox".
+document.querySelector('.skip-link').addEventListener('click', (ev) => {
+  ev.preventDefault();
+  if (pane) pane.focusDefault();
+  else mainPane.focus();
+});
+
+function route(r) {
+  const sig = JSON.stringify(r);
+  if (sig === paneRoute) return;
+  paneRoute = sig;
+  sidebar.setRoute(r);
+  app.classList.toggle('show-main', r.name !== 'list');
+  if (pane) pane.destroy();
+  pane = null;
+  if (r.name === 'thread') {
+    pane = createConversation(mainPane, r.peer);
+  } else if (r.name === 'new') {
+    pane = createCompose(mainPane, { peer: r.peer, text: r.text });
+  } else {
+    mount(mainPane,
+      h('div', { class: 'empty-pane' },
+        h('span', { class: 'empty-art', 'aria-hidden': 'true' }),
+        h('p', { class: 'empty-title' }, 'Your messages'),
+        h('p', null, 'Pick a conversation, or start a new one.'),
+        h('a', { class: 'btn btn-primary', href: router.hrefFor.compose() }, 'New message')));
+  }
+  if (pane) pane.focusDefault();
+  drawTitle();
+}
+
+let bannerTimer = null;
+function drawBanner() {
+  const s = store.state.connection;
+  clearTimeout(bannerTimer);
+  if (s === 'online' || s === 'ended') {
+    banner.hidden = true;
+    document.body.classList.remove('is-offline');
+    return;
+  }
+  const show = () => {
+    bannerText.textContent = s === 'offline'
+      ? 'You’re offline. Messages you send will go out when you’re back.'
+      : 'Connection lost. Reconnecting… Messages you send will go out when it’s back.';
+    banner.hidden = false;
+    document.body.classList.add('is-offline');
+  };
+  // A quick reconnect (server restart, brief blip) shouldn't flash a banner.
+  if (s === 'offline') show();
+  else bannerTimer = setTimeout(show, 2000);
+}
+
+function drawTitle() {
+  const n = store.unreadCount('inbox') + store.unreadCount('requests');
+  document.title = `${n ? `(${n}) ` : ''}Messages · dmhub`;
+}

@@ -1,0 +1,83 @@
+// Settings: who can message you, read receipts, display name, sign out.
+// Switches apply at once (and roll back if the server says no), because a
+// privacy setting that needs a separate "Save" is one people think is on
+// when it isn't.
+
+import * as store from '../store.js';
+import { h, avatar, uid } from '../dom.js';
+
+export function openSettings({ onSignOut }) {
+  const me = store.state.me;
+  const settings = store.state.settings;
+  const status = h('p', { class: 'dialog-status', role: 'status' });
+  const closeBtn = h('button', { class: 'icon-btn dialog-close', type: 'button', 'aria-label': 'Close', onclick: () => dlg.close() },
+    h('span', { class: 'icon icon-close', 'aria-hidden': 'true' }));
+
+  function toggle(labelText, description, checked, apply) {
+    const id = uid('switch');
+    const descId = uid('desc');
+    const input = h('input', { id, type: 'checkbox', role: 'switch', class: 'switch', checked, 'aria-describedby': descId });
+    input.addEventListener('change', async () => {
+      const want = input.checked;
+      input.disabled = true;
+      status.textContent = 'Saving…';
+      try {
+        await apply(want);
+        status.textContent = 'Saved.';
+      } catch (e) {
+        input.checked = !want;
+        status.textContent = e.detail;
+      } finally {
+        input.disabled = false;
+      }
+    });
+    return h('div', { class: 'setting' },
+      h('div', { class: 'setting-text' },
+        h('label', { for: id, class: 'setting-label' }, labelText),
+        h('p', { class: 'setting-desc', id: descId }, description)),
+      input);
+  }
+
+  const nameInput = h('input', { id: 'settings-name', class: 'input', type: 'text', value: me.name || '', maxlength: '50', autocomplete: 'name' });
+  const nameForm = h('form', { class: 'setting setting-name', novalidate: true },
+    h('div', { class: 'field' },
+      h('label', { for: 'settings-name' }, 'Display name'),
+      h('div', { class: 'inline-field' }, nameInput, h('button', { class: 'btn', type: 'submit' }, 'Save'))));
+  nameForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    status.textContent = 'Saving…';
+    try {
+      await store.updateSettings({ name: nameInput.value.trim() });
+      status.textContent = 'Name saved.';
+    } catch (e) {
+      status.textContent = e.detail;
+    }
+  });
+
+  const dlg = h('dialog', { class: 'dialog settings-dialog', 'aria-labelledby': 'settings-title' },
+    h('div', { class: 'dialog-head' }, h('h2', { id: 'settings-title', class: 'dialog-title' }, 'Settings'), closeBtn),
+    h('div', { class: 'dialog-body' },
+      h('div', { class: 'person-head' },
+        avatar(me, 'lg'),
+        h('div', { class: 'person-names' },
+          h('p', { class: 'person-name' }, me.name || `@${me.handle}`),
+          h('p', { class: 'person-handle' }, `Signed in as @${me.handle}`))),
+      h('h3', { class: 'setting-group' }, 'Privacy'),
+      toggle('Receive messages from anyone',
+        'When on, anyone can message you, and messages from people you don’t follow wait in Requests until you accept, delete or block them.',
+        Boolean(me.open_dms),
+        (v) => store.updateSettings({ open_dms: v })),
+      toggle('Read receipts',
+        'Let people see when you’ve read their messages. When off, you won’t see when they’ve read yours either.',
+        settings.read_receipts !== false,
+        (v) => store.updateSettings({ read_receipts: v })),
+      h('h3', { class: 'setting-group' }, 'Profile'),
+      nameForm,
+      h('div', { class: 'setting-foot' },
+        h('button', { class: 'btn btn-danger-ghost', type: 'button', onclick: () => { dlg.close(); onSignOut(); } }, 'Sign out'))),
+    status);
+  dlg.addEventListener('close', () => dlg.remove());
+  dlg.addEventListener('click', (ev) => { if (ev.target === dlg) dlg.close(); });
+  document.body.appendChild(dlg);
+  dlg.showModal();
+}
