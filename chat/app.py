@@ -24,6 +24,7 @@ from chat.config import Settings
 from chat.errors import NOT_FOUND, ApiError, unavailable
 from chat.hub import Hub
 from chat.runtime import Runtime
+from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.transport import http, web, ws
 from chat.transport.security import SecurityHeaders
@@ -84,7 +85,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis_client(redis_url)
-        store = Store(client, event_retention=settings.event_retention)
+        lane = Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
+        store = Store(client, event_retention=settings.event_retention, lane=lane)
         hub = Hub(store, redis_url)
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
         runtime_module.current = app.state.runtime
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await hub.stop()
+            await lane.aclose()
             if runtime_module.current is app.state.runtime:
                 runtime_module.current = None
             await client.aclose()

@@ -283,10 +283,18 @@ async def test_a_live_message_as_the_resync_begins_does_not_hide_what_was_missed
         real_on_message = hub.broker._on_message
         real_live_sessions = rt.store.live_sessions
 
+        bob_payloads: list[str] = []
+
+        def handed(message_id: str) -> bool:
+            return any(f'"id":"{message_id}"' in p for p in bob_payloads)
+
         def on_message(channel: str, payload: str) -> None:
             real_on_message(channel, payload)
-            if channel == bob_channel and injected and f'"id":"{injected[0]}"' in payload:
-                handed_over.set()
+            if channel == bob_channel:
+                bob_payloads.append(payload)
+                # The publish can overtake the reply to the send that made it.
+                if injected and handed(injected[0]):
+                    handed_over.set()
 
         async def live_sessions(token_hashes: list[str]) -> set[str]:
             if not injected:
@@ -294,6 +302,8 @@ async def test_a_live_message_as_the_resync_begins_does_not_hide_what_was_missed
                     rt.store, a_h.lower(), b_h, "sent as the resync begins", None
                 )
                 injected.append(result.message_id)
+                if handed(result.message_id):
+                    handed_over.set()
                 await asyncio.wait_for(handed_over.wait(), 5)
             result_sessions: set[str] = await real_live_sessions(token_hashes)
             return result_sessions

@@ -114,7 +114,10 @@ class Hub:
         try:
             live = await self.store.live_sessions(list({c.session for c in conns}))
         except Exception:
-            log.warning("could not check sessions after reconnect; asking sockets to resume")
+            log.warning(
+                "could not check sessions after reconnect; asking sockets to resume",
+                exc_info=True,
+            )
             for conn in conns:
                 conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
             return

@@ -19,6 +19,7 @@ import redis.asyncio as redis
 
 from chat.permission import Facts
 from chat.store import keys
+from chat.store.lane import Lane
 
 USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr")
 _json = msgspec.json.Encoder()
@@ -94,7 +95,9 @@ def parse_cursor(cursor: str) -> tuple[int, int] | None:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, *, event_retention: int) -> None:
+    def __init__(
+        self, client: redis.Redis, *, event_retention: int, lane: Lane | None = None
+    ) -> None:
         # The client decodes responses to str; redis-py's annotations cannot say
         # so (they promise bytes | str everywhere), hence Any rather than casts.
         self.redis: Any = client
@@ -105,6 +108,14 @@ class Store:
         self._link = client.register_script(_script("link.lua"))
         self._facts = client.register_script(_script("facts.lua"))
         self._bounds = client.register_script(_script("stream_bounds.lua"))
+        # The hot path (facts, send, session lookups) goes through the pipelined
+        # lane when there is one; everything else uses the ordinary client.
+        self.lane = lane
+
+    async def _hot_script(self, script: Any, key_names: list[str], args: list[Any]) -> Any:
+        if self.lane is None:
+            return await script(keys=key_names, args=args)
+        return await self.lane.evalsha(script.sha, script.script, key_names, args)
 
     # -- accounts and sessions ------------------------------------------------
 
@@ -158,6 +169,9 @@ class Store:
         await self.redis.set(keys.session(token_hash), lc, ex=ttl_s)
 
     async def session_user(self, token_hash: str) -> str | None:
+        if self.lane is not None:
+            found: str | None = await self.lane.execute("GET", keys.session(token_hash))
+            return found
         value: str | None = await self.redis.get(keys.session(token_hash))
         return value
 
@@ -236,8 +250,9 @@ class Store:
             exists = row is not None
             facts = Facts(sender_exists=exists, recipient_exists=exists, same_account=True)
             return PairFacts(facts, row["handle"] if row else None, row, False)
-        result = await self._facts(
-            keys=[
+        result = await self._hot_script(
+            self._facts,
+            [
                 keys.user(a),
                 keys.user(b),
                 keys.blocking(a),
@@ -248,7 +263,7 @@ class Store:
                 keys.following(a),
                 keys.requests(a),
             ],
-            args=[a, b],
+            [a, b],
         )
         (
             sender,
@@ -301,8 +316,9 @@ class Store:
             }
         ).decode()
         after_id = "," + tail[1:]
-        result = await self._send(
-            keys=[
+        result = await self._hot_script(
+            self._send,
+            [
                 keys.client_ids(sender),
                 keys.conversation(sender, recipient),
                 keys.events(sender),
@@ -319,7 +335,7 @@ class Store:
                 keys.read_pointer(sender),
                 keys.unread(sender),
             ],
-            args=[
+            [
                 client_id or "",
                 sender,
                 recipient,

@@ -1,0 +1,89 @@
+"""The pipelined lane on a real Valkey: ordering, errors, scripts, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from chat.store.embedded import EmbeddedValkey
+from chat.store.lane import Lane
+
+
+async def test_concurrent_commands_get_their_own_replies(redis_url: str) -> None:
+    lane = Lane(redis_url)
+    try:
+        await asyncio.gather(*(lane.execute("SET", f"k{i}", f"v{i}") for i in range(500)))
+        values = await asyncio.gather(*(lane.execute("GET", f"k{i}") for i in range(500)))
+        assert values == [f"v{i}" for i in range(500)]
+    finally:
+        await lane.aclose()
+
+
+async def test_an_error_reply_fails_only_its_own_command(redis_url: str) -> None:
+    lane = Lane(redis_url)
+    try:
+        await lane.execute("SET", "text", "not a number")
+        results = await asyncio.gather(
+            lane.execute("INCR", "text"),
+            lane.execute("INCR", "counter"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], ResponseError)
+        assert results[1] == 1
+        assert await lane.execute("GET", "counter") == "1"
+    finally:
+        await lane.aclose()
+
+
+async def test_evalsha_loads_a_script_redis_has_forgotten(redis_url: str) -> None:
+    lane = Lane(redis_url)
+    script = "return ARGV[1] .. KEYS[1]"
+    sha = await lane.execute("SCRIPT", "LOAD", script)
+    try:
+        await lane.execute("SCRIPT", "FLUSH")
+        assert await lane.evalsha(sha, script, ["k"], ["v"]) == "vk"
+    finally:
+        await lane.aclose()
+
+
+async def test_a_killed_redis_fails_pending_commands_and_the_lane_reconnects(
+    own_valkey: EmbeddedValkey,
+) -> None:
+    lane = Lane(own_valkey.url)
+    try:
+        assert await lane.execute("PING") == "PONG"
+        own_valkey.kill()
+        with pytest.raises(RedisConnectionError):
+            await lane.execute("PING")
+        own_valkey.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert await lane.execute("PING") == "PONG"
+                break
+            except RedisConnectionError:
+                assert time.monotonic() < deadline, "the lane never reconnected"
+                await asyncio.sleep(0.1)
+    finally:
+        await lane.aclose()
+
+
+async def test_a_redis_that_stops_answering_is_given_up_on(own_valkey: EmbeddedValkey) -> None:
+    lane = Lane(own_valkey.url, timeout_s=1.0)
+    assert own_valkey.pid is not None
+    try:
+        assert await lane.execute("PING") == "PONG"
+        os.kill(own_valkey.pid, signal.SIGSTOP)  # our own Valkey, frozen
+        started = time.monotonic()
+        with pytest.raises(RedisConnectionError):
+            await lane.execute("PING")
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(own_valkey.pid, signal.SIGCONT)
+        await lane.aclose()
