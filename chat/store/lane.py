@@ -128,7 +128,8 @@ class Lane:
         if self._conn is not conn:
             return
         self._conn = None
-        log.warning("redis lane lost its connection: %s", exc)
+        if not self._closed:
+            log.warning("redis lane lost its connection: %s", exc)
         failure = RedisConnectionError(str(exc) or "connection lost")
         pending, self._pending = self._pending, collections.deque()
         self._buffer = []
