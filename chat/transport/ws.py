@@ -33,6 +33,9 @@ log = logging.getLogger("dmhub.ws")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 WARN_EVERY_S = 5.0
+RESTARTING = ApiError(
+    "unavailable", "The server is restarting; reconnect and retry with the same client_id."
+)
 _last_warning = 0.0
 
 
@@ -175,6 +178,11 @@ async def receive_loop(rt: Runtime, websocket: WebSocket, conn: Connection) -> N
             conn.close(closecodes.MESSAGE_TOO_BIG, "frame over 64 KiB")
             return
         if rt.hub.draining:
+            # Say so rather than drop it: the client retries with the same
+            # client_id once it has reconnected elsewhere.
+            client_id = frames.frame_client_id(text) if text is not None else None
+            if client_id is not None:
+                conn.push(frames.error_frame(RESTARTING, client_id))
             continue
         conn.idle.clear()
         try:
