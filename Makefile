@@ -7,7 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck unit browser-deps clean
+NODE_PEER := bench/peers/socketio_node
+
+.PHONY: install run test lint typecheck unit browser-deps clean bench bench-quick bench-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "dmhub needs Python 3.11+")'
@@ -37,6 +39,18 @@ unit: $(STAMP)
 
 test: $(STAMP) browser-deps lint typecheck
 	$(PY) -m pytest
+
+# The side-by-side benchmark (bench/README.md): dmhub and the engines people
+# pick instead, under the same generator. Under 30 minutes; --quick is a smoke run.
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	cd $(NODE_PEER) && npm ci --no-audit --no-fund --loglevel=error
+
+bench: bench-deps
+	$(PY) bench/run.py
+
+bench-quick: bench-deps
+	$(PY) bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -157,18 +155,9 @@ class DmhubBenchAdapter(DmhubAdapter):
     - Accounts already in the JSON file $BENCH_TOKEN_CACHE ({handle: token}) are
       not signed up again: argon2 is set-up cost, not what is measured. The
       harness keeps one file per store, so a cached token names a live session.
-    - Every client_id gets a suffix unique to this generator process. The
-      generator numbers client_ids g<proc>-<i> from zero in every run, and dmhub
-      answers a client_id it has seen from that sender with the original
-      message and delivers nothing: a second run on the same accounts would
-      look like total loss. Acks are mapped back to the generator's ids.
     """
 
     name = "dmhub"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.suffix = "." + uuid.uuid4().hex[:10]
 
     async def create_accounts(self, url: str, handles: list[str]) -> list[Account]:
         path_name = os.environ.get("BENCH_TOKEN_CACHE")
@@ -181,15 +170,6 @@ class DmhubBenchAdapter(DmhubAdapter):
                 cache[account.handle] = account.token
             _save(Path(path_name), cache)
         return [Account(h, str(cache[h])) for h in handles]
-
-    def send_frame(self, to: Account, text: str, client_id: str) -> str:
-        return super().send_frame(to, text, client_id + self.suffix)
-
-    def parse(self, raw: str | bytes) -> Incoming:
-        frame = super().parse(raw)
-        if frame.client_id is not None and frame.client_id.endswith(self.suffix):
-            return replace(frame, client_id=frame.client_id.removesuffix(self.suffix))
-        return frame
 
 
 def _load(path: Path) -> dict[str, Any]:

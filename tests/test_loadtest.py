@@ -81,6 +81,18 @@ def test_churning_sockets_resume_by_cursor_and_lose_nothing(dmhub_server: DmhubP
     assert result["lost"] == 0 and result["duplicates"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_rerun_on_the_same_accounts_delivers_everything(dmhub_server: DmhubProcess) -> None:
+    # Same handles, so same senders: client_ids must not repeat across runs,
+    # or dmhub would rightly treat the second run's sends as retries.
+    args = ["--url", dmhub_server.url, "--connections", "20", "--pairs", "10",
+            "--rate", "50", "--duration", "1", "--prefix", "rerun"]  # fmt: skip
+    for _ in range(2):
+        code, result = loadtest(*args)
+        assert code == 0, json.dumps(result)
+        assert result["delivered"] == result["expected"] == 50
+
+
 def test_refuses_anything_but_loopback() -> None:
     with pytest.raises(SystemExit, match="loopback"):
         Options(urls=["http://10.0.0.5:8000"]).validate()

@@ -129,3 +129,14 @@ def test_error_frame_carries_client_id_and_retry_after() -> None:
 def test_with_cursor_closes_a_stored_event_body() -> None:
     body = '{"type":"read","reader":"a","peer":"b","up_to":"3"'
     assert json.loads(frames.with_cursor(body, "5-0"))["cursor"] == "5-0"
+
+
+def test_message_times_are_iso_utc_with_milliseconds() -> None:
+    from datetime import UTC, datetime
+
+    from chat.store.store import iso_ms
+
+    for epoch_ms in (0, 999, 1_000, 1_795_264_452_670, 1_795_264_452_999, 1_795_264_453_001):
+        moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+        expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+        assert iso_ms(epoch_ms) == expected

@@ -46,6 +46,10 @@ class Plan:
     text_size: int = 32
     report_interval: float = 0.5
     seed: int = 0
+    # Part of every client_id: dmhub answers a client_id it has seen from that
+    # sender with the original message, so a rerun on the same accounts would
+    # otherwise look like total loss.
+    run_id: str = "run"
 
 
 @dataclass(eq=False)
@@ -217,7 +221,7 @@ class Generator:
             if sock is None or sock.connection is None or sock.reconnecting:
                 self.delta.errors["sender_down"] += 1
                 continue
-            client_id = f"g{plan.index}-{i}"
+            client_id = f"{plan.run_id}-{plan.index}-{i}"
             if self.adapter.acks:
                 self.pending[client_id] = (due, recipient.handle)
             text = f"{due:.9f} {padding}"

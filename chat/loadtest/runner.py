@@ -8,6 +8,7 @@ import multiprocessing
 import queue
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -96,6 +97,7 @@ def sockets_per_user(options: Options, pairs: list[tuple[Account, Account]]) -> 
 
 def make_plans(options: Options, pairs: list[tuple[Account, Account]]) -> list[Plan]:
     counts = sockets_per_user(options, pairs)
+    run_id = uuid.uuid4().hex[:8]
     procs = min(options.procs, len(pairs))
     plans = []
     for index in range(procs):
@@ -115,6 +117,7 @@ def make_plans(options: Options, pairs: list[tuple[Account, Account]]) -> list[P
                 churn_rate=options.reconnect_churn / procs,
                 text_size=options.text_size,
                 seed=index,
+                run_id=run_id,
             )
         )
     return plans

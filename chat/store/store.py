@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -29,9 +28,18 @@ def _script(name: str) -> str:
     return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
+_iso_second = -1
+_iso_prefix = ""
+
+
 def iso_ms(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    """ISO 8601 UTC with milliseconds; the date part is formatted once a second."""
+    global _iso_second, _iso_prefix
+    second, millis = divmod(epoch_ms, 1000)
+    if second != _iso_second:
+        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _iso_second = second
+    return f"{_iso_prefix}{millis:03d}Z"
 
 
 def public_user(row: dict[str, str]) -> dict[str, Any]:
