@@ -484,3 +484,31 @@ async def test_slow_reader_is_closed_1013_and_resumes_from_its_cursor_without_ga
                 assert (await next_message(bob_fast))["message"]["id"] == after["id"]
         for client in (alice, bob, carol):
             await client.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_a_socket_whose_catch_up_fails_is_closed_not_left_with_a_gap(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with running_server(settings_for(redis_url, tmp_path)) as srv:
+        store = srv.app.state.runtime.store
+        hub = srv.app.state.runtime.hub
+        alice, bob, carol = [await new_user(srv.url) for _ in range(3)]
+        assert alice.user and bob.user and carol.user
+        await bob.follow(alice.user["handle"])
+        await carol.follow(alice.user["handle"])
+        async with bob.socket() as bob_sock, carol.socket() as carol_sock:
+            real_events_after = store.events_after
+
+            async def events_after(lc: str, cursor: str, count: int) -> Any:
+                if lc == bob.user["handle"].lower():  # type: ignore[index]
+                    raise aioredis.ConnectionError("storage went away mid-replay")
+                return await real_events_after(lc, cursor, count)
+
+            store.events_after = events_after
+            await hub.resync_all()
+            store.events_after = real_events_after
+            assert await bob_sock.wait_closed(5) == 1012
+            # The other socket caught up and is live.
+            sent = await alice.post_message(carol.user["handle"], "still flowing")
+            assert (await carol_sock.next_event())["message"] == sent

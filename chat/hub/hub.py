@@ -81,22 +81,22 @@ class Hub:
         """
         async with conn.sync_lock:
             conn.syncing = True
-            try:
-                if reset_to is not None:
-                    conn.set_position(reset_to)
-                while not conn.closed:
-                    events = await self.store.events_after(conn.user, conn.last_cursor, REPLAY_PAGE)
-                    for cursor, peer, origin, body in events:
-                        conn.set_position(cursor)
-                        if conn.wants(peer) and origin != conn.id:
-                            await conn.put(with_cursor(body, cursor))
-                    if len(events) < REPLAY_PAGE:
-                        break
-            finally:
-                pending, conn.pending = conn.pending, []
-                conn.syncing = False
-                for key, cursor, frame in pending:
-                    conn.push_event(key, cursor, frame)
+            if reset_to is not None:
+                conn.set_position(reset_to)
+            while not conn.closed:
+                # If this raises, the socket stays in `syncing` and the caller
+                # closes it: going live after a partial replay would leave a gap.
+                events = await self.store.events_after(conn.user, conn.last_cursor, REPLAY_PAGE)
+                for cursor, peer, origin, body in events:
+                    conn.set_position(cursor)
+                    if conn.wants(peer) and origin != conn.id:
+                        await conn.put(with_cursor(body, cursor))
+                if len(events) < REPLAY_PAGE:
+                    break
+            pending, conn.pending = conn.pending, []
+            conn.syncing = False
+            for key, cursor, frame in pending:
+                conn.push_event(key, cursor, frame)
 
     def _pubsub_reconnected(self) -> None:
         """Pub/sub is back but the replay has not run: hold live events until it has.
@@ -124,17 +124,13 @@ class Hub:
         for conn in conns:
             if conn.session not in live:
                 conn.close(closecodes.SESSION_ENDED, "session ended")
-        results = await asyncio.gather(
-            *(self.sync(c) for c in conns if not c.closed), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            log.warning(
-                "%d sockets could not catch up after reconnect: %s", len(failures), failures[0]
-            )
-            for conn in conns:
-                if not conn.closed and conn.syncing:
-                    conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
+        targets = [c for c in conns if not c.closed]
+        results = await asyncio.gather(*(self.sync(c) for c in targets), return_exceptions=True)
+        failed = [c for c, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            log.warning("%d sockets could not catch up after reconnect; closing them", len(failed))
+            for conn in failed:
+                conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
 
     # -- fan-out ------------------------------------------------------------------
 

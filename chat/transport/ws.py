@@ -140,7 +140,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             else:
                 try:
                     await asyncio.wait_for(conn.writer, timeout=2)
-                except BaseException:
+                except Exception:  # a timeout or a failed write; cancellation propagates
                     conn.writer.cancel()
 
 
