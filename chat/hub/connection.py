@@ -14,6 +14,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
+from chat import metrics
 from chat.protocol import closecodes
 from chat.store.store import cursor_key
 
@@ -98,15 +99,33 @@ class Connection:
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
+            metrics.SLOW_CLOSES.inc()
             log.info("socket %s of @%s cannot keep up; closing it with 1013", self.id, self.user)
             self.close(
                 closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect with your cursor"
             )
 
     async def put(self, frame: str) -> None:
-        """Queue a frame, waiting for room: for replays, which the socket itself drives."""
-        if not self.closed:
+        """Queue a frame, waiting for room: for replays, which the socket itself drives.
+
+        Gives up when the writer is gone (the client left mid-replay): nothing
+        would ever make room, and the handler would hang.
+        """
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+            return
+        except asyncio.QueueFull:
+            pass
+        if self.writer is None:
             await self.queue.put(frame)
+            return
+        putting = asyncio.ensure_future(self.queue.put(frame))
+        await asyncio.wait({putting, self.writer}, return_when=asyncio.FIRST_COMPLETED)
+        if not putting.done():
+            putting.cancel()
+            self.closed = True
 
     def push_event(self, key: tuple[int, int], cursor: str, frame: str) -> None:
         """Deliver a stored event once: anything at or before the last cursor is a repeat."""
@@ -114,6 +133,7 @@ class Connection:
             return
         if self.syncing:
             if len(self.pending) >= self.queue.maxsize:
+                metrics.SLOW_CLOSES.inc()
                 self.close(closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect")
                 return
             self.pending.append((key, cursor, frame))
