@@ -49,7 +49,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        # Never a skip: a browser test that did not run checked nothing.
+        pytest.fail(
+            f"{CHROMIUM} is missing: run 'make test' (it installs Debian's chromium), "
+            "or set DMHUB_CHROMIUM to a Chromium binary"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
