@@ -95,3 +95,14 @@ async def test_metrics_count_sockets_and_sends(server: RunningServer) -> None:
     assert sample(during, "dmhub_sockets") == sample(before, "dmhub_sockets") + 1
     stored = 'dmhub_sends_total{outcome="stored"}'
     assert sample(during, stored) == sample(before, stored, default=0.0) + 1
+
+
+async def test_metrics_can_require_a_token(redis_url: str, tmp_path: Path) -> None:
+    settings = settings_for(redis_url, tmp_path, metrics_token="scrape-me")
+    async with running_server(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            anonymous = await http.get("/metrics")
+            wrong = await http.get("/metrics", headers={"Authorization": "Bearer nope"})
+            right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert right.status_code == 200 and "dmhub_sockets" in right.text
