@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import WebSocketRoute
 
 from chat import runtime as runtime_module
 from chat.config import Settings
@@ -27,7 +26,7 @@ from chat.runtime import Runtime
 from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.transport import http, web, ws
-from chat.transport.security import SecurityHeaders
+from chat.transport.security import DirectWebSocket, SecurityHeaders
 
 log = logging.getLogger("dmhub")
 
@@ -101,8 +100,12 @@ def create_app(settings: Settings) -> Starlette:
             await client.aclose()
 
     return Starlette(
-        routes=[*http.routes, WebSocketRoute("/ws", ws.websocket_endpoint), *web.routes],
-        middleware=[Middleware(SecurityHeaders)],
+        # /ws is served by DirectWebSocket, in front of routing.
+        routes=[*http.routes, *web.routes],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(DirectWebSocket, path="/ws", endpoint=ws.websocket_endpoint),
+        ],
         exception_handlers={
             ApiError: api_error,
             RedisConnectionError: storage_down,

@@ -35,18 +35,18 @@ class Connection:
     __slots__ = (
         "_close",
         "_send_text",
+        "_sync_lock",
+        "busy",
         "close_code",
         "closed",
         "handle",
         "id",
-        "idle",
         "last_cursor",
         "last_key",
         "peer",
         "pending",
         "queue",
         "session",
-        "sync_lock",
         "syncing",
         "user",
         "writer",
@@ -77,13 +77,19 @@ class Connection:
         # events wait in `pending` so that they go out after the replay, in order.
         self.syncing = True
         self.pending: list[tuple[tuple[int, int], str, str]] = []
-        self.sync_lock = asyncio.Lock()
+        # Created on first use: most sockets never need one, and each costs memory.
+        self._sync_lock: asyncio.Lock | None = None
         self.closed = False
-        # Cleared while a frame from the client is being handled (drain waits for it).
-        self.idle = asyncio.Event()
-        self.idle.set()
+        # True while a frame from the client is being handled (drain waits for it).
+        self.busy = False
         self.close_code: int | None = None
         self.writer: asyncio.Task[None] | None = None
+
+    @property
+    def sync_lock(self) -> asyncio.Lock:
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        return self._sync_lock
 
     def start_writer(self) -> None:
         self.writer = asyncio.create_task(self._write_loop(), name=f"dmhub-writer-{self.id}")

@@ -12,6 +12,7 @@ Kinds: `m` message, `r` read receipt (both stored, with a cursor), `t` typing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 
@@ -40,6 +41,7 @@ class Hub:
             on_reconnect=self._pubsub_reconnected,
         )
         self.draining = False
+        self.frame_done = asyncio.Event()
 
     async def start(self) -> None:
         await self.broker.start()
@@ -164,11 +166,14 @@ class Hub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conns = self.connections
-        busy = [asyncio.create_task(c.idle.wait()) for c in conns if not c.idle.is_set()]
-        if busy:
-            _, still_busy = await asyncio.wait(busy, timeout=timeout)
-            for waiter in still_busy:
-                waiter.cancel()
+        # One event for the whole process, set whenever a frame finishes while
+        # draining: cheaper than an event per socket, which every socket would carry.
+        while loop.time() < deadline:
+            self.frame_done.clear()  # before the check: no await between, so no lost wake-up
+            if not any(c.busy for c in conns):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.frame_done.wait(), deadline - loop.time())
         for conn in conns:
             conn.close(closecodes.SERVICE_RESTART, "server restarting; reconnect with your cursor")
         writers = [c.writer for c in conns if c.writer is not None]

@@ -184,11 +184,13 @@ async def receive_loop(rt: Runtime, websocket: WebSocket, conn: Connection) -> N
             if client_id is not None:
                 conn.push(frames.error_frame(RESTARTING, client_id))
             continue
-        conn.idle.clear()
+        conn.busy = True
         try:
             code = await handle_frame(rt, conn, text if text is not None else message.get("bytes"))
         finally:
-            conn.idle.set()
+            conn.busy = False
+            if rt.hub.draining:
+                rt.hub.frame_done.set()
         if code == INVALID:
             invalid_run += 1
             metrics.INVALID_FRAMES.inc()
