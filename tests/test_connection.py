@@ -14,7 +14,7 @@ def make(send_text, closes: list[int], queue_size: int = 1) -> Connection:  # ty
         closes.append(code)
 
     return Connection(
-        user="u", handle="u", session="s", peer=None,
+        user="u", session="s", peer=None,
         send_text=send_text, close=close, queue_size=queue_size,
     )  # fmt: skip
 

@@ -39,7 +39,6 @@ class Connection:
         "busy",
         "close_code",
         "closed",
-        "handle",
         "id",
         "last_cursor",
         "last_key",
@@ -56,7 +55,6 @@ class Connection:
         self,
         *,
         user: str,
-        handle: str,
         session: str,
         peer: str | None,
         send_text: SendText,
@@ -65,7 +63,6 @@ class Connection:
     ) -> None:
         self.id = f"{_PROCESS}.{next(_ids)}"
         self.user = user
-        self.handle = handle
         self.session = session
         self.peer = peer
         self._send_text = send_text

@@ -71,7 +71,6 @@ class Generator:
         self.adapter: Adapter = load_adapter(plan.adapter)
         self.delta = Tally()
         self.sockets: dict[str, list[LoadSocket]] = {}
-        self.recipient_of: dict[str, Account] = {s.handle: r for s, r in plan.pairs}
         self.pending: dict[str, tuple[float, str]] = {}  # client_id -> (due, recipient)
         self.random = random.Random(plan.seed)
         self.phase = "connecting"

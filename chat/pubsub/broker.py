@@ -64,7 +64,6 @@ class Broker:
         self._last_heard = 0.0
         self._resync: asyncio.Task[None] | None = None
         self._first_connect = True
-        self.connected_event = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -127,7 +126,6 @@ class Broker:
         self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
         await self._conn.connect()
         self._connected = True
-        self.connected_event.set()
         self._last_heard = asyncio.get_running_loop().time()
         resubscribing = not self._first_connect
         if resubscribing and self._on_reconnect is not None:
@@ -194,11 +192,8 @@ class Broker:
             log.debug("pub/sub command %s failed: %s", args[0], exc)
 
     async def _disconnect(self) -> None:
-        was_connected = self._connected
         self._connected = False
         self._confirmed.clear()
-        if was_connected:
-            self.connected_event.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

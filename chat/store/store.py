@@ -153,9 +153,6 @@ class Store:
             return None
         return row, values[-1]
 
-    async def set_password_hash(self, lc: str, password_hash: str) -> None:
-        await self.redis.hset(keys.user(lc), "pw", password_hash)
-
     async def users(self, lcs: list[str]) -> list[dict[str, str] | None]:
         if not lcs:
             return []
@@ -430,17 +427,6 @@ class Store:
             )
         next_cursor = str(int(page[-1][1])) if more and page else None
         return conversations, next_cursor
-
-    async def folder_of(self, me: str, peer: str) -> str | None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zscore(keys.inbox(me), peer)
-            pipe.zscore(keys.requests(me), peer)
-            in_inbox, in_requests = await pipe.execute()
-        if in_inbox is not None:
-            return "inbox"
-        if in_requests is not None:
-            return "requests"
-        return None
 
     async def receipt_facts(self, me: str, peer: str) -> ReceiptFacts | None:
         """What decides whether a read receipt reaches the peer; None if no such peer."""

@@ -18,12 +18,8 @@ from chat.transport.http import json
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
 
 
-def web_dir() -> Path:
-    return WEB_DIR
-
-
 async def chat_page(request: Request) -> Response:
-    index = web_dir() / "index.html"
+    index = WEB_DIR / "index.html"
     if not index.exists():
         return PlainTextResponse("The chat page is not installed (web/index.html is missing).", 404)
     return FileResponse(index, headers={"Cache-Control": "no-cache"})

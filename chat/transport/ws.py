@@ -101,7 +101,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     peer_lc = pair.recipient["handle"].lower() if pair is not None else None
     conn = Connection(
         user=principal.user,
-        handle=me["handle"],
         session=principal.session,
         peer=peer_lc,
         send_text=websocket.send_text,
