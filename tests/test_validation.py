@@ -16,7 +16,9 @@ def test_valid_handles(good: str) -> None:
     assert validation.handle(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 16, "al ice", "al-ice", "élodie", "a.b", None, 5])
+@pytest.mark.parametrize(
+    "bad", ["", "x" * 16, "al ice", "al-ice", "élodie", "a.b", "bob\n", None, 5]
+)
 def test_invalid_handles(bad: object) -> None:
     with pytest.raises(ApiError) as raised:
         validation.handle(bad)
@@ -59,7 +61,7 @@ def test_client_id_bounds() -> None:
 
 def test_message_ids_and_limits() -> None:
     assert validation.message_id("42") == "42"
-    for bad in ("0", "-1", "abc", "1-0", 42, ""):
+    for bad in ("0", "-1", "abc", "1-0", "42\n", 42, ""):
         with pytest.raises(ApiError):
             validation.message_id(bad)
     assert validation.limit(None, 50, 200) == 50

@@ -11,7 +11,8 @@ from typing import Any
 
 from chat.errors import TOO_LONG, ApiError, invalid
 
-HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+# \Z, not $: $ also matches before a final newline, and "bob\n" is not a handle.
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}\Z")
 MIN_PASSWORD = 8
 # argon2 hashes any length, but an unbounded input is a cheap way to burn CPU.
 MAX_PASSWORD = 1024
@@ -22,7 +23,7 @@ MAX_GREETING = 500
 KINDS = ("person", "business")
 FOLDERS = ("inbox", "requests")
 # Message ids are decimal sequence numbers; the contract keeps them opaque.
-MESSAGE_ID_RE = re.compile(r"^[1-9][0-9]{0,18}$")
+MESSAGE_ID_RE = re.compile(r"^[1-9][0-9]{0,18}\Z")
 
 
 def is_handle(value: object) -> bool:
