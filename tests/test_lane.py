@@ -8,11 +8,13 @@ import signal
 import time
 
 import pytest
+import redis.asyncio as redis
+import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from chat.store.embedded import EmbeddedValkey
-from chat.store.lane import Lane
+from chat.store.lane import Lane, pack
 
 
 async def test_concurrent_commands_get_their_own_replies(redis_url: str) -> None:
@@ -87,3 +89,38 @@ async def test_a_redis_that_stops_answering_is_given_up_on(own_valkey: EmbeddedV
     finally:
         os.kill(own_valkey.pid, signal.SIGCONT)
         await lane.aclose()
+
+
+async def test_the_url_picks_the_database_and_values_keep_their_bytes(redis_url: str) -> None:
+    lane = Lane(redis_url + "?db=3")
+    check = redis.Redis.from_url(redis_url, db=3, decode_responses=True)
+    try:
+        text = "héllo\r\n$3\r\n" + "x" * 70_000  # RESP-looking bytes and a large value
+        await asyncio.gather(lane.execute("SET", "k", text), lane.execute("SET", "n", 42))
+        assert await check.get("k") == text
+        assert await check.get("n") == "42"
+        assert await lane.execute("GET", "missing") is None
+    finally:
+        await check.aclose()
+        await lane.aclose()
+
+
+def test_pack_refuses_what_redis_cannot_store() -> None:
+    assert pack(("SET", b"k", 7)) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n"
+    with pytest.raises(TypeError):
+        pack(("SET", "k", None))
+    with pytest.raises(TypeError):
+        pack(("SET", "k", True))
+
+
+def test_the_lane_runs_on_uvloop_as_the_server_does(redis_url: str) -> None:
+    async def exchange() -> list[str]:
+        lane = Lane(redis_url)
+        try:
+            await lane.execute("SET", "k", "v")
+            return list(await asyncio.gather(lane.execute("GET", "k"), lane.execute("PING")))
+        finally:
+            await lane.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(asyncio.wait_for(exchange(), 10)) == ["v", "PONG"]
