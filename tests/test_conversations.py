@@ -73,6 +73,18 @@ async def test_a_retry_after_the_rule_changed_still_returns_the_original(
         await alice.post_message(handle(bob), "hi", client_id="r-2")
 
 
+async def test_a_retry_after_a_block_still_returns_the_original(server: RunningServer) -> None:
+    alice, bob = await new_user(server.url), await new_user(server.url)
+    await bob.follow(handle(alice))
+    original = await alice.post_message(handle(bob), "hi", client_id="b-1")
+    await bob.block(handle(alice))
+    assert await alice.post_message(handle(bob), "again", client_id="b-1") == original
+    with pytest.raises(ClientError) as raised:
+        await alice.post_message(handle(bob), "hi", client_id="b-2")
+    assert raised.value.code == "not_allowed"
+    assert [m["text"] for m in (await bob.messages(handle(alice)))["messages"]] == ["hi"]
+
+
 async def test_folders_follow_the_rule(server: RunningServer) -> None:
     shop = await new_user(server.url, open_dms=True, kind="business")
     fan, friend = await new_user(server.url), await new_user(server.url)

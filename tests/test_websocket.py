@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -115,6 +117,42 @@ async def test_send_acks_the_sender_and_reaches_every_other_socket(server: Runni
     await nothing_more(a1)  # the sending socket gets the ack, not a copy
     for ws in (a1, a2, b1, b2):
         await ws.close()
+
+
+async def test_message_bytes_are_the_same_in_ack_delivery_and_history(
+    server: RunningServer,
+) -> None:
+    alice, bob = await new_user(server.url), await new_user(server.url, open_dms=True)
+    a, b = await raw_socket(server, alice), await raw_socket(server, bob)
+    await recv(a), await recv(b)
+    text, client_id = 'quote " slash \\ tab \t é ✓ </script>', 'c "1" ✓'
+    await a.send(
+        json.dumps({"type": "send", "to": handle(bob), "text": text, "client_id": client_id})
+    )
+    ack, delivery = str(await a.recv()), str(await b.recv())
+    ack_prefix = f'{{"type":"ack","client_id":{msgspec.json.encode(client_id).decode()},"message":'
+    assert ack.startswith(ack_prefix) and ack.endswith("}")
+    in_ack = ack[len(ack_prefix) : -1]
+    assert delivery.startswith('{"type":"message","message":')
+    in_delivery = delivery[len('{"type":"message","message":') : delivery.rindex(',"folder":')]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        history = await http.get(
+            f"/api/conversations/{handle(alice)}/messages",
+            headers={"Authorization": f"Bearer {bob.token}"},
+        )
+    in_history = history.text[len('{"messages":[') : history.text.index('],"next":')]
+    # The bytes dmhub has always sent: msgspec's encoding, in this field order.
+    message = json.loads(in_ack)
+    fields = {
+        "from": handle(alice),
+        "to": handle(bob),
+        "text": text,
+        "sent_at": message["sent_at"],
+        "client_id": client_id,
+    }
+    expected = f'{{"id":"{message["id"]}",' + msgspec.json.encode(fields).decode()[1:]
+    assert in_ack == in_delivery == in_history == expected
+    await a.close(), await b.close()
 
 
 async def test_repeated_client_id_acks_the_first_message_once(server: RunningServer) -> None:

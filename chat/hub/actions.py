@@ -1,8 +1,10 @@
 """What a client can do to a conversation, whichever transport it came by.
 
-Each action validates (pure), asks the permission rule (pure, over facts read
-in one round trip), then makes one atomic store call that also publishes. HTTP
-and WebSocket both call these, so a send is decided the same way everywhere.
+Each action validates (pure), then asks the permission rule and acts. A send
+is one atomic store call that reads the facts, applies the rule (its Lua twin,
+chat/permission/rule.lua), stores and publishes; typing asks `decide` over facts
+read in one round trip. HTTP and WebSocket both call these, so a send is decided
+the same way everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from chat.errors import NOT_ALLOWED, NOT_FOUND, ApiError, unknown_user
 from chat.permission import Decision, Reason, decide
 from chat.permission.rule import refusal_detail
 from chat.protocol import frames, validation
-from chat.store.store import PairFacts, SendResult, Store
+from chat.store.store import PairFacts, SendRefused, SendResult, Store
 
 
 def peer_key(handle: object) -> str:
@@ -25,14 +27,18 @@ def peer_key(handle: object) -> str:
     return str(handle).lower()
 
 
+def refusal(reason: Reason, recipient: str, recipient_handle: str | None) -> ApiError:
+    """The error for a refusal: the handle shown is the account's, else as asked."""
+    if reason is Reason.UNKNOWN_RECIPIENT:
+        return unknown_user(recipient)
+    return ApiError(NOT_ALLOWED, refusal_detail(reason, recipient_handle or recipient))
+
+
 def require_allowed(pair: PairFacts, recipient: str) -> Decision:
     decision = decide(pair.facts)
     if decision.allowed:
         return decision
-    if decision.reason is Reason.UNKNOWN_RECIPIENT:
-        raise unknown_user(recipient)
-    shown = pair.recipient["handle"] if pair.recipient else recipient
-    raise ApiError(NOT_ALLOWED, refusal_detail(decision.reason, shown))
+    raise refusal(decision.reason, recipient, pair.recipient["handle"] if pair.recipient else None)
 
 
 async def send_message(
@@ -50,30 +56,12 @@ async def send_message(
         body = validation.text(text)
         cid = validation.client_id(client_id)
         recipient = peer_key(to)
-        pair = await store.pair_facts(sender, recipient)
-        try:
-            decision = require_allowed(pair, recipient)
-        except ApiError:
-            # A retry of a send that was stored before the rule changed still
-            # gets its original message back, as the contract promises.
-            if cid is not None:
-                original = await store.original_send(sender, cid)
-                if original is not None:
-                    outcome = "duplicate"
-                    return original
-            outcome = "refused"
-            raise
-        assert pair.recipient is not None and pair.sender_handle is not None
         result = await store.send(
-            sender=sender,
-            sender_handle=pair.sender_handle,
-            recipient=recipient,
-            recipient_handle=pair.recipient["handle"],
-            folder=decision.folder or "requests",
-            text=body,
-            client_id=cid,
-            origin=origin,
+            sender=sender, recipient=recipient, text=body, client_id=cid, origin=origin
         )
+        if isinstance(result, SendRefused):
+            outcome = "refused"
+            raise refusal(result.reason, recipient, result.recipient_handle)
         outcome = "stored" if result.created else "duplicate"
         return result
     except ApiError as exc:

@@ -1,8 +1,12 @@
 """The permission rule of PRODUCT.md as one pure function.
 
-`decide` answers `can_message`, the `?peer=` handshake, and every send over HTTP
-and WebSocket. It reads a snapshot of facts that the store fetches in a single
-Redis round trip, so the decision always reflects the state of that moment.
+`decide` answers `can_message`, the `?peer=` handshake and typing. It reads a
+snapshot of facts that the store fetches in a single Redis round trip, so the
+decision always reflects the state of that moment.
+
+Sends use its Lua twin, rule.lua, inside the send script, so that deciding and
+storing are one atomic step. tests/test_rule_lua.py proves the two agree on
+every input: change both or neither.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 
-from chat.permission import Facts
+from chat.permission import Facts, Reason
 from chat.store import keys
 from chat.store.lane import Lane
 
@@ -26,6 +26,13 @@ _json = msgspec.json.Encoder()
 
 def _script(name: str) -> str:
     return resources.files("chat.store").joinpath("scripts", name).read_text()
+
+
+# A send decides and stores in one script, so the rule's Lua twin (which defines
+# `decide`) goes in front of send.lua. Line numbers in send.lua's errors are
+# offset by the rule's length.
+RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
+SEND_LUA = RULE_LUA + "\n" + _script("send.lua")
 
 
 _iso_second = -1
@@ -86,6 +93,16 @@ class SendResult:
     folder: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SendRefused:
+    """The rule said no; nothing was written."""
+
+    reason: Reason
+    # The recipient's handle as they typed it at sign-up; None when there is no
+    # such account.
+    recipient_handle: str | None
+
+
 def cursor_key(cursor: str) -> tuple[int, int]:
     """Stream ids compare as (milliseconds, sequence)."""
     ms, _, seq = cursor.partition("-")
@@ -110,7 +127,7 @@ class Store:
         # so (they promise bytes | str everywhere), hence Any rather than casts.
         self.redis: Any = client
         self.event_retention = event_retention
-        self._send = client.register_script(_script("send.lua"))
+        self._send = client.register_script(SEND_LUA)
         self._read = client.register_script(_script("read.lua"))
         self._create_user = client.register_script(_script("create_user.lua"))
         self._link = client.register_script(_script("link.lua"))
@@ -299,28 +316,21 @@ class Store:
     # -- messages ---------------------------------------------------------------
 
     async def send(
-        self,
-        *,
-        sender: str,
-        sender_handle: str,
-        recipient: str,
-        recipient_handle: str,
-        folder: str,
-        text: str,
-        client_id: str | None,
-        origin: str,
-    ) -> SendResult:
-        now_ms = int(time.time() * 1000)
-        tail = _json.encode(
-            {
-                "from": sender_handle,
-                "to": recipient_handle,
-                "text": text,
-                "sent_at": iso_ms(now_ms),
-                "client_id": client_id,
-            }
-        ).decode()
-        after_id = "," + tail[1:]
+        self, *, sender: str, recipient: str, text: str, client_id: str | None, origin: str
+    ) -> SendResult | SendRefused:
+        """Decide, store and publish in one round trip; a refusal writes nothing.
+
+        `sender` and `recipient` are lower case; `text` and `client_id` are
+        validated already.
+        """
+        if sender == recipient:
+            # No conversation to script: the rule's first clause refuses, except
+            # that a client_id already used returns its original, as in send.lua.
+            if client_id is not None:
+                retried = await self.original_send(sender, client_id)
+                if retried is not None:
+                    return retried
+            return SendRefused(Reason.SELF, None)
         result = await self._hot_script(
             self._send,
             [
@@ -339,20 +349,31 @@ class Store:
                 keys.channel(recipient),
                 keys.read_pointer(sender),
                 keys.unread(sender),
+                keys.user(sender),
+                keys.user(recipient),
+                keys.blocking(sender),
+                keys.blocking(recipient),
+                keys.following(recipient),
+                keys.wrote(recipient),
             ],
             [
                 client_id or "",
                 sender,
                 recipient,
-                folder,
-                after_id,
+                # JSON-encoded here with the API's encoder; send.lua places the
+                # bytes as they are.
+                _json.encode(text),
+                iso_ms(int(time.time() * 1000)),
+                _json.encode(client_id),
                 self.event_retention,
                 origin,
             ],
         )
-        if result[0] == 1:
-            message_id = str(result[1])
-            return SendResult(True, f'{{"id":"{message_id}"{after_id}', message_id, result[4])
+        status = result[0]
+        if status == 1:
+            return SendResult(True, result[2], str(result[1]), result[3])
+        if status == 2:
+            return SendRefused(Reason(result[1]), result[2] or None)
         message_id, peer = str(result[1]), str(result[2])
         original = await self.message(sender, peer, message_id)
         if original is None:  # the conversation was removed under us; keep the promise

@@ -1,0 +1,217 @@
+"""The rule's Lua twin agrees with rule.py, and send.lua reads the facts as pair_facts does.
+
+A send is decided inside send.lua by chat/permission/rule.lua, everything else
+by `decide` in rule.py. These tests run the Lua in a real Valkey: the first over
+every combination of facts, the second over real Redis state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from chat.permission import Facts, Reason, decide
+from chat.store import keys
+from chat.store.store import RULE_LUA, SEND_LUA, SendRefused, SendResult, Store
+
+# Every fact but same_account, which the store answers before any script runs.
+FACT_NAMES = [f.name for f in dataclasses.fields(Facts) if f.name != "same_account"]
+
+# ARGV holds name, value pairs: the names come from Facts itself, so a fact the
+# Lua spells differently reads as nil and shows up as a disagreement.
+EVALUATE = (
+    RULE_LUA
+    + """
+local f = {}
+for i = 1, #ARGV, 2 do
+  f[ARGV[i]] = ARGV[i + 1] == '1'
+end
+local allowed, reason, folder = decide(f)
+return {allowed and 1 or 0, reason, folder or ''}
+"""
+)
+
+
+def test_the_send_script_runs_the_rule_lua() -> None:
+    assert SEND_LUA.startswith(RULE_LUA)
+
+
+def test_lua_rule_agrees_with_rule_py_on_every_input(redis_url: str) -> None:
+    assert len(FACT_NAMES) == 10
+    combos = [
+        dict(zip(FACT_NAMES, values, strict=True))
+        for values in itertools.product((False, True), repeat=len(FACT_NAMES))
+    ]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        sha = client.script_load(EVALUATE)
+        with client.pipeline(transaction=False) as pipe:
+            for combo in combos:
+                args = [part for name in FACT_NAMES for part in (name, int(combo[name]))]
+                pipe.evalsha(sha, 0, *args)
+            replies = pipe.execute()
+    finally:
+        client.close()
+    assert len(replies) == 1024
+    disagreements = []
+    for combo, (allowed, reason, folder) in zip(combos, replies, strict=True):
+        want = decide(Facts(**combo))
+        got = (bool(allowed), reason, folder or None)
+        if got != (want.allowed, want.reason.value, want.folder):
+            disagreements.append((combo, got, want))
+    assert not disagreements, f"{len(disagreements)} disagreements, first: {disagreements[0]}"
+
+
+# The state behind each fact, written as the app writes it.
+STATE_FACTS = [
+    "sender_active",
+    "recipient_active",
+    "sender_blocks_recipient",
+    "recipient_blocks_sender",
+    "recipient_follows_sender",
+    "recipient_open_dms",
+    "recipient_wrote_to_sender",
+    "recipient_has_inbox_conversation",
+]
+
+
+def state(**true: bool) -> dict[str, bool]:
+    """Both accounts active and nothing else between them, unless told."""
+    return (
+        dict.fromkeys(STATE_FACTS, False) | {"sender_active": True, "recipient_active": True} | true
+    )
+
+
+# What a send writes, none of which `arrange` touches: a refusal leaves every
+# one of them absent.
+def written_by_a_send(a: str, b: str) -> list[str]:
+    return [
+        keys.conversation(a, b),
+        keys.events(a),
+        keys.events(b),
+        keys.client_ids(a),
+        keys.inbox(a),
+        keys.requests(a),
+        keys.requests(b),
+        keys.unread(a),
+        keys.unread(b),
+        keys.read_pointer(a),
+        keys.wrote(a),
+    ]
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield Store(client, event_retention=100)
+    finally:
+        await client.aclose()
+
+
+async def arrange(
+    store: Store,
+    index: int,
+    facts: dict[str, bool],
+    *,
+    sender_exists: bool = True,
+    recipient_exists: bool = True,
+) -> tuple[str, str]:
+    """Accounts Snd{index} and Rcp{index} with these facts between them."""
+    a, b = f"Snd{index}", f"Rcp{index}"
+    a_lc, b_lc = a.lower(), b.lower()
+    if sender_exists:
+        await store.create_user(a, "-", a, "person")
+    if recipient_exists:
+        await store.create_user(b, "-", b, "person")
+    async with store.redis.pipeline(transaction=False) as pipe:
+        if sender_exists and not facts["sender_active"]:
+            pipe.hset(keys.user(a_lc), "active", "0")
+        if recipient_exists and not facts["recipient_active"]:
+            pipe.hset(keys.user(b_lc), "active", "0")
+        if recipient_exists and facts["recipient_open_dms"]:
+            pipe.hset(keys.user(b_lc), "open_dms", "1")
+        # Edges may outlive an account, so they are written either way.
+        if facts["sender_blocks_recipient"]:
+            pipe.zadd(keys.blocking(a_lc), {b_lc: 1})
+        if facts["recipient_blocks_sender"]:
+            pipe.zadd(keys.blocking(b_lc), {a_lc: 1})
+        if facts["recipient_follows_sender"]:
+            pipe.zadd(keys.following(b_lc), {a_lc: 1})
+        if facts["recipient_wrote_to_sender"]:
+            pipe.sadd(keys.wrote(b_lc), a_lc)
+        if facts["recipient_has_inbox_conversation"]:
+            pipe.zadd(keys.inbox(b_lc), {a_lc: 1})
+        await pipe.execute()
+    return a_lc, b_lc
+
+
+async def test_send_script_decides_as_pair_facts_and_decide_do(store: Store) -> None:
+    cases = [(True, True, values) for values in itertools.product((False, True), repeat=8)] + [
+        (sender, recipient, values)
+        for sender, recipient in ((False, True), (True, False), (False, False))
+        for values in ((False,) * 8, (True,) * 8)
+    ]
+    outcomes: set[Reason] = set()
+    for index, (sender_exists, recipient_exists, values) in enumerate(cases):
+        facts = dict(zip(STATE_FACTS, values, strict=True))
+        a, b = await arrange(
+            store, index, facts, sender_exists=sender_exists, recipient_exists=recipient_exists
+        )
+        want = decide((await store.pair_facts(a, b)).facts)
+        seq_before = await store.redis.get(keys.SEQ)
+        result = await store.send(
+            sender=a, recipient=b, text="hi", client_id=f"c{index}", origin="-"
+        )
+        context = (sender_exists, recipient_exists, facts, want)
+        outcomes.add(want.reason)
+        if want.allowed:
+            assert isinstance(result, SendResult) and result.created, context
+            assert result.folder == want.folder, context
+            message = msgspec.json.decode(result.message_json)
+            assert (message["from"], message["to"]) == (f"Snd{index}", f"Rcp{index}")
+        else:
+            shown = f"Rcp{index}" if recipient_exists else None
+            assert result == SendRefused(want.reason, shown), context
+            assert await store.redis.exists(*written_by_a_send(a, b)) == 0, context
+            assert await store.redis.get(keys.SEQ) == seq_before, context
+    assert outcomes == set(Reason) - {Reason.SELF}
+
+
+async def test_a_retry_gets_its_original_even_when_the_rule_now_refuses(store: Store) -> None:
+    a, b = await arrange(store, 1, state(recipient_follows_sender=True))
+    first = await store.send(sender=a, recipient=b, text="hi", client_id="r", origin="-")
+    assert isinstance(first, SendResult) and first.created
+    await store.block(b, a)
+    again = await store.send(sender=a, recipient=b, text="other", client_id="r", origin="-")
+    assert again == SendResult(False, first.message_json, first.message_id)
+    other = await store.send(sender=a, recipient=b, text="hi", client_id="s", origin="-")
+    assert other == SendRefused(Reason.BLOCKED_YOU, "Rcp1")
+
+
+async def test_self_is_refused_but_a_retry_still_gets_its_original(store: Store) -> None:
+    a, b = await arrange(store, 1, state(recipient_open_dms=True))
+    first = await store.send(sender=a, recipient=b, text="hi", client_id="r", origin="-")
+    assert isinstance(first, SendResult)
+    to_self = await store.send(sender=a, recipient=a, text="hi", client_id=None, origin="-")
+    assert to_self == SendRefused(Reason.SELF, None)
+    retried = await store.send(sender=a, recipient=a, text="hi", client_id="r", origin="-")
+    assert retried == SendResult(False, first.message_json, first.message_id)
+
+
+async def test_a_stored_handle_that_needs_escaping_is_escaped(store: Store) -> None:
+    # Handles are meant to need no escaping (validation.HANDLE_RE), but the
+    # script must not produce broken JSON when a stored one does.
+    a, b = await arrange(store, 1, state(recipient_open_dms=True))
+    await store.redis.hset(keys.user(a), "handle", 'Snd1"\n')
+    result = await store.send(sender=a, recipient=b, text="hi", client_id=None, origin="-")
+    assert isinstance(result, SendResult)
+    odd = msgspec.json.encode('Snd1"\n').decode()
+    assert f'"from":{odd},' in result.message_json  # the bytes msgspec would write
+    assert msgspec.json.decode(result.message_json)["from"] == 'Snd1"\n'
