@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn._subprocess import get_subprocess
@@ -23,21 +24,25 @@ from uvicorn._subprocess import get_subprocess
 from chat import runtime as runtime_module
 from chat.config import Settings
 from chat.store.embedded import EmbeddedValkey, warn_without_persistence
+from chat.transport.uvicorn_ws import DmhubWebSocketProtocol
 
 log = logging.getLogger("dmhub")
 
+# A dead peer is noticed within PING_INTERVAL_S + PING_TIMEOUT_S.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
 
-class DenialNoiseFilter(logging.Filter):
-    """Drop uvicorn's error for a WebSocket refused with an HTTP response.
 
-    uvicorn's sans-I/O WebSocket protocol never marks the handshake complete
-    after a denial response (the contract's 401/403/404 refusals), so it logs
-    "ASGI callable returned without completing handshake." at ERROR for a
-    refusal that went out correctly. Every path of /ws accepts or denies.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "returned without completing handshake" not in record.getMessage()
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket settings, shared by `dmhub serve` and the tests."""
+    return {
+        "ws": DmhubWebSocketProtocol,
+        "ws_max_size": settings.max_frame_bytes,
+        # Deflate costs memory per socket and CPU per frame; frames here are small.
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": PING_INTERVAL_S,
+        "ws_ping_timeout": PING_TIMEOUT_S,
+    }
 
 
 class DrainingServer(uvicorn.Server):
@@ -51,7 +56,6 @@ class DrainingServer(uvicorn.Server):
         # uvicorn's runner does not make its loop the thread's current loop, so
         # remember it here for the signal handler.
         self._loop = asyncio.get_running_loop()
-        logging.getLogger("uvicorn.error").addFilter(DenialNoiseFilter())
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -106,10 +110,7 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
             port=port,
             workers=workers,
             log_level=log_level,
-            ws_max_size=settings.max_frame_bytes,
-            ws_per_message_deflate=False,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
+            **websocket_options(settings),
             timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
             lifespan="on",
             proxy_headers=True,

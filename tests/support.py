@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from chat.app import create_app
 from chat.client import Client
 from chat.config import Settings
+from chat.server import websocket_options
 
 PASSWORD = "correct horse battery"
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +62,8 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     config = uvicorn.Config(
         app,
         log_level="warning",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=False,
         lifespan="on",
+        **websocket_options(settings),
     )
     server = uvicorn.Server(config)
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so,

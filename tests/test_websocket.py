@@ -394,3 +394,25 @@ async def test_logout_closes_that_sessions_sockets_with_4401(server: RunningServ
     await survivor.send(json.dumps({"type": "ping", "nonce": "still here"}))
     assert (await recv(survivor))["type"] == "pong"
     await survivor.close()
+
+
+async def test_a_refused_handshake_logs_no_server_error(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="uvicorn.error"):
+        status, _ = await refused(server.ws_url, {})
+        await asyncio.sleep(0.1)  # the ASGI task ends after the response is out
+    assert status == 401
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_a_burst_of_frames_is_answered_in_order(server: RunningServer) -> None:
+    # More frames than the server reads ahead before it pauses the socket.
+    alice = await new_user(server.url)
+    ws = await raw_socket(server, alice)
+    await recv(ws)
+    for n in range(200):
+        await ws.send(json.dumps({"type": "ping", "nonce": str(n)}))
+    nonces = [(await recv(ws))["nonce"] for _ in range(200)]
+    assert nonces == [str(n) for n in range(200)]
+    await ws.close()

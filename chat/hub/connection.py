@@ -1,9 +1,12 @@
 """One client socket as the hub sees it: who it is, what it has seen, its outbox.
 
-Frames leave through a bounded queue drained by one writer task, so fan-out
-never waits on a slow client: when the queue is full the socket is closed with
-1013 and the client resumes from its cursor. Memory per socket is bounded by the
-queue size (and the transport's write buffer).
+A frame goes straight to the socket when the transport offers a direct write
+and nothing is waiting before it. Otherwise it joins a bounded queue, drained
+by a writer task that exists only while the queue is not empty. So an idle or
+keeping-up socket carries no task and no queue, and fan-out never waits on a
+slow client: when the queue is full the socket is closed with 1013 and the
+client resumes from its cursor. Memory per socket is bounded by the queue size
+and the transport's write buffer.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ _ids = itertools.count(1)
 _closing: set[asyncio.Task[None]] = set()
 
 SendText = Callable[[str], Awaitable[None]]
+# Writes a frame at once if the transport has room; False means "queue it".
+WriteNow = Callable[[str], bool]
 Close = Callable[[int, str], Awaitable[None]]
 
 
@@ -36,6 +41,7 @@ class Connection:
         "_close",
         "_send_text",
         "_sync_lock",
+        "_write_now",
         "busy",
         "close_code",
         "closed",
@@ -45,6 +51,7 @@ class Connection:
         "peer",
         "pending",
         "queue",
+        "queue_size",
         "session",
         "syncing",
         "user",
@@ -60,6 +67,7 @@ class Connection:
         send_text: SendText,
         close: Close,
         queue_size: int,
+        write_now: WriteNow | None = None,
     ) -> None:
         self.id = f"{_PROCESS}.{next(_ids)}"
         self.user = user
@@ -67,7 +75,10 @@ class Connection:
         self.peer = peer
         self._send_text = send_text
         self._close = close
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(queue_size)
+        self._write_now = write_now
+        self.queue_size = queue_size
+        # Created when a frame first has to wait; None means nothing is waiting.
+        self.queue: asyncio.Queue[str | None] | None = None
         self.last_cursor: str = "0-0"
         self.last_key: tuple[int, int] = (0, 0)
         # While syncing (initial replay, or catch-up after a Redis outage), live
@@ -80,6 +91,7 @@ class Connection:
         # True while a frame from the client is being handled (drain waits for it).
         self.busy = False
         self.close_code: int | None = None
+        # Runs only while frames wait in the queue (always, without a direct write).
         self.writer: asyncio.Task[None] | None = None
 
     @property
@@ -88,54 +100,76 @@ class Connection:
             self._sync_lock = asyncio.Lock()
         return self._sync_lock
 
-    def start_writer(self) -> None:
-        self.writer = asyncio.create_task(self._write_loop(), name=f"dmhub-writer-{self.id}")
+    def _outbox(self) -> asyncio.Queue[str | None]:
+        if self.queue is None:
+            self.queue = asyncio.Queue(self.queue_size)
+        return self.queue
+
+    def _ensure_writer(self) -> None:
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write_loop(), name=f"dmhub-writer-{self.id}")
+
+    def _direct(self, frame: str) -> bool:
+        """Write now if nothing is queued ahead of this frame and the socket has room."""
+        return (
+            self._write_now is not None
+            and self.writer is None
+            and (self.queue is None or self.queue.empty())
+            and self._write_now(frame)
+        )
 
     def wants(self, peer: str) -> bool:
         """A `?peer=` socket hears only about its one conversation."""
         return self.peer is None or self.peer == peer
 
     def push(self, frame: str) -> None:
-        """Queue a frame without waiting; a full queue means the client is too slow."""
-        if self.closed:
+        """Send or queue a frame without waiting; a full queue means the client is too slow."""
+        if self.closed or self._direct(frame):
             return
         try:
-            self.queue.put_nowait(frame)
+            self._outbox().put_nowait(frame)
         except asyncio.QueueFull:
             metrics.SLOW_CLOSES.inc()
             log.info("socket %s of @%s cannot keep up; closing it with 1013", self.id, self.user)
             self.close(
                 closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect with your cursor"
             )
+            return
+        self._ensure_writer()
 
     async def put(self, frame: str) -> None:
-        """Queue a frame, waiting for room: for replays, which the socket itself drives.
+        """Send or queue a frame, waiting for room: for replays, which the socket drives.
 
-        Gives up when the writer is gone (the client left mid-replay): nothing
+        Gives up when the writer died (the client left mid-replay): nothing
         would ever make room, and the handler would hang.
         """
-        if self.closed:
-            return
-        try:
-            self.queue.put_nowait(frame)
-            return
-        except asyncio.QueueFull:
-            pass
-        if self.writer is None:
-            await self.queue.put(frame)
-            return
-        putting = asyncio.ensure_future(self.queue.put(frame))
-        await asyncio.wait({putting, self.writer}, return_when=asyncio.FIRST_COMPLETED)
-        if not putting.done():
+        while not self.closed:
+            if self._direct(frame):
+                return
+            queue = self._outbox()
+            try:
+                queue.put_nowait(frame)
+                self._ensure_writer()
+                return
+            except asyncio.QueueFull:
+                pass
+            self._ensure_writer()
+            assert self.writer is not None
+            putting = asyncio.ensure_future(queue.put(frame))
+            await asyncio.wait({putting, self.writer}, return_when=asyncio.FIRST_COMPLETED)
+            if putting.done():
+                self._ensure_writer()  # it may have emptied the queue and ended meanwhile
+                return
             putting.cancel()
-            self.closed = True
+            # Otherwise the writer ended: it died (closed), or it emptied the queue
+            # and stopped just before this frame got in; then try again.
 
     def push_event(self, key: tuple[int, int], cursor: str, frame: str) -> None:
         """Deliver a stored event once: anything at or before the last cursor is a repeat."""
         if key <= self.last_key:
             return
         if self.syncing:
-            if len(self.pending) >= self.queue.maxsize:
+            if len(self.pending) >= self.queue_size:
                 metrics.SLOW_CLOSES.inc()
                 self.close(closecodes.TRY_AGAIN_LATER, "too slow to keep up; reconnect")
                 return
@@ -164,11 +198,13 @@ class Connection:
             self._close_detached(code, reason)
             return
         try:
-            self.queue.put_nowait(None)
+            self._outbox().put_nowait(None)
         except asyncio.QueueFull:
             if self.writer is not None:
                 self.writer.cancel()
             self._close_detached(code, reason)
+            return
+        self._ensure_writer()
 
     def _close_detached(self, code: int, reason: str) -> None:
         task = asyncio.create_task(self._close_now(code, reason))
@@ -182,9 +218,15 @@ class Connection:
             log.debug("closing socket %s failed", self.id, exc_info=True)
 
     async def _write_loop(self) -> None:
+        queue = self._outbox()
         try:
             while True:
-                frame = await self.queue.get()
+                if queue.empty() and self._write_now is not None:
+                    # Caught up: direct writes take over again (no await between
+                    # this check and the reset, so no frame can slip in).
+                    self.writer = None
+                    return
+                frame = await queue.get()
                 if frame is None:
                     await self._close_now(self.close_code or closecodes.NORMAL, "")
                     return

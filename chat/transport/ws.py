@@ -28,6 +28,7 @@ from chat.runtime import Runtime
 from chat.store.store import parse_cursor, public_user
 from chat.transport import auth
 from chat.transport.http import json
+from chat.transport.uvicorn_ws import direct_write
 
 log = logging.getLogger("dmhub.ws")
 
@@ -106,9 +107,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         send_text=websocket.send_text,
         close=lambda code, reason: websocket.close(code, reason),
         queue_size=rt.settings.socket_queue,
+        write_now=direct_write(websocket.scope),
     )
-    # The writer runs from the start, so that any close below reaches the client.
-    conn.start_writer()
     try:
         await rt.hub.attach(conn)
         start, reset = await starting_point(rt, principal.user, websocket.query_params.get("since"))

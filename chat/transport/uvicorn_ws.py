@@ -1,0 +1,165 @@
+"""uvicorn's sans-I/O WebSocket protocol, tuned for many small frames.
+
+Three changes, each measured under `dmhub loadtest` (docs/performance.md):
+
+- A direct write. Frames the hub fans out go straight to the transport when it
+  has room (`try_send_text`), with no writer task, queue or ASGI `send`
+  coroutine per frame. The ASGI path stays for everything else, and for any
+  frame that must wait (see `chat.hub.connection`).
+- Read-ahead. uvicorn pauses and resumes reading around every received message
+  (two epoll changes per frame); this pauses only once `READ_AHEAD` messages
+  wait unread, which still bounds what a client can make the server buffer.
+- Lighter per-socket state. uvicorn gives every socket an `asyncio.Queue` for
+  received messages and an `asyncio.Event` for write room: about 4 KB between
+  them, in deques sized for heavy use. A socket needs a short list and a flag.
+  The handshake request and response are dropped once the socket is open:
+  nothing reads them later, and every open socket carried them.
+
+It also marks the handshake done after a denial response (401, 403, 404 over
+HTTP), so uvicorn does not log an error for a refusal that went out correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+# Messages a client may have waiting unread before the server stops reading its
+# socket (TCP then pushes back). One is uvicorn's own choice.
+READ_AHEAD = 8
+# The scope extension under which the app finds `try_send_text`.
+DIRECT_WRITE = "dmhub.direct_write"
+
+
+class Inbox:
+    """The received-message queue uvicorn's protocol uses, for one consumer."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[ASGIReceiveEvent] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class Flag:
+    """The write-room event uvicorn's protocol uses; waiters are rare (a full socket)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+        return True
+
+
+class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.handshake_initiated and not self.close_sent:
+            # Offered to the app (the ASGI task starts on the next loop turn).
+            extensions = self.scope["extensions"]
+            assert extensions is not None
+            extensions[DIRECT_WRITE] = {"write_now": self.try_send_text}
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn's version pauses reading after every message; ours lets a few
+        # queue first. `receive` (inherited) resumes once the queue is empty.
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused and self.queue.qsize() >= READ_AHEAD:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def try_send_text(self, text: str) -> bool:
+        """Write one text frame now if the socket is open and has room; else False.
+
+        False asks the caller to queue the frame and send it through ASGI, which
+        waits for room. Frames are never dropped here.
+        """
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+        ):
+            return False
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.request = self.response = None  # type: ignore[assignment]
+        elif kind == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+
+def direct_write(scope: Any) -> Any:
+    """The server's direct write for this socket, or None (other ASGI servers)."""
+    extension = (scope.get("extensions") or {}).get(DIRECT_WRITE)
+    return extension["write_now"] if extension else None
