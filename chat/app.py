@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from chat import runtime as runtime_module
 from chat.config import Settings
@@ -26,10 +28,11 @@ from chat.runtime import Runtime
 from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.transport import http, web, ws
-from chat.transport.security import DirectWebSocket, SecurityHeaders
+from chat.transport.security import SecurityHeaders
 
 log = logging.getLogger("dmhub")
 
+WEBSOCKET_PATH = "/ws"
 REDIS_POOL_SIZE = 64
 REDIS_TIMEOUT_S = 5.0
 
@@ -76,6 +79,22 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return http.json({"error": {"code": "internal", "detail": "Something broke on our side."}}, 500)
 
 
+class DmhubApp(Starlette):
+    """Starlette, with /ws handed straight to its endpoint.
+
+    Starlette's error, middleware and routing layers would each keep a frame
+    alive for the whole life of every socket, and /ws needs none of them: it
+    renders its own refusals and closes.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
+            scope["app"] = self
+            await ws.websocket_endpoint(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Starlette:
     if not settings.redis_url:
         raise ValueError("create_app needs settings.redis_url (dmhub serve starts Valkey first)")
@@ -99,13 +118,10 @@ def create_app(settings: Settings) -> Starlette:
                 runtime_module.current = None
             await client.aclose()
 
-    return Starlette(
-        # /ws is served by DirectWebSocket, in front of routing.
+    return DmhubApp(
+        # /ws is served by DmhubApp itself, in front of routing.
         routes=[*http.routes, *web.routes],
-        middleware=[
-            Middleware(SecurityHeaders),
-            Middleware(DirectWebSocket, path="/ws", endpoint=ws.websocket_endpoint),
-        ],
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             ApiError: api_error,
             RedisConnectionError: storage_down,

@@ -1,11 +1,8 @@
-"""Outer ASGI layers: security headers on every response, and the direct /ws path."""
+"""Security headers on every HTTP response."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -37,23 +34,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class DirectWebSocket:
-    """Hand the WebSocket path straight to its endpoint.
-
-    Starlette's exception and routing layers wrap a socket for its whole life:
-    each keeps a frame of state per socket and adds a Python call to every frame
-    sent. /ws needs neither: it renders its own refusals and closes.
-    """
-
-    def __init__(self, app: ASGIApp, path: str, endpoint: Callable[[WebSocket], Awaitable[None]]):
-        self.app = app
-        self.path = path
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
-            await self.endpoint(WebSocket(scope, receive, send))
-            return
-        await self.app(scope, receive, send)

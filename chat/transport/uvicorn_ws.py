@@ -106,6 +106,9 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        # The scope has its own copy; websockets' parser would keep this one
+        # (a local of its generator) for the life of the socket.
+        event.headers.clear()
         if self.handshake_initiated and not self.close_sent:
             # Offered to the app (the ASGI task starts on the next loop turn).
             extensions = self.scope["extensions"]

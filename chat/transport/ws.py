@@ -120,6 +120,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 if not await rt.store.conversation_exists(principal.user, peer_lc):
                     ready["greeting"] = greeting
         await conn.put(frames.encode(ready))
+        # This frame lives as long as the socket: keep only what it still needs.
+        del principal, me, pair, ready
+        release_handshake(websocket)
         if reset:
             await conn.put('{"type":"reset"}')
         await rt.hub.sync(conn, reset_to=start)
@@ -141,6 +144,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     await asyncio.wait_for(conn.writer, timeout=2)
                 except Exception:  # a timeout or a failed write; cancellation propagates
                     conn.writer.cancel()
+
+
+def release_handshake(websocket: WebSocket) -> None:
+    """Let go of the handshake's headers: nothing reads them once the socket is open."""
+    headers = websocket.scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()  # in place: Starlette's Headers shares this list
 
 
 async def starting_point(rt: Runtime, user: str, since: str | None) -> tuple[str, bool]:
