@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import time
@@ -106,3 +107,12 @@ async def test_metrics_can_require_a_token(redis_url: str, tmp_path: Path) -> No
             right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert anonymous.status_code == 401 and wrong.status_code == 401
     assert right.status_code == 200 and "dmhub_sockets" in right.text
+
+
+async def test_startup_objects_are_frozen_out_of_garbage_collection(
+    redis_url: str, tmp_path: Path
+) -> None:
+    gc.unfreeze()
+    async with running_server(settings_for(redis_url, tmp_path)):
+        # The app, its routes and every imported module: tens of thousands of objects.
+        assert gc.get_freeze_count() > 10_000
