@@ -13,8 +13,9 @@ import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from chat.resp import pack
 from chat.store.embedded import EmbeddedValkey
-from chat.store.lane import Lane, pack
+from chat.store.lane import Lane
 
 
 async def test_concurrent_commands_get_their_own_replies(redis_url: str) -> None:

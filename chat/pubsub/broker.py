@@ -10,6 +10,10 @@ If the connection drops, the listener reconnects with capped exponential
 backoff and jitter, subscribes to every wanted channel again, and, once Redis has
 confirmed all of them (a PING queued behind the SUBSCRIBE answers after them),
 calls `on_resubscribed` so the hub can replay what each socket missed meanwhile.
+
+Pushed messages are parsed by hiredis as the bytes arrive and handed to the hub
+in the same callback: no reader task and no redis-py connection machinery per
+message (chat/resp.py says why).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from chat.resp import Endpoint, pack, reply_reader
 
 log = logging.getLogger("dmhub.pubsub")
 
@@ -38,6 +45,48 @@ RESYNC_TOKEN = "dmhub-resubscribed"
 MessageHandler = Callable[[str, str], None]
 
 
+class _Listener(asyncio.Protocol):
+    """One pub/sub connection: every reply goes to the broker as it is parsed."""
+
+    def __init__(self, on_reply: Callable[[Any], None]) -> None:
+        self.on_reply = on_reply
+        self.reader = reply_reader()
+        self.transport: asyncio.Transport | None = None
+        # Resolves with the reason once the connection is gone.
+        self.closed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                if isinstance(reply, ResponseError):
+                    # AUTH refused, or a command this connection cannot run.
+                    raise RedisConnectionError(f"Redis refused a pub/sub command: {reply}")
+                self.on_reply(reply)
+        except (hiredis.ProtocolError, RedisConnectionError) as exc:
+            self.drop(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc or RedisConnectionError("Redis closed the pub/sub connection"))
+
+    def write(self, *args: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pack(args))
+
+    def drop(self, reason: BaseException) -> None:
+        self._closed(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _closed(self, reason: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+
 class Broker:
     def __init__(
         self,
@@ -46,19 +95,14 @@ class Broker:
         on_resubscribed: Callable[[], Coroutine[Any, Any, None]],
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
-        self._pool = redis.ConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=None,
-            socket_connect_timeout=2.0,
-        )
+        self._endpoint = Endpoint.from_url(url)
         self._on_message = on_message
         self._on_resubscribed = on_resubscribed
         self._on_reconnect = on_reconnect
         self._wanted: set[str] = set()
         self._confirmed: set[str] = set()
         self._waiters: dict[str, asyncio.Future[None]] = {}
-        self._conn: Any = None
+        self._link: _Listener | None = None
         self._connected = False
         self._task: asyncio.Task[None] | None = None
         self._last_heard = 0.0
@@ -79,8 +123,7 @@ class Broker:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        await self._disconnect()
-        await self._pool.aclose()
+        self._disconnect()
 
     async def subscribe(self, channel: str) -> None:
         """Listen on `channel`; returns once Redis confirmed the subscription."""
@@ -92,14 +135,14 @@ class Broker:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[channel] = waiter
         if self._connected:
-            await self._send("SUBSCRIBE", channel)
+            self._send("SUBSCRIBE", channel)
         await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT_S)
 
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._confirmed.discard(channel)
         if self._connected:
-            await self._send("UNSUBSCRIBE", channel)
+            self._send("UNSUBSCRIBE", channel)
 
     # -- the supervised listener ---------------------------------------------
 
@@ -117,14 +160,17 @@ class Broker:
             except Exception:
                 log.exception("pub/sub listener failed; restarting it")
             finally:
-                await self._disconnect()
+                self._disconnect()
             # Backoff with jitter so fifty processes do not stampede a recovering Redis.
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _connect_and_listen(self) -> None:
-        self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        await self._conn.connect()
+        link = _Listener(self._heard)
+        await self._endpoint.connect(lambda: link)
+        self._link = link
+        for command in self._endpoint.hello(select=False):  # channels ignore the database
+            link.write(*command)
         self._connected = True
         self._last_heard = asyncio.get_running_loop().time()
         resubscribing = not self._first_connect
@@ -133,17 +179,18 @@ class Broker:
         self._first_connect = False
         wanted = list(self._wanted)
         for start in range(0, len(wanted), SUBSCRIBE_BATCH):
-            await self._send("SUBSCRIBE", *wanted[start : start + SUBSCRIBE_BATCH])
+            link.write("SUBSCRIBE", *wanted[start : start + SUBSCRIBE_BATCH])
         # Answered after every SUBSCRIBE above: when it comes back, all are live.
-        await self._send("PING", RESYNC_TOKEN if resubscribing else "ready")
-        health = asyncio.create_task(self._health_loop(), name="dmhub-pubsub-health")
+        link.write("PING", RESYNC_TOKEN if resubscribing else "ready")
+        health = asyncio.create_task(self._health_loop(link), name="dmhub-pubsub-health")
         try:
-            while True:
-                reply = await self._conn.read_response(push_request=True)
-                self._last_heard = asyncio.get_running_loop().time()
-                self._handle(reply)
+            raise await link.closed
         finally:
             health.cancel()
+
+    def _heard(self, reply: Any) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        self._handle(reply)
 
     def _handle(self, reply: Any) -> None:
         # RESP3 (redis-py's default from 8.0) answers a PING on a subscribed
@@ -174,32 +221,28 @@ class Broker:
         self._resync = asyncio.create_task(self._on_resubscribed(), name="dmhub-resync")
         self._resync.add_done_callback(_log_failure)
 
-    async def _health_loop(self) -> None:
+    async def _health_loop(self, link: _Listener) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             if loop.time() - self._last_heard > DEAD_AFTER_S:
                 log.warning("pub/sub connection silent for %.0fs; dropping it", DEAD_AFTER_S)
-                await self._disconnect()
+                link.drop(RedisConnectionError("pub/sub connection silent"))
                 return
-            await self._send("PING", "health")
+            link.write("PING", "health")
 
-    async def _send(self, *args: str) -> None:
-        try:
-            await self._conn.send_command(*args, check_health=False)
-        except (RedisError, OSError) as exc:
-            # The listener notices the broken link and resubscribes everything wanted.
-            log.debug("pub/sub command %s failed: %s", args[0], exc)
+    def _send(self, *args: str) -> None:
+        # A write to a broken link is lost, and that is fine: the listener sees
+        # the link close and subscribes to everything wanted again.
+        if self._link is not None:
+            self._link.write(*args)
 
-    async def _disconnect(self) -> None:
+    def _disconnect(self) -> None:
         self._connected = False
         self._confirmed.clear()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.disconnect(nowait=True)
-            except Exception:
-                log.debug("ignoring an error while closing the pub/sub connection")
+        link, self._link = self._link, None
+        if link is not None:
+            link.drop(RedisConnectionError("disconnected"))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -26,35 +26,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import ssl
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+from chat.resp import Endpoint, pack, reply_reader
 
 log = logging.getLogger("dmhub.store")
 
 DEFAULT_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 2.0
 WATCHDOG_INTERVAL_S = 0.5
-
-
-def pack(args: tuple[Any, ...]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, int | float) and not isinstance(arg, bool):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -69,7 +52,7 @@ class _Link(asyncio.Protocol):
 
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
-        self.reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+        self.reader = reply_reader()
         self.transport: asyncio.Transport | None = None
         self.lost = False
 
@@ -101,7 +84,7 @@ class _Link(asyncio.Protocol):
 
 class Lane:
     def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.params = parse_url(url)
+        self.endpoint = Endpoint.from_url(url)
         self.timeout_s = timeout_s
         self._link: _Link | None = None
         self._connect_lock = asyncio.Lock()
@@ -147,11 +130,8 @@ class Lane:
                 return self._link
             if self._closed:
                 raise RedisConnectionError("the lane is closed")
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    link = await self._open()
-            except (OSError, TimeoutError) as exc:
-                raise RedisConnectionError(f"cannot reach Redis: {exc}") from exc
+            link = _Link(self)
+            await self.endpoint.connect(lambda: link)
             self._link = link
             try:
                 await self._hello(link)
@@ -162,29 +142,9 @@ class Lane:
                 self._watchdog = asyncio.create_task(self._watch(), name="dmhub-lane-watchdog")
             return link
 
-    async def _open(self) -> _Link:
-        loop = asyncio.get_running_loop()
-        params = self.params
-        link = _Link(self)
-        if "path" in params:
-            await loop.create_unix_connection(lambda: link, params["path"])
-        else:
-            context = None
-            if params.get("connection_class") is SSLConnection:
-                context = ssl.create_default_context()
-            await loop.create_connection(
-                lambda: link, params.get("host", "localhost"), params.get("port", 6379), ssl=context
-            )
-        return link
-
     async def _hello(self, link: _Link) -> None:
         """Authenticate and pick the database, as the URL says."""
-        password, username = self.params.get("password"), self.params.get("username")
-        steps: list[tuple[Any, ...]] = []
-        if password is not None:
-            steps.append(("AUTH", username, password) if username else ("AUTH", password))
-        if self.params.get("db"):
-            steps.append(("SELECT", self.params["db"]))
+        steps = self.endpoint.hello()
         # All submitted before the first await: commands that other coroutines
         # queue meanwhile must come after these in the FIFO.
         replies = [(step[0], self._submit(link, pack(step))) for step in steps]
