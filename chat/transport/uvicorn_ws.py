@@ -115,6 +115,17 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
             assert extensions is not None
             extensions[DIRECT_WRITE] = {"write_now": self.try_send_text}
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Break the reference cycles a socket would otherwise leave for the
+        # cyclic collector (whose full passes pause every socket): the offer of
+        # the direct write points back here, and websockets' parser generator
+        # holds the protocol object that holds it.
+        extensions = self.scope.get("extensions") if self.handshake_initiated else None
+        if extensions:
+            extensions.pop(DIRECT_WRITE, None)
+        self.conn.parser = None  # type: ignore[assignment]
+
     def send_receive_event_to_app(self) -> None:
         # uvicorn's version pauses reading after every message; ours lets a few
         # queue first. `receive` (inherited) resumes once the queue is empty.
