@@ -1,6 +1,6 @@
 """uvicorn's sans-I/O WebSocket protocol, tuned for many small frames.
 
-Three changes, each measured under `dmhub loadtest` (docs/performance.md):
+What it changes, each measured under `dmhub loadtest` (docs/performance.md):
 
 - A direct write. Frames the hub fans out go straight to the transport when it
   has room (`try_send_text`), with no writer task, queue or ASGI `send`
@@ -12,8 +12,12 @@ Three changes, each measured under `dmhub loadtest` (docs/performance.md):
 - Lighter per-socket state. uvicorn gives every socket an `asyncio.Queue` for
   received messages and an `asyncio.Event` for write room: about 4 KB between
   them, in deques sized for heavy use. A socket needs a short list and a flag.
-  The handshake request and response are dropped once the socket is open:
-  nothing reads them later, and every open socket carried them.
+  The handshake request, its parsed headers and the response are let go once
+  the socket is open: nothing reads them later, and every open socket
+  carried them.
+- No cycles left behind. A closed socket's reference cycles are broken in
+  `connection_lost`, so refcounting frees it at once instead of the cyclic
+  collector, whose full passes pause every socket in the process.
 
 It also marks the handshake done after a denial response (401, 403, 404 over
 HTTP), so uvicorn does not log an error for a refusal that went out correctly.
