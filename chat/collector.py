@@ -30,6 +30,8 @@ import gc
 import logging
 import time
 
+from chat.tasks import cancel_and_wait
+
 log = logging.getLogger("dmhub.gc")
 
 FREEZE_INTERVAL_S = 1.0
@@ -55,12 +57,7 @@ class Collector:
         self._task = asyncio.create_task(self._run(), name="dmhub-collector")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def round(self) -> int:
         """Collect what is not frozen, then freeze the survivors; returns what was freed."""

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from chat.resp import Endpoint, pack, reply_reader
+from chat.tasks import cancel_and_wait
 
 log = logging.getLogger("dmhub.pubsub")
 
@@ -117,12 +118,7 @@ class Broker:
         self._task = asyncio.create_task(self._supervise(), name="dmhub-pubsub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         self._disconnect()
 
     async def subscribe(self, channel: str) -> None:
