@@ -749,10 +749,10 @@ def summarize(session: Session, info: dict[str, Any], systems: list[System]) -> 
         "",
         "## What differs between the systems",
         "",
-        "- dmhub does more per message than any peer: it reads the permission facts, "
-        "runs the send script (message, folders, unread, event streams, idempotency), "
-        "writes it to the AOF before it acks, then fans out through Redis pub/sub, "
-        "including to its own process.",
+        "- dmhub does more per message than any peer: one script call reads the "
+        "permission facts, applies the rule, and stores the message (folders, unread, "
+        "event streams, idempotency); it is in the AOF before the ack, and it fans out "
+        "through Redis pub/sub, including to its own process.",
         "- The peers keep nothing and check nothing; they do not ack (a message counts as "
         "due at its recipient's sockets once sent).",
         "- socket.io (Node and Python) delivers to sockets of the same process directly "
