@@ -78,11 +78,9 @@ def encode_value(value: Any) -> str:
 
 
 def error_frame(error: ApiError, client_id: str | None = None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": error.code, "detail": error.detail}
+    frame: dict[str, Any] = {"type": "error", **error.fields()}
     if client_id is not None:
         frame["client_id"] = client_id
-    if error.retry_after is not None:
-        frame["retry_after"] = error.retry_after
     return encode(frame)
 
 
