@@ -249,6 +249,8 @@ class Server:
             "PORT": str(self.port),
             "HOST": "127.0.0.1",
             "DMHUB_DATA_DIR": str(work / f"{tag}-data"),
+            # Every benchmark account signs up from 127.0.0.1; the limit stays on.
+            "DMHUB_LIMIT_SIGNUPS_PER_HOUR": "1000000",
             "NODE_ENV": "production",
         }
         self.process: subprocess.Popen[bytes] | None = None

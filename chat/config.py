@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chat.transport.client_ip import ProxyListError, TrustedProxies, parse_trusted_proxies
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_DATA_DIR = ".dmhub"
@@ -19,8 +21,11 @@ DEFAULT_SOCKET_QUEUE = 512
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_INVALID_FRAMES = 20
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
-DEFAULT_LOGIN_FAILURES = 10
-DEFAULT_LOGIN_WINDOW_S = 15 * 60
+# v1.1 Limits: failed sign-ins per client IP per window, sign-ups per client IP per hour.
+DEFAULT_LIMIT_LOGIN_FAILURES = 50
+LOGIN_WINDOW_S = 15 * 60
+DEFAULT_LIMIT_SIGNUPS_PER_HOUR = 20
+SIGNUP_WINDOW_S = 3600
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
 
@@ -49,6 +54,13 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
 
 
+def _proxies(raw: str) -> TrustedProxies:
+    try:
+        return parse_trusted_proxies(raw)
+    except ProxyListError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a dmhub process needs to know, resolved once at start-up."""
@@ -63,8 +75,9 @@ class Settings:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_invalid_frames: int = DEFAULT_MAX_INVALID_FRAMES
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
-    login_failures: int = DEFAULT_LOGIN_FAILURES
-    login_window_s: int = DEFAULT_LOGIN_WINDOW_S
+    limit_login_failures: int = DEFAULT_LIMIT_LOGIN_FAILURES
+    limit_signups_per_hour: int = DEFAULT_LIMIT_SIGNUPS_PER_HOUR
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     secure_cookies: bool = False
     metrics_token: str | None = None
 
@@ -83,8 +96,11 @@ class Settings:
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),
             max_invalid_frames=_int("DMHUB_MAX_INVALID_FRAMES", DEFAULT_MAX_INVALID_FRAMES),
             drain_timeout_s=_float("DMHUB_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S),
-            login_failures=_int("DMHUB_LOGIN_FAILURES", DEFAULT_LOGIN_FAILURES),
-            login_window_s=_int("DMHUB_LOGIN_WINDOW", DEFAULT_LOGIN_WINDOW_S),
+            limit_login_failures=_int("DMHUB_LIMIT_LOGIN_FAILURES", DEFAULT_LIMIT_LOGIN_FAILURES),
+            limit_signups_per_hour=_int(
+                "DMHUB_LIMIT_SIGNUPS_PER_HOUR", DEFAULT_LIMIT_SIGNUPS_PER_HOUR
+            ),
+            trusted_proxies=_proxies(os.environ.get("DMHUB_TRUSTED_PROXIES", "")),
             secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
             metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
         )

@@ -13,3 +13,6 @@ PUBSUB_RECONNECTS = Counter("dmhub_pubsub_reconnects_total", "Pub/sub reconnecti
 EVENTS_DISPATCHED = Counter("dmhub_events_dispatched_total", "Pub/sub events fanned out here.")
 SLOW_CLOSES = Counter("dmhub_slow_socket_closes_total", "Sockets closed with 1013 (too slow).")
 INVALID_FRAMES = Counter("dmhub_invalid_frames_total", "Frames answered with an invalid error.")
+RATE_LIMITED = Counter(
+    "dmhub_rate_limited_total", "Requests and frames refused by a v1.1 limit.", ["limit"]
+)

@@ -118,8 +118,14 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
         sock.close()
 
 
+# Tests sign up far more accounts from 127.0.0.1 than a person would; the tests
+# of the sign-up limit itself set their own.
+TEST_SIGNUPS_PER_HOUR = 100_000
+
+
 def settings_for(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
-    return replace(Settings(redis_url=redis_url, data_dir=tmp), **overrides)
+    base = Settings(redis_url=redis_url, data_dir=tmp, limit_signups_per_hour=TEST_SIGNUPS_PER_HOUR)
+    return replace(base, **overrides)
 
 
 async def new_user(
@@ -138,7 +144,11 @@ class DmhubProcess:
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env}
+        self.env = {
+            **os.environ,
+            "DMHUB_LIMIT_SIGNUPS_PER_HOUR": str(TEST_SIGNUPS_PER_HOUR),
+            **env,
+        }
         self.env.pop("CI", None)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(env.get("DMHUB_DATA_DIR", "/tmp")) / f"dmhub-{self.port}.log"

@@ -72,9 +72,22 @@ def channel(lc: str) -> str:
     return f"ch:{lc}"
 
 
-def login_failures(lc: str) -> str:
-    return f"loginfail:{lc}"
-
-
 def folder_key(lc: str, folder: str) -> str:
     return inbox(lc) if folder == "inbox" else requests(lc)
+
+
+# Sign-in and sign-up throttling (v1.1 Limits). Per-IP keys carry the IP in their
+# hash tag so that one IP's counters live in one slot; per-account keys live in
+# the account's slot. All expire.
+
+
+def ip_login_failures(ip: str) -> str:
+    return f"lf:{{ip:{ip}}}"
+
+
+def ip_signups(ip: str) -> str:
+    return f"su:{{ip:{ip}}}"
+
+
+def account_login_failures(lc: str, ip: str) -> str:
+    return f"lfa:{{{lc}}}:{ip}"

@@ -19,6 +19,7 @@ import redis.asyncio as redis
 from chat.permission import Facts, Reason
 from chat.store import keys
 from chat.store.lane import Lane
+from chat.store.signin import SigninStore
 
 USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr")
 _json = msgspec.json.Encoder()
@@ -136,6 +137,7 @@ class Store:
         # The hot path (facts, send, session lookups) goes through the pipelined
         # lane when there is one; everything else uses the ordinary client.
         self.lane = lane
+        self.signin = SigninStore(client)
 
     async def _hot_script(self, script: Any, key_names: list[str], args: list[Any]) -> Any:
         if self.lane is None:
@@ -208,24 +210,6 @@ class Store:
                 pipe.exists(keys.session(token_hash))
             found = await pipe.execute()
         return {h for h, ok in zip(token_hashes, found, strict=True) if ok}
-
-    async def login_failure(self, lc: str, window_s: int) -> int:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(keys.login_failures(lc))
-            pipe.expire(keys.login_failures(lc), window_s, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
-
-    async def login_failures(self, lc: str) -> tuple[int, int]:
-        """Failures in the current window and the seconds until it ends."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.login_failures(lc))
-            pipe.ttl(keys.login_failures(lc))
-            count, ttl = await pipe.execute()
-        return int(count or 0), max(int(ttl), 1)
-
-    async def clear_login_failures(self, lc: str) -> None:
-        await self.redis.delete(keys.login_failures(lc))
 
     # -- edges: follows and blocks -------------------------------------------
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,6 +32,22 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # Verified against when the handle does not exist, so timing does not tell.
 _DUMMY_HASH = _hasher.hash("dmhub-no-such-account")
+# Hashing runs in threads that release the GIL; at most this many at once, one
+# core short of all of them, so a sign-in flood queues here instead of starving
+# the event loop that carries everyone's messages.
+ARGON2_CONCURRENCY = max(1, (os.cpu_count() or 2) - 1)
+# One semaphore per event loop: a semaphore is bound to the loop it first waited on.
+_argon2_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _argon2_slots.get(loop)
+    if slots is None:
+        slots = _argon2_slots[loop] = asyncio.Semaphore(ARGON2_CONCURRENCY)
+    return slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +66,8 @@ def token_hash(token: str) -> str:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    async with _slots():
+        return await asyncio.to_thread(_hasher.hash, password)
 
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
@@ -58,7 +77,8 @@ async def verify_password(stored_hash: str | None, password: str) -> bool:
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    async with _slots():
+        return await asyncio.to_thread(check)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:

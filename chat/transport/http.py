@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -9,15 +10,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chat.config import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from chat import metrics, signin
+from chat.config import DEFAULT_PAGE_LIMIT, LOGIN_WINDOW_S, MAX_PAGE_LIMIT, SIGNUP_WINDOW_S
 from chat.errors import (
     BAD_CREDENTIALS,
     FORBIDDEN_ORIGIN,
     HANDLE_TAKEN,
     NOT_FOUND,
-    RATE_LIMITED,
     ApiError,
     invalid,
+    rate_limited,
     unknown_user,
 )
 from chat.hub import actions
@@ -26,6 +28,7 @@ from chat.runtime import Runtime
 from chat.store import keys
 from chat.store.store import public_user
 from chat.transport import auth
+from chat.transport import client_ip as client_ip_module
 
 MAX_BODY_BYTES = 64 * 1024
 _encoder = msgspec.json.Encoder()
@@ -136,8 +139,18 @@ async def create_account(request: Request) -> Response:
     name = validation.name(data["name"]) if data.get("name") is not None else handle
     kind = validation.kind(data.get("kind", "person"))
     rt = runtime(request)
+    ip = client_ip(request)
+    limit = rt.settings.limit_signups_per_hour
+    if limit > 0:
+        count, window_left = await rt.store.signin.count_signup(ip, SIGNUP_WINDOW_S)
+        if count > limit:
+            raise limited(
+                "signups", window_left, "Too many new accounts from your network; try later."
+            )
     password_hash = await auth.hash_password(password)
     if not await rt.store.create_user(handle, password_hash, name, kind):
+        if limit > 0:
+            await rt.store.signin.uncount_signup(ip)
         raise ApiError(HANDLE_TAKEN, f"The handle @{handle} is taken.", field="handle")
     token = auth.new_token()
     await rt.store.create_session(auth.token_hash(token), handle.lower(), rt.settings.session_ttl_s)
@@ -152,24 +165,44 @@ async def create_session(request: Request) -> Response:
     handle, password = data.get("handle"), data.get("password")
     if not isinstance(handle, str) or not isinstance(password, str):
         raise invalid("handle and password are required.")
+    if not validation.is_handle(handle) or len(password) > validation.MAX_PASSWORD:
+        # No account can match: answer without counting anything, so that junk
+        # handles cannot grow Redis or spend anyone's budget.
+        raise bad_credentials()
     rt = runtime(request)
-    lc = handle.lower()
-    failures, retry_after = await rt.store.login_failures(lc)
-    if failures >= rt.settings.login_failures:
-        raise ApiError(
-            RATE_LIMITED,
-            f"Too many failed sign-ins for @{handle}; try again in {retry_after} s.",
-            retry_after=retry_after,
-        )
-    found = await rt.store.password_hash(lc) if validation.is_handle(handle) else None
+    lc, ip = handle.lower(), client_ip(request)
+    state = await rt.store.signin.state(ip, lc)
+    now_ms = int(time.time() * 1000)
+    refused = signin.ip_refusal(
+        state.ip_failures, rt.settings.limit_login_failures, state.ip_window_left_s
+    ) or signin.account_refusal(state.account_failures, state.account_last_failure_ms, now_ms)
+    if refused is not None:
+        raise limited("logins", refused.retry_after_s, refused.detail)
+    found = await rt.store.password_hash(lc)
     ok = await auth.verify_password(found[1] if found else None, password)
     if not ok or found is None:
-        await rt.store.login_failure(lc, rt.settings.login_window_s)
-        raise ApiError(BAD_CREDENTIALS, "That handle and password do not match an account.")
-    await rt.store.clear_login_failures(lc)
+        await rt.store.signin.failed(ip, lc, now_ms, LOGIN_WINDOW_S)
+        raise bad_credentials()
+    if state.account_failures:
+        await rt.store.signin.succeeded(ip, lc)
     token = auth.new_token()
     await rt.store.create_session(auth.token_hash(token), lc, rt.settings.session_ttl_s)
     return session_response(request, public_user(found[0]), token, 200)
+
+
+def bad_credentials() -> ApiError:
+    return ApiError(BAD_CREDENTIALS, "That handle and password do not match an account.")
+
+
+def limited(limit: str, retry_after_s: float, detail: str) -> ApiError:
+    metrics.RATE_LIMITED.labels(limit).inc()
+    return rate_limited(limit, retry_after_s, detail)
+
+
+def client_ip(request: Request) -> str:
+    """The key per-IP limits count against (chat/transport/client_ip.py)."""
+    trusted = runtime(request).settings.trusted_proxies
+    return client_ip_module.ip_key(client_ip_module.scope_client_ip(request.scope, trusted))
 
 
 async def end_session(request: Request) -> Response:
