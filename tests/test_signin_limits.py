@@ -7,6 +7,7 @@ X-Forwarded-For, as a deployment behind a load balancer sees them.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -177,3 +178,32 @@ async def test_the_limits_are_off_at_zero(redis_url: str, tmp_path: Path) -> Non
                 "/api/accounts", json={"handle": unique_handle(), "password": PASSWORD}
             )
     assert made.status_code == 201
+
+
+async def test_argon2_work_is_bounded_to_spare_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign-in flood queues for the hashing slots instead of taking every core."""
+    import threading
+
+    from argon2 import PasswordHasher
+
+    from chat.transport import auth
+
+    lock = threading.Lock()
+    running = peak = 0
+
+    class Counting(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            try:
+                return super().verify(hash, password)
+            finally:
+                with lock:
+                    running -= 1
+
+    monkeypatch.setattr(auth, "_hasher", Counting(time_cost=2, memory_cost=19456, parallelism=1))
+    results = await asyncio.gather(*(auth.verify_password(None, WRONG) for _ in range(8)))
+    assert results == [False] * 8
+    assert 1 <= peak <= auth.ARGON2_CONCURRENCY < max(2, os.cpu_count() or 2)
