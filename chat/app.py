@@ -125,7 +125,7 @@ def create_app(settings: Settings) -> Starlette:
     return DmhubApp(
         # /ws is served by DmhubApp itself, in front of routing.
         routes=[*http.routes, *web.routes],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders, https=settings.secure_cookies)],
         exception_handlers={
             ApiError: api_error,
             RedisConnectionError: storage_down,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chat.transport.client_ip import ProxyListError, TrustedProxies, parse_trusted_proxies
+from chat.transport.origins import OriginPolicy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -51,7 +52,7 @@ def _float(name: str, default: float) -> float:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+    return tuple(o.strip() for o in raw.split(",") if o.strip())
 
 
 def _proxies(raw: str) -> TrustedProxies:
@@ -68,6 +69,8 @@ class Settings:
     redis_url: str | None = None
     data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
     appendfsync: str = DEFAULT_APPENDFSYNC
+    # The origin browsers see this server at (behind a proxy, the proxy's).
+    public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
     event_retention: int = DEFAULT_EVENT_RETENTION
@@ -86,11 +89,18 @@ class Settings:
         appendfsync = os.environ.get("DMHUB_APPENDFSYNC", DEFAULT_APPENDFSYNC).strip().lower()
         if appendfsync not in ("everysec", "always"):
             raise SystemExit("DMHUB_APPENDFSYNC must be 'everysec' or 'always'")
+        public_url = os.environ.get("DMHUB_PUBLIC_URL", "").strip() or None
+        allowed_origins = _origins(os.environ.get("DMHUB_ALLOWED_ORIGINS", ""))
+        try:
+            OriginPolicy.from_urls(public_url, allowed_origins)
+        except ValueError as exc:
+            raise SystemExit(f"DMHUB_PUBLIC_URL or DMHUB_ALLOWED_ORIGINS: {exc}") from None
         return cls(
             redis_url=os.environ.get("REDIS_URL") or None,
             data_dir=Path(os.environ.get("DMHUB_DATA_DIR") or DEFAULT_DATA_DIR),
             appendfsync=appendfsync,
-            allowed_origins=_origins(os.environ.get("DMHUB_ALLOWED_ORIGINS", "")),
+            public_url=public_url,
+            allowed_origins=allowed_origins,
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),

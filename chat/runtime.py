@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as redis
 
 from chat.config import Settings
 from chat.hub import Hub
 from chat.store.store import Store
+from chat.transport.origins import OriginPolicy
 
 
 @dataclass
@@ -17,6 +18,12 @@ class Runtime:
     redis: redis.Redis
     store: Store
     hub: Hub
+    origins: OriginPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.origins = OriginPolicy.from_urls(
+            self.settings.public_url, self.settings.allowed_origins
+        )
 
 
 # The runtime of the app this process serves, for the signal handler's drain.

@@ -16,13 +16,13 @@ import secrets
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat.errors import FORBIDDEN_ORIGIN, UNAUTHENTICATED, ApiError
 from chat.store.store import Store
+from chat.transport.origins import OriginPolicy
 
 COOKIE_NAME = "dmhub_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -81,17 +81,6 @@ async def verify_password(stored_hash: str | None, password: str) -> bool:
         return await asyncio.to_thread(check)
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    """The server's own origin (same host as the request) or one listed in settings."""
-    if not origin or origin == "null":
-        return False
-    normalized = origin.strip().rstrip("/").lower()
-    if normalized in allowed:
-        return True
-    netloc = urlsplit(normalized).netloc
-    return bool(host) and netloc == (host or "").lower()
-
-
 def credentials(headers: Mapping[str, str], cookies: dict[str, str]) -> tuple[str, bool] | None:
     """(token, came from the cookie) or None. A bearer header wins over a cookie."""
     authorization = headers.get("authorization")
@@ -112,17 +101,15 @@ async def authenticate(
     cookies: dict[str, str],
     *,
     needs_origin: bool,
-    allowed_origins: tuple[str, ...],
+    origins: OriginPolicy,
+    server: tuple[str, int | None] | None,
 ) -> Principal:
+    """`server` is the connection's local address (ASGI scope), for the default origin."""
     found = credentials(headers, cookies)
     if found is None:
         raise ApiError(UNAUTHENTICATED, "Sign in first: send a bearer token or the session cookie.")
     token, via_cookie = found
-    if (
-        via_cookie
-        and needs_origin
-        and not origin_allowed(headers.get("origin"), headers.get("host"), allowed_origins)
-    ):
+    if via_cookie and needs_origin and not origins.allows(headers.get("origin"), server):
         raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
     digest = token_hash(token)
     user = await store.session_user(digest)

@@ -76,16 +76,15 @@ async def signed_in(request: Request) -> auth.Principal:
         request.headers,
         request.cookies,
         needs_origin=request.method not in auth.SAFE_METHODS,
-        allowed_origins=rt.settings.allowed_origins,
+        origins=rt.origins,
+        server=request.scope.get("server"),
     )
 
 
 def check_login_origin(request: Request) -> None:
     """Sign-up and sign-in set a cookie: refuse them from foreign pages (login CSRF)."""
     origin = request.headers.get("origin")
-    if origin and not auth.origin_allowed(
-        origin, request.headers.get("host"), runtime(request).settings.allowed_origins
-    ):
+    if origin and not runtime(request).origins.allows(origin, request.scope.get("server")):
         raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
 
 

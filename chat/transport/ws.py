@@ -66,7 +66,8 @@ async def handshake(
         websocket.headers,
         websocket.cookies,
         needs_origin=True,
-        allowed_origins=rt.settings.allowed_origins,
+        origins=rt.origins,
+        server=websocket.scope.get("server"),
     )
     me = await rt.store.user(principal.user)
     if me is None:

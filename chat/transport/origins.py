@@ -1,0 +1,99 @@
+"""Which pages may use the session cookie: the server's own origin, plus a list.
+
+An origin is the triple (scheme, host, port), compared whole. Comparing only
+the host against the request's `Host` header would let `https://` pages speak
+to an `http://` server, and would let a DNS-rebinding page (whose `Origin`
+and `Host` agree, both naming the attacker's domain) through.
+
+The server's own origin is `DMHUB_PUBLIC_URL` when set (behind a proxy it is the
+only one a browser sees). Without it, it is the address the connection came
+in on, over `http` (dmhub itself does not terminate TLS); on a loopback address
+`localhost` is the same server, so both names are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+SERVED_SCHEME = "http"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if DEFAULT_PORTS.get(self.scheme) == self.port:
+            return f"{self.scheme}://{host}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_origin(text: str) -> Origin | None:
+    """The origin of an `Origin` header or a configured URL; None when it names none.
+
+    A configured URL may carry a path (`https://example.com/chat/`): only its
+    origin counts. `null`, other schemes, credentials and bad ports name none.
+    """
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    return Origin(scheme, host, DEFAULT_PORTS[scheme] if port is None else port)
+
+
+def served_origins(server: tuple[str, int | None] | None) -> tuple[Origin, ...]:
+    """What a browser calls this server when no public URL is configured.
+
+    `server` is the ASGI scope's local address of the connection.
+    """
+    if server is None or server[1] is None:
+        return ()
+    host, port = server[0].lower(), server[1]
+    names = (host, *LOOPBACK_NAMES) if host in LOOPBACK_HOSTS else (host,)
+    return tuple(Origin(SERVED_SCHEME, name, port) for name in dict.fromkeys(names))
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPolicy:
+    public: Origin | None
+    allowed: frozenset[Origin]
+
+    @classmethod
+    def from_urls(cls, public_url: str | None, allowed: Iterable[str]) -> OriginPolicy:
+        """Raises ValueError naming the first entry that is not an http(s) origin."""
+        public = None
+        if public_url:
+            public = parse_origin(public_url)
+            if public is None:
+                raise ValueError(f"not an http(s) URL: {public_url!r}")
+        parsed = set()
+        for entry in allowed:
+            origin = parse_origin(entry)
+            if origin is None:
+                raise ValueError(f"not an http(s) origin: {entry!r}")
+            parsed.add(origin)
+        return cls(public, frozenset(parsed))
+
+    def allows(self, origin_header: str | None, server: tuple[str, int | None] | None) -> bool:
+        """Whether a page of `origin_header` may use the cookie on this connection."""
+        if not origin_header:
+            return False
+        origin = parse_origin(origin_header)
+        if origin is None:
+            return False
+        if origin in self.allowed or origin == self.public:
+            return True
+        return self.public is None and origin in served_origins(server)
