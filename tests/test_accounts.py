@@ -33,6 +33,7 @@ async def test_sign_up_returns_user_token_and_a_safe_cookie(server: RunningServe
         "kind": "business",
         "open_dms": False,
         "greeting": None,
+        "quick_replies": [],  # v1.1: every business user object carries them
     }
     assert isinstance(body["token"], str) and len(body["token"]) >= 32
     cookie = response.headers["set-cookie"].lower()

@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 from chat import metrics
-from chat.errors import NOT_ALLOWED, NOT_FOUND, ApiError, unknown_user
+from chat.errors import NOT_ALLOWED, NOT_FOUND, ApiError, invalid, unknown_user
 from chat.permission import Decision, Reason, decide
 from chat.permission.rule import refusal_detail
 from chat.protocol import frames, validation
+from chat.store.business import offered_quick_replies
 from chat.store.store import PairFacts, SendRefused, SendResult, Store
 
 
@@ -48,16 +49,27 @@ async def send_message(
     text: object,
     client_id: object,
     origin: str = "-",
+    options: dict[str, Any] | None = None,
 ) -> SendResult:
-    """Store a message and publish it; returns once it is durably written."""
+    """Store a message and publish it; returns once it is durably written.
+
+    `options` holds the optional fields of a send (`ref`, `quick_reply`,
+    `quick_replies`) as the client gave them.
+    """
     started = time.perf_counter()
     outcome = "error"
     try:
         body = validation.text(text)
         cid = validation.client_id(client_id)
         recipient = peer_key(to)
+        extra = await business_fields(store, sender, recipient, options) if options else None
         result = await store.send(
-            sender=sender, recipient=recipient, text=body, client_id=cid, origin=origin
+            sender=sender,
+            recipient=recipient,
+            text=body,
+            client_id=cid,
+            origin=origin,
+            extra=extra,
         )
         if isinstance(result, SendRefused):
             outcome = "refused"
@@ -72,6 +84,40 @@ async def send_message(
         metrics.SENDS.labels(outcome).inc()
         if outcome == "stored":
             metrics.SEND_LATENCY.observe(time.perf_counter() - started)
+
+
+SEND_OPTIONS = ("ref", "quick_reply", "quick_replies")
+
+
+def send_options(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional fields of a send body or frame, when any is there."""
+    options = {name: data[name] for name in SEND_OPTIONS if data.get(name) is not None}
+    return options or None
+
+
+async def business_fields(
+    store: Store, sender: str, recipient: str, options: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Validate a send's optional fields; the quick-reply ones need both accounts."""
+    extra: dict[str, Any] = {"ref": validation.ref(options.get("ref"))}
+    replies, pick = options.get("quick_replies"), options.get("quick_reply")
+    if replies is not None:
+        cleaned = validation.quick_replies(replies)
+        row = await store.user(sender)
+        if row is None or row.get("kind") != "business":
+            raise invalid("Only business accounts can attach quick replies.", "quick_replies")
+        extra["quick_replies"] = cleaned
+    if pick is not None:
+        business = await store.user(recipient)
+        if business is None:
+            raise unknown_user(recipient)
+        offered = (
+            await offered_quick_replies(store, business, sender)
+            if business.get("kind") == "business"
+            else []
+        )
+        extra["quick_reply"] = validation.quick_reply(pick, offered)
+    return extra if any(v is not None for v in extra.values()) else None
 
 
 async def send_typing(store: Store, sender: str, to: object) -> None:

@@ -19,6 +19,19 @@ class SendFrame(msgspec.Struct, tag="send", tag_field="type"):
     to: str
     text: str
     client_id: str | None = None
+    # Business fields, checked by validation (so errors name the field).
+    ref: Any = None
+    quick_reply: Any = None
+    quick_replies: Any = None
+
+    def options(self) -> dict[str, Any] | None:
+        if self.ref is None and self.quick_reply is None and self.quick_replies is None:
+            return None
+        return {
+            "ref": self.ref,
+            "quick_reply": self.quick_reply,
+            "quick_replies": self.quick_replies,
+        }
 
 
 class TypingFrame(msgspec.Struct, tag="typing", tag_field="type"):

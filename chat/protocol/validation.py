@@ -7,6 +7,8 @@ so the rules are unit-tested directly (tests/test_validation.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from chat.errors import TOO_LONG, ApiError, invalid
@@ -135,3 +137,98 @@ def json_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid("The body must be a JSON object.")
     return value
+
+
+# -- businesses: quick replies, ref, the Message button ----------------------------
+
+MAX_QUICK_REPLIES = 10
+MAX_QUICK_REPLY_LABEL = 36
+MAX_QUICK_REPLY_METADATA = 200
+REF_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
+MAX_BUTTON_LABEL = 60
+BUTTON_SIZES = ("small", "large")
+QUICK_REPLY_KEYS = frozenset({"label", "metadata"})
+# What PATCH /api/me accepts: one allow-list, so that an unknown field is
+# refused rather than silently ignored (a typo would otherwise look saved).
+ME_FIELDS = frozenset({"name", "open_dms", "read_receipts", "greeting", "quick_replies"})
+
+
+def me_fields(data: dict[str, Any]) -> None:
+    for field in data:
+        if field not in ME_FIELDS:
+            raise invalid(f"Unknown field {str(field)[:40]!r}.", str(field)[:40])
+
+
+def ref(value: object) -> str | None:
+    """Where a conversation came from, as given in the compose link."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not REF_RE.match(value):
+        raise invalid("ref is 1 to 64 of A-Z a-z 0-9 _ . -", "ref")
+    return value
+
+
+def quick_replies(value: object, field: str = "quick_replies") -> list[dict[str, str]]:
+    """Up to 10 `{"label", "metadata"}`; labels are trimmed, metadata kept as given
+    (a bot matches it byte for byte)."""
+    if not isinstance(value, list):
+        raise invalid("quick_replies is a list of {label, metadata}.", field)
+    if len(value) > MAX_QUICK_REPLIES:
+        raise invalid(f"At most {MAX_QUICK_REPLIES} quick replies.", field)
+    cleaned: list[dict[str, str]] = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != QUICK_REPLY_KEYS:
+            raise invalid("Each quick reply is exactly {label, metadata}.", field)
+        label, metadata = item["label"], item["metadata"]
+        if not isinstance(label, str) or not 1 <= len(label.strip()) <= MAX_QUICK_REPLY_LABEL:
+            raise invalid(f"A quick reply label is 1 to {MAX_QUICK_REPLY_LABEL} characters.", field)
+        if not isinstance(metadata, str) or not 1 <= len(metadata) <= MAX_QUICK_REPLY_METADATA:
+            raise invalid(
+                f"Quick reply metadata is 1 to {MAX_QUICK_REPLY_METADATA} characters.", field
+            )
+        cleaned.append({"label": label.strip(), "metadata": metadata})
+    return cleaned
+
+
+def quick_reply(value: object, offered: list[list[dict[str, str]]]) -> str | None:
+    """A customer's pick: the metadata of one of the quick replies the business
+    offers (its profile's, or those on its latest message)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        for replies in offered:
+            if any(reply["metadata"] == value for reply in replies):
+                return value
+    raise invalid(
+        "quick_reply must be the metadata of one of the business's quick replies.", "quick_reply"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonRequest:
+    handle: str
+    text: str | None
+    label: str | None
+    size: str
+    ref: str | None
+
+
+def button_request(params: Mapping[str, str]) -> ButtonRequest:
+    """The query of GET /api/buttons; syntax only (the account is checked after)."""
+    handle_value = params.get("handle", "").strip().removeprefix("@")
+    if not HANDLE_RE.match(handle_value):
+        raise invalid("A handle is 1 to 15 letters, digits or underscores.", "handle")
+    prefill = params.get("text", "").strip() or None
+    if prefill is not None and len(prefill) > MAX_TEXT:
+        raise ApiError(
+            TOO_LONG,
+            f"A message has at most {MAX_TEXT:,} characters; this text has {len(prefill):,}.",
+            field="text",
+        )
+    label = " ".join(params.get("label", "").split()) or None
+    if label is not None and len(label) > MAX_BUTTON_LABEL:
+        raise invalid(f"A button label has at most {MAX_BUTTON_LABEL} characters.", "label")
+    size = params.get("size") or "large"
+    if size not in BUTTON_SIZES:
+        raise invalid("size is 'small' or 'large'.", "size")
+    return ButtonRequest(handle_value, prefill, label, size, ref(params.get("ref") or None))

@@ -21,7 +21,8 @@ from chat.store import keys
 from chat.store.lane import Lane
 from chat.store.signin import SigninStore
 
-USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr")
+# `qr`: a business's quick replies, as JSON (chat/store/business.py).
+USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr", "qr")
 _json = msgspec.json.Encoder()
 
 
@@ -52,13 +53,23 @@ def iso_ms(epoch_ms: int) -> str:
 
 def public_user(row: dict[str, str]) -> dict[str, Any]:
     """The contract's `user` object from a stored user hash."""
-    return {
+    user = {
         "handle": row["handle"],
         "name": row.get("name") or row["handle"],
         "kind": row.get("kind") or "person",
         "open_dms": row.get("open_dms") == "1",
         "greeting": row.get("greeting") or None,
     }
+    if user["kind"] == "business":
+        user["quick_replies"] = stored_quick_replies(row)
+    return user
+
+
+def stored_quick_replies(row: dict[str, str]) -> list[dict[str, str]]:
+    """A business's quick replies from its user hash (validated when they were set)."""
+    raw = row.get("qr")
+    replies: list[dict[str, str]] = msgspec.json.decode(raw) if raw else []
+    return replies
 
 
 def _user_from_values(values: list[str | None]) -> dict[str, str] | None:
@@ -102,6 +113,18 @@ class SendRefused:
     # The recipient's handle as they typed it at sign-up; None when there is no
     # such account.
     recipient_handle: str | None
+
+
+def extra_fields(extra: dict[str, Any] | None) -> str:
+    """Optional message fields as the JSON text send.lua appends after client_id:
+    a message carries each only when it was sent."""
+    if not extra:
+        return ""
+    return "".join(
+        f",{_json.encode(name).decode()}:{_json.encode(value).decode()}"
+        for name, value in extra.items()
+        if value is not None
+    )
 
 
 def cursor_key(cursor: str) -> tuple[int, int]:
@@ -300,12 +323,20 @@ class Store:
     # -- messages ---------------------------------------------------------------
 
     async def send(
-        self, *, sender: str, recipient: str, text: str, client_id: str | None, origin: str
+        self,
+        *,
+        sender: str,
+        recipient: str,
+        text: str,
+        client_id: str | None,
+        origin: str,
+        extra: dict[str, Any] | None = None,
     ) -> SendResult | SendRefused:
         """Decide, store and publish in one round trip; a refusal writes nothing.
 
-        `sender` and `recipient` are lower case; `text` and `client_id` are
-        validated already.
+        `sender` and `recipient` are lower case; `text`, `client_id` and the
+        optional message fields in `extra` (`ref`, `quick_reply`,
+        `quick_replies`) are validated already.
         """
         if sender == recipient:
             # No conversation to script: the rule's first clause refuses, except
@@ -351,6 +382,7 @@ class Store:
                 _json.encode(client_id),
                 self.event_retention,
                 origin,
+                extra_fields(extra),
             ],
         )
         status = result[0]

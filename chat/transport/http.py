@@ -25,7 +25,7 @@ from chat.errors import (
 from chat.hub import actions
 from chat.protocol import validation
 from chat.runtime import Runtime
-from chat.store import keys
+from chat.store import business, keys
 from chat.store.store import public_user
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
@@ -232,6 +232,7 @@ async def patch_me(request: Request) -> Response:
     row = await store.user(principal.user)
     if row is None:
         raise ApiError("unauthenticated", "This account no longer exists.")
+    validation.me_fields(data)
     changes: dict[str, str] = {}
     removed: list[str] = []
     if "name" in data:
@@ -248,6 +249,14 @@ async def patch_me(request: Request) -> Response:
             removed.append("greeting")
         else:
             changes["greeting"] = greeting
+    if "quick_replies" in data:
+        replies = validation.quick_replies(data["quick_replies"])
+        if replies and row.get("kind") != "business":
+            raise invalid("Only business accounts can set quick replies.", "quick_replies")
+        if replies:
+            changes["qr"] = business.encode_quick_replies(replies)
+        else:
+            removed.append("qr")
     await store.update_user(principal.user, changes, removed)
     row = await store.user(principal.user)
     assert row is not None
@@ -342,6 +351,7 @@ async def post_message(request: Request) -> Response:
         request.path_params["peer"],
         data.get("text"),
         data.get("client_id"),
+        options=actions.send_options(data),
     )
     return raw_json(f'{{"message":{result.message_json}}}', 201 if result.created else 200)
 

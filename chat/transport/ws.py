@@ -25,7 +25,7 @@ from chat.permission.rule import refusal_detail
 from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
 from chat.runtime import Runtime
-from chat.store.store import parse_cursor, public_user
+from chat.store.store import parse_cursor, public_user, stored_quick_replies
 from chat.transport import auth
 from chat.transport.http import json
 from chat.transport.uvicorn_ws import direct_write
@@ -116,10 +116,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         ready: dict[str, Any] = {"type": "ready", "user": public_user(me), "cursor": start}
         if pair is not None and peer_lc is not None:
             ready["peer"] = public_user(pair.recipient)
-            greeting = pair.recipient.get("greeting")
-            if greeting and pair.recipient.get("kind") == "business":
-                if not await rt.store.conversation_exists(principal.user, peer_lc):
-                    ready["greeting"] = greeting
+            ready.update(await welcome(rt, principal.user, pair.recipient))
         await conn.put(frames.encode(ready))
         # This frame lives as long as the socket: keep only what it still needs.
         del principal, me, pair, ready
@@ -145,6 +142,21 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     await asyncio.wait_for(conn.writer, timeout=2)
                 except Exception:  # a timeout or a failed write; cancellation propagates
                     conn.writer.cancel()
+
+
+async def welcome(rt: Runtime, me: str, peer: dict[str, str]) -> dict[str, Any]:
+    """A business's greeting and quick replies, for a conversation not started yet."""
+    if peer.get("kind") != "business":
+        return {}
+    greeting, replies = peer.get("greeting"), stored_quick_replies(peer)
+    if not (greeting or replies) or await rt.store.conversation_exists(me, peer["handle"].lower()):
+        return {}
+    fields: dict[str, Any] = {}
+    if greeting:
+        fields["greeting"] = greeting
+    if replies:
+        fields["quick_replies"] = replies
+    return fields
 
 
 def release_handshake(websocket: WebSocket) -> None:
@@ -221,7 +233,13 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
         if isinstance(frame, SendFrame):
             client_id = frame.client_id if isinstance(frame.client_id, str) else None
             result = await actions.send_message(
-                rt.store, conn.user, frame.to, frame.text, frame.client_id, origin=conn.id
+                rt.store,
+                conn.user,
+                frame.to,
+                frame.text,
+                frame.client_id,
+                origin=conn.id,
+                options=frame.options(),
             )
             conn.push(actions.ack_frame(frame.client_id, result.message_json))
         elif isinstance(frame, TypingFrame):

@@ -9,6 +9,7 @@
 -- ARGV: 1 client_id or ''   2 sender (lower case)   3 recipient (lower case), not the sender
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON (string or null)
 --       7 event retention (entries)   8 origin connection id or '-'
+--       9 optional message fields as JSON text (',"ref":"x"'...) or ''
 -- Returns {1, id, message JSON, folder} for a new message; {0, id, peer} when
 -- client_id was seen before; {2, reason, recipient's handle or ''} when the rule
 -- refuses. Only the first writes anything.
@@ -54,11 +55,11 @@ local function json_handle(handle)
 end
 
 -- The bytes clients get in the ack, the events and the history, field order
--- included: id, from, to, text, sent_at, client_id.
+-- included: id, from, to, text, sent_at, client_id, then the optional fields.
 local id = tostring(redis.call('INCR', KEYS[11]))
 local message = '{"id":"' .. id .. '","from":' .. json_handle(sender[1])
   .. ',"to":' .. json_handle(recipient[1]) .. ',"text":' .. ARGV[4]
-  .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. '}'
+  .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. ARGV[9] .. '}'
 redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s)
 redis.call('SADD', KEYS[10], r)
 if client_id ~= '' then
