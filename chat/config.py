@@ -83,9 +83,6 @@ class Settings:
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     secure_cookies: bool = False
     metrics_token: str | None = None
-    # The origin that Message-button snippets point at; unset: the origin the
-    # request came to (set it behind a proxy that does not pass the scheme/host).
-    public_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,5 +113,4 @@ class Settings:
             trusted_proxies=_proxies(os.environ.get("DMHUB_TRUSTED_PROXIES", "")),
             secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
             metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
-            public_url=(os.environ.get("DMHUB_PUBLIC_URL") or "").strip().rstrip("/") or None,
         )
