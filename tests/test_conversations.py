@@ -217,6 +217,7 @@ async def test_block_stops_messages_both_ways_but_keeps_history(server: RunningS
     assert [m["text"] for m in (await alice.messages(handle(bob)))["messages"]] == ["before"]
     assert [m["text"] for m in (await bob.messages(handle(alice)))["messages"]] == ["before"]
     await bob.unblock(handle(alice))
+    await bob.follow(handle(alice))  # the block ended bob's follow
     await alice.post_message(handle(bob), "after unblock")
 
 

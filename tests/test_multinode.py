@@ -168,6 +168,9 @@ async def test_a_permission_change_on_node_b_holds_for_the_next_send_on_node_a(
             await alice.socket(peer=b_h).connect()
         assert handshake.value.status == 403 and handshake.value.code == "not_allowed"
         await bob_b.unblock(a_h)
+        # The block ended bob's follow; unblocking does not bring it back.
+        await refused("bob unblocked me but no longer follows me")
+        await bob_b.follow(a_h)
         async with alice.socket(peer=b_h) as peer_socket:
             assert peer_socket.ready and peer_socket.ready["peer"]["handle"] == b_h
             await peer_socket.send(b_h, "unblocked")

@@ -146,7 +146,7 @@ async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> N
             "up_to": message_id,
         }
     )[:-1]
-    tell_peer = facts.both_on and not facts.is_request
+    tell_peer = facts.tells_peer
     moved = await store.mark_read(reader, peer_lc, message_id, body, tell_peer)
     if moved < 0:
         raise ApiError(

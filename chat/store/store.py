@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib import resources
 from typing import Any
 
@@ -89,12 +90,25 @@ class PairFacts:
     a_has_request: bool = False
 
 
+class FollowResult(IntEnum):
+    ADDED = 1
+    ALREADY = 0
+    YOU_BLOCKED = -1
+    BLOCKED_YOU = -2
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiptFacts:
     reader_handle: str
     peer_handle: str
     both_on: bool
     is_request: bool
+    # A block either way: no receipts in either direction (PRODUCT.md).
+    blocked: bool = False
+
+    @property
+    def tells_peer(self) -> bool:
+        return self.both_on and not self.is_request and not self.blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +169,7 @@ class Store:
         self._read = client.register_script(_script("read.lua"))
         self._create_user = client.register_script(_script("create_user.lua"))
         self._link = client.register_script(_script("link.lua"))
+        self._block = client.register_script(_script("block.lua"))
         self._facts = client.register_script(_script("facts.lua"))
         self._bounds = client.register_script(_script("stream_bounds.lua"))
         # The hot path (facts, send, session lookups) goes through the pipelined
@@ -236,24 +251,41 @@ class Store:
 
     # -- edges: follows and blocks -------------------------------------------
 
-    async def link(self, forward: str, reverse: str, a: str, b: str) -> bool:
-        added = await self._link(keys=[keys.SEQ, forward, reverse], args=[a, b])
-        return bool(added)
-
     async def unlink(self, forward: str, reverse: str, a: str, b: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(forward, b)
             pipe.zrem(reverse, a)
             await pipe.execute()
 
-    async def follow(self, a: str, b: str) -> None:
-        await self.link(keys.following(a), keys.followers(b), a, b)
+    async def follow(self, a: str, b: str) -> FollowResult:
+        """A follows B, unless a block stands between them (either way)."""
+        result = await self._link(
+            keys=[keys.SEQ, keys.following(a), keys.followers(b), keys.blocking(a),
+                  keys.blocking(b)],
+            args=[a, b],
+        )  # fmt: skip
+        return FollowResult(int(result))
 
     async def unfollow(self, a: str, b: str) -> None:
         await self.unlink(keys.following(a), keys.followers(b), a, b)
 
-    async def block(self, a: str, b: str) -> None:
-        await self.link(keys.blocking(a), keys.blocked_by(b), a, b)
+    async def block(self, a: str, b: str) -> bool:
+        """A blocks B: follows end both ways and B leaves A's requests, atomically."""
+        added = await self._block(
+            keys=[
+                keys.SEQ,
+                keys.blocking(a),
+                keys.blocked_by(b),
+                keys.following(a),
+                keys.followers(b),
+                keys.following(b),
+                keys.followers(a),
+                keys.requests(a),
+                keys.unread(a),
+            ],
+            args=[a, b],
+        )
+        return bool(added)
 
     async def unblock(self, a: str, b: str) -> None:
         await self.unlink(keys.blocking(a), keys.blocked_by(b), a, b)
@@ -414,7 +446,7 @@ class Store:
     async def peer_read_up_to(self, me: str, peer: str) -> str | None:
         """How far `peer` has read my conversation with them, if receipts may say so."""
         facts = await self.receipt_facts(peer, me)
-        if facts is None or not facts.both_on or facts.is_request:
+        if facts is None or not facts.tells_peer:
             return None
         value: str | None = await self.redis.hget(keys.read_pointer(peer), me)
         return value
@@ -472,7 +504,9 @@ class Store:
             pipe.hmget(keys.user(peer), ["handle", "rr"])
             pipe.zscore(keys.requests(me), peer)
             pipe.zscore(keys.requests(peer), me)
-            mine, theirs, my_request, their_request = await pipe.execute()
+            pipe.zscore(keys.blocking(me), peer)
+            pipe.zscore(keys.blocking(peer), me)
+            mine, theirs, my_request, their_request, i_block, they_block = await pipe.execute()
         if mine[0] is None or theirs[0] is None:
             return None
         return ReceiptFacts(
@@ -480,6 +514,7 @@ class Store:
             peer_handle=theirs[0],
             both_on=mine[1] != "0" and theirs[1] != "0",
             is_request=my_request is not None or their_request is not None,
+            blocked=i_block is not None or they_block is not None,
         )
 
     async def mark_read(self, me: str, peer: str, up_to: str, body: str, tell_peer: bool) -> int:
@@ -492,6 +527,8 @@ class Store:
                 keys.events(peer),
                 keys.channel(me),
                 keys.channel(peer),
+                keys.blocking(me),
+                keys.blocking(peer),
             ],
             args=[me, peer, up_to, body, "1" if tell_peer else "0", self.event_retention],
         )

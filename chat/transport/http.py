@@ -16,6 +16,7 @@ from chat.errors import (
     BAD_CREDENTIALS,
     FORBIDDEN_ORIGIN,
     HANDLE_TAKEN,
+    NOT_ALLOWED,
     NOT_FOUND,
     ApiError,
     invalid,
@@ -26,7 +27,7 @@ from chat.hub import actions
 from chat.protocol import validation
 from chat.runtime import Runtime
 from chat.store import business, keys
-from chat.store.store import public_user
+from chat.store.store import FollowResult, public_user
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
 
@@ -282,10 +283,26 @@ async def edge(request: Request) -> Response:
     store = runtime(request).store
     is_block = request.url.path.startswith("/api/blocks/")
     if request.method == "PUT":
-        await (store.block if is_block else store.follow)(principal.user, other)
+        if is_block:
+            await store.block(principal.user, other)
+        else:
+            follow_refused(await store.follow(principal.user, other), target["handle"])
     else:
         await (store.unblock if is_block else store.unfollow)(principal.user, other)
     return no_content()
+
+
+def follow_refused(result: FollowResult, handle: str) -> None:
+    """A block, either way, stands between the two: no follow (v1.1 reasons)."""
+    if result is FollowResult.YOU_BLOCKED:
+        raise ApiError(
+            NOT_ALLOWED,
+            f"You blocked @{handle}; unblock them to follow them.",
+            reason="you_blocked",
+        )
+    if result is FollowResult.BLOCKED_YOU:
+        # Worded like any other refusal that must not reveal a block.
+        raise ApiError(NOT_ALLOWED, f"You can't follow @{handle}.", reason="cannot_receive")
 
 
 def edge_list(key_of: Any) -> Any:

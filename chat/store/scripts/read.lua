@@ -1,7 +1,7 @@
 -- Move a reader's read pointer forward and tell whoever should know.
 --
 -- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{a}:{b}   4 ev:{me}   5 ev:{peer}
---       6 ch:{me}   7 ch:{peer}
+--       6 ch:{me}   7 ch:{peer}   8 blk:{me}   9 blk:{peer}
 -- ARGV: 1 me (lower case)   2 peer (lower case)   3 up_to (message id)
 --       4 the read frame body without its cursor   5 send a receipt to the peer ('1'|'0')
 --       6 event retention
@@ -35,7 +35,9 @@ end
 local body = ARGV[4]
 local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'p', peer, 'f', body)
 redis.call('PUBLISH', KEYS[6], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
-if ARGV[5] == '1' then
+-- Checked here too, so that a block made after the caller looked stops the receipt.
+local blocked = redis.call('ZSCORE', KEYS[8], peer) or redis.call('ZSCORE', KEYS[9], me)
+if ARGV[5] == '1' and not blocked then
   local peer_cursor = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'p', me, 'f', body)
   redis.call('PUBLISH', KEYS[7], 'r ' .. peer_cursor .. ' ' .. me .. ' -\n' .. body .. ',"cursor":"' .. peer_cursor .. '"}')
 end
