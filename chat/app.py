@@ -15,7 +15,7 @@ from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -75,6 +75,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return http.json({"error": {"code": code, "detail": detail}}, exc.status_code, headers)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client left mid-body: nobody will read an answer, and nothing broke."""
+    return Response(status_code=400)
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return http.json({"error": {"code": "internal", "detail": "Something broke on our side."}}, 500)
@@ -131,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
             RedisConnectionError: storage_down,
             RedisTimeoutError: storage_down,
             HTTPException: http_error,
+            ClientDisconnect: client_gone,
             Exception: internal_error,
         },
         lifespan=lifespan,

@@ -142,3 +142,109 @@ def test_message_times_are_iso_utc_with_milliseconds() -> None:
         moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
         expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
         assert iso_ms(epoch_ms) == expected
+
+
+# -- issue 8: every bad input is a clean client error ------------------------------
+
+INVISIBLES = ["\u200b", "\u2060", "\u3164", "\ufeff", "\u202e", "\u2066\u2069", "\u115f\u1160"]
+
+
+@pytest.mark.parametrize("blank", [*INVISIBLES, " \u200b \u2060\n\ufeff ", "\u2800", "\ufe0f"])
+def test_texts_of_only_invisible_characters_are_refused(blank: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        validation.text(blank)
+    assert raised.value.code == "invalid" and raised.value.field == "text"
+
+
+def test_trimming_removes_invisible_characters_at_the_ends_only() -> None:
+    assert validation.text("\ufeff\u200bhi\u200b there\u2060\n") == "hi\u200b there"
+    # What the page counts (web/js/format.js) is what the server counts.
+    assert validation.text("\ufeff" + "x" * 10_000) == "x" * 10_000
+    with pytest.raises(ApiError) as raised:
+        validation.text("\ufeff" + "x" * 10_001)
+    assert raised.value.code == "too_long"
+    # A variation selector after an emoji is part of it, not trimmed.
+    assert validation.text("\u2764\ufe0f") == "\u2764\ufe0f"
+    assert validation.trim("\u3164 a \u2800") == "a"
+
+
+@pytest.mark.parametrize("blank", [*INVISIBLES, "\u202e\u202c", " \u200e "])
+def test_names_of_only_invisible_characters_are_refused(blank: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        validation.name(blank)
+    assert raised.value.code == "invalid" and raised.value.field == "name"
+
+
+def test_bidi_controls_are_stripped_from_names() -> None:
+    assert validation.name("Ali\u202ece\u202c") == "Alice"
+    assert validation.name("\u2067evil\u2069 corp\u200f") == "evil corp"
+    assert validation.greeting("\u200b\u2060") is None
+
+
+@pytest.mark.parametrize("bad", ["\u00b2", "1\u00b2", "\u0661", "9" * 5000, "-1", "1.5", " 1", "x"])
+def test_page_cursors_refuse_what_int_or_redis_would_choke_on(bad: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        validation.page_cursor(bad)
+    assert raised.value.code == "invalid" and raised.value.field == "before"
+
+
+def test_page_cursors() -> None:
+    assert validation.page_cursor(None) is None and validation.page_cursor("") is None
+    assert validation.page_cursor("42") == 42
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "5-99999999999999999999999",
+        "99999999999999999999999-0",
+        "18446744073709551616-0",
+        "0-18446744073709551616",
+        "1\u00b2-0",
+        "1-",
+        "-1",
+        "1",
+        "1-2-3",
+        "9" * 5000 + "-0",
+        None,
+    ],
+)
+def test_stream_ids_out_of_range_are_no_cursor(bad: str | None) -> None:
+    assert validation.stream_id(bad) is None
+
+
+def test_stream_ids() -> None:
+    assert validation.stream_id("0-0") == (0, 0)
+    assert validation.stream_id("18446744073709551615-18446744073709551615") == (2**64 - 1,) * 2
+
+
+def test_unknown_profile_fields_are_named() -> None:
+    validation.me_fields({"name": "x", "greeting": None})
+    for field in ("password", "handle"):
+        with pytest.raises(ApiError) as raised:
+            validation.me_fields({"name": "x", field: "y"})
+        assert raised.value.code == "invalid" and raised.value.field == field
+
+
+def test_deeply_nested_json_is_invalid_not_a_crash() -> None:
+    deep = "[" * 1000 + "]" * 1000
+    with pytest.raises(ApiError) as raised:
+        validation.json_document(deep.encode())
+    assert raised.value.code == "invalid"
+    for frame in (
+        '{"type":"ping","nonce":' + deep + "}",
+        '{"type":"send","to":"bob","text":"hi","x":' + deep + "}",
+        '{"type":"dance","x":' + deep + "}",
+        deep,
+    ):
+        with pytest.raises(ApiError) as bad_frame:
+            frames.parse_client_frame(frame)
+        assert bad_frame.value.code == "invalid"
+        assert frames.frame_client_id(frame) is None
+
+
+def test_error_frames_carry_only_the_contracts_frame_codes() -> None:
+    error = ApiError("not_found", "There is no message 1.", field="up_to")
+    frame = json.loads(frames.error_frame(error))
+    assert frame["code"] == "invalid" and frame["field"] == "up_to"
+    assert json.loads(frames.error_frame(ApiError("too_long", "x")))["code"] == "too_long"

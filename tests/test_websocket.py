@@ -184,7 +184,7 @@ async def test_errors_do_not_close_the_socket(server: RunningServer) -> None:
         ({"type": "send", "to": handle(bob), "client_id": "n5"}, "invalid"),
         ({"type": "dance"}, "invalid"),
         ({"type": "typing", "to": handle(bob)}, "not_allowed"),
-        ({"type": "read", "peer": handle(bob), "up_to": "1"}, "not_found"),
+        ({"type": "read", "peer": handle(bob), "up_to": "1"}, "invalid"),
     ]
     for frame, code in cases:
         await ws.send(json.dumps(frame))

@@ -150,7 +150,9 @@ async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> N
     moved = await store.mark_read(reader, peer_lc, message_id, body, tell_peer)
     if moved < 0:
         raise ApiError(
-            NOT_FOUND, f"There is no message {message_id} in your conversation with @{peer}."
+            NOT_FOUND,
+            f"There is no message {message_id} in your conversation with @{peer}.",
+            field="up_to",
         )
 
 

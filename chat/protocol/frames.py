@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from chat.errors import ApiError, invalid
+from chat.errors import INVALID, ApiError, invalid
 from chat.protocol import validation
 
 
@@ -70,13 +70,15 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         raise invalid(f"Bad frame: {message}.") from None
     except msgspec.DecodeError:
         raise invalid("A frame must be valid JSON.") from None
+    except RecursionError:
+        raise invalid("A frame is nested too deeply.") from None
 
 
 def frame_client_id(data: str | bytes) -> str | None:
     """Best effort: the client_id of a frame that failed to parse, for the error frame."""
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     value = raw.get("client_id") if isinstance(raw, dict) else None
     return value if isinstance(value, str) and len(value) <= validation.MAX_CLIENT_ID else None
@@ -90,8 +92,22 @@ def encode_value(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
+# The error codes a frame may carry (PROTOCOL.md). Others are HTTP's: `not_found`
+# names a resource of a path, and frames have no paths; the client sent a value
+# that names nothing, which is `invalid`.
+FRAME_ERROR_CODES = frozenset(
+    {"invalid", "too_long", "not_allowed", "unknown_user", "rate_limited", "unavailable"}
+)
+
+
+def frame_code(code: str) -> str:
+    """The code an `error` frame carries for an error of this code."""
+    return code if code in FRAME_ERROR_CODES else INVALID
+
+
 def error_frame(error: ApiError, client_id: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", **error.fields()}
+    frame["code"] = frame_code(error.code)
     if client_id is not None:
         frame["client_id"] = client_id
     return encode(frame)

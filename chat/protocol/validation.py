@@ -7,9 +7,12 @@ so the rules are unit-tested directly (tests/test_validation.py).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from chat.errors import TOO_LONG, ApiError, invalid
 
@@ -26,6 +29,50 @@ KINDS = ("person", "business")
 FOLDERS = ("inbox", "requests")
 # Message ids are decimal sequence numbers; the contract keeps them opaque.
 MESSAGE_ID_RE = re.compile(r"^[1-9][0-9]{0,18}\Z")
+# Page cursors are order numbers (scores) the server gave out. [0-9], not \d or
+# str.isdigit: those accept digits such as "²" that int() refuses.
+PAGE_CURSOR_RE = re.compile(r"^[0-9]{1,19}\Z")
+# Event cursors are stream ids: two unsigned 64-bit numbers. Anything larger
+# makes Redis refuse the range, so it is no cursor this server gave out.
+STREAM_ID_RE = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
+MAX_STREAM_PART = 2**64 - 1
+# What trimming removes at both ends, on the server and on the page alike
+# (web/js/format.js, trimText): spaces, line breaks, controls, format characters
+# (zero-width spaces, joiners, word joiners, byte-order marks, bidi controls),
+# and the letters and symbols that render as nothing.
+TRIM_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Marks that show nothing on their own: a text of only these is as empty as
+# one of only spaces. Not trimmed: after an emoji, a variation selector matters.
+INVISIBLE_MARKS = frozenset(
+    "\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f" + "".join(map(chr, range(0xFE00, 0xFE10)))
+)
+# Characters that reorder the text around them: in a display name they can make
+# the rest of a page read backwards, so names lose them wherever they are.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_NO_BIDI = str.maketrans(dict.fromkeys(map(ord, BIDI_CONTROLS)))
+
+
+def _trims(char: str) -> bool:
+    return char in BLANK_LOOKALIKES or unicodedata.category(char) in TRIM_CATEGORIES
+
+
+def trim(value: str) -> str:
+    """`value` without blank characters at either end (see TRIM_CATEGORIES)."""
+    value = value.strip()  # what str.strip removes is a subset of the above: fast path
+    start, end = 0, len(value)
+    while start < end and _trims(value[start]):
+        start += 1
+    while end > start and _trims(value[end - 1]):
+        end -= 1
+    return value[start:end]
+
+
+def is_blank(value: str) -> bool:
+    """Nothing a reader could see: only blank characters and invisible marks."""
+    return all(char in INVISIBLE_MARKS or _trims(char) for char in value)
 
 
 def is_handle(value: object) -> bool:
@@ -50,9 +97,9 @@ def password(value: object) -> str:
 def name(value: object) -> str:
     if not isinstance(value, str):
         raise invalid("A name is text.", "name")
-    cleaned = " ".join(value.split())
-    if not cleaned:
-        raise invalid("A name cannot be empty.", "name")
+    cleaned = trim(" ".join(value.translate(_NO_BIDI).split()))
+    if is_blank(cleaned):
+        raise invalid("A name needs at least one visible character.", "name")
     if len(cleaned) > MAX_NAME:
         raise invalid(f"A name has at most {MAX_NAME} characters.", "name")
     return cleaned
@@ -75,8 +122,8 @@ def greeting(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise invalid("A greeting is text or null.", "greeting")
-    cleaned = value.strip()
-    if not cleaned:
+    cleaned = trim(value)
+    if is_blank(cleaned):
         return None
     if len(cleaned) > MAX_GREETING:
         raise invalid(f"A greeting has at most {MAX_GREETING} characters.", "greeting")
@@ -87,9 +134,9 @@ def text(value: object) -> str:
     """A message body: 1 to 10,000 characters after trimming."""
     if not isinstance(value, str):
         raise invalid("text is required and must be a string.", "text")
-    trimmed = value.strip()
-    if not trimmed:
-        raise invalid("A message needs at least one character that is not a space.", "text")
+    trimmed = trim(value)
+    if is_blank(trimmed):
+        raise invalid("A message needs at least one visible character.", "text")
     if len(trimmed) > MAX_TEXT:
         raise ApiError(
             TOO_LONG,
@@ -113,6 +160,28 @@ def message_id(value: object, field: str = "up_to") -> str:
     return value
 
 
+def page_cursor(value: str | None, field: str = "before") -> int | None:
+    """A `before` cursor of a list page (follows, blocks, conversations), or None."""
+    if value is None or value == "":
+        return None
+    if not PAGE_CURSOR_RE.match(value):
+        raise invalid("That cursor is not one this server gave out.", field)
+    return int(value)
+
+
+def stream_id(value: object) -> tuple[int, int] | None:
+    """An event cursor as (milliseconds, sequence), or None when it cannot be one."""
+    if not isinstance(value, str):
+        return None
+    match = STREAM_ID_RE.match(value)
+    if match is None:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
+        return None
+    return ms, seq
+
+
 def folder(value: str | None) -> str:
     if value is None:
         return "inbox"
@@ -131,6 +200,16 @@ def limit(value: str | None, default: int, maximum: int) -> int:
     if not 1 <= number <= maximum:
         raise invalid(f"limit is from 1 to {maximum}.", "limit")
     return number
+
+
+def json_document(raw: bytes | str) -> Any:
+    """Decode a JSON document; malformed or absurdly nested input is `invalid`."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise invalid("The body must be valid JSON.") from None
+    except RecursionError:
+        raise invalid("The JSON is nested too deeply.") from None
 
 
 def json_object(value: Any) -> dict[str, Any]:

@@ -147,16 +147,6 @@ def cursor_key(cursor: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def parse_cursor(cursor: str) -> tuple[int, int] | None:
-    try:
-        ms, dash, seq = cursor.partition("-")
-        if not dash or not ms.isdigit() or not seq.isdigit():
-            return None
-        return int(ms), int(seq)
-    except ValueError:
-        return None
-
-
 class Store:
     def __init__(
         self, client: redis.Redis, *, event_retention: int, lane: Lane | None = None

@@ -63,11 +63,7 @@ async def body(request: Request) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise invalid("The body must be valid JSON.") from None
-    return validation.json_object(data)
+    return validation.json_object(validation.json_document(raw))
 
 
 async def signed_in(request: Request) -> auth.Principal:
@@ -117,11 +113,7 @@ async def existing_user(request: Request, handle: object) -> dict[str, str]:
 
 
 def page_cursor(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise invalid("That cursor is not one this server gave out.", "before")
-    return int(value)
+    return validation.page_cursor(value)
 
 
 def page_limit(request: Request) -> int:

@@ -24,8 +24,9 @@ from chat.permission import decide
 from chat.permission.rule import refusal_detail
 from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
+from chat.protocol.validation import stream_id
 from chat.runtime import Runtime
-from chat.store.store import parse_cursor, public_user, stored_quick_replies
+from chat.store.store import public_user, stored_quick_replies
 from chat.transport import auth
 from chat.transport.http import json
 from chat.transport.uvicorn_ws import direct_write
@@ -171,7 +172,7 @@ async def starting_point(rt: Runtime, user: str, since: str | None) -> tuple[str
     last, floor = await rt.store.event_bounds(user)
     if since is None:
         return last, False
-    wanted = parse_cursor(since)
+    wanted = stream_id(since)
     # Too old (trimmed past it), or from the future (a stream that was wiped).
     if (
         wanted is None
@@ -183,7 +184,7 @@ async def starting_point(rt: Runtime, user: str, since: str | None) -> tuple[str
 
 
 def parse_cursor_or_zero(cursor: str) -> tuple[int, int]:
-    return parse_cursor(cursor) or (0, 0)
+    return stream_id(cursor) or (0, 0)
 
 
 async def receive_loop(rt: Runtime, websocket: WebSocket, conn: Connection) -> None:
@@ -253,11 +254,15 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
         if client_id is None and isinstance(data, str) and error.code == INVALID:
             client_id = frames.frame_client_id(data)
         conn.push(frames.error_frame(error, client_id))
-        return error.code
+        return frames.frame_code(error.code)
     except REDIS_DOWN as exc:
         _storage_warning(exc)
         conn.push(frames.error_frame(unavailable(), client_id))
         return "unavailable"
+    except RecursionError:
+        # A value nested too deeply to encode back (a ping's nonce): the client's doing.
+        conn.push(frames.error_frame(ApiError(INVALID, "The frame is nested too deeply.")))
+        return INVALID
     except Exception:
         log.exception("failed to handle a frame from @%s", conn.user)
         conn.push(frames.error_frame(unavailable(), client_id))
