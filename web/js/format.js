@@ -17,15 +17,40 @@ export function cleanHandle(input) {
   return String(input || '').trim().replace(/^@+/, '');
 }
 
+// Trimming exactly as the server trims (chat/protocol/validation.py, trim):
+// spaces, line breaks, controls, format characters (zero-width spaces, word
+// joiners, byte-order marks, bidi controls) and the letters that render as
+// nothing, at either end. String.prototype.trim keeps some of these and the
+// server would then count more than the page did.
+const TRIMS = /[\p{Zs}\p{Zl}\p{Zp}\p{Cc}\p{Cf}\u115F\u1160\u3164\uFFA0\u2800]/u;
+// Marks that show nothing on their own (validation.py, INVISIBLE_MARKS).
+const INVISIBLE = /[\u034F\u17B4\u17B5\u180B-\u180D\u180F\uFE00-\uFE0F]/u;
+
+function trimmedPoints(text) {
+  const points = Array.from(String(text));
+  let start = 0;
+  let end = points.length;
+  while (start < end && TRIMS.test(points[start])) start += 1;
+  while (end > start && TRIMS.test(points[end - 1])) end -= 1;
+  return points.slice(start, end);
+}
+
+/** The text as the server will store it. */
+export function trimText(text) {
+  return trimmedPoints(text).join('');
+}
+
+/** Nothing a reader could see: the server refuses such a message. */
+export function isBlank(text) {
+  return trimmedPoints(text).every((c) => TRIMS.test(c) || INVISIBLE.test(c));
+}
+
 /**
  * Length as the server counts it: code points of the trimmed text (a JS
  * string's .length counts UTF-16 units, which would over-count emoji).
  */
 export function textLength(text) {
-  let n = 0;
-  // eslint-disable-next-line no-unused-vars
-  for (const _ of String(text).trim()) n += 1;
-  return n;
+  return trimmedPoints(text).length;
 }
 
 const nf = new Intl.NumberFormat();

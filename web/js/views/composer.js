@@ -3,7 +3,7 @@
 // server will count (code points of the trimmed text).
 
 import { h, uid, announce } from '../dom.js';
-import { MAX_LEN, textLength, num } from '../format.js';
+import { MAX_LEN, isBlank, textLength, trimText, num } from '../format.js';
 
 const WARN_AT = MAX_LEN - 500;
 
@@ -56,7 +56,7 @@ export function createComposer({ label, text = '', placeholder = 'Write a messag
     counter.classList.toggle('is-warn', n >= WARN_AT && !over);
     counter.classList.toggle('is-over', over);
     form.classList.toggle('has-text', n > 0);
-    sendBtn.disabled = blockedReason !== null || n === 0 || over;
+    sendBtn.disabled = blockedReason !== null || n === 0 || over || isBlank(textarea.value);
     if (over !== wasOver) {
       // Only the crossing is announced; a live counter would talk on every key.
       announce(over ? `Too long: ${num(n - MAX_LEN)} characters over the ${num(MAX_LEN)} limit.` : 'Length is fine again.');
@@ -69,8 +69,8 @@ export function createComposer({ label, text = '', placeholder = 'Write a messag
 
   function submit() {
     if (sendBtn.disabled) return;
-    const value = textarea.value.trim();
-    if (!value) return;
+    const value = trimText(textarea.value);
+    if (!value || isBlank(value)) return;
     onSend(value);
     textarea.value = '';
     update();
