@@ -5,44 +5,56 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# Serving needs dmhub and its dependencies only; the tools (pytest, ruff, mypy,
+# Playwright) come with the first target that uses them. A stamp per set, named
+# after pyproject.toml's checksum, so an edited pyproject.toml reinstalls.
+PYPROJECT_SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(PYPROJECT_SUM)
+DEV_STAMP := $(VENV)/.installed-dev-$(PYPROJECT_SUM)
 
 NODE_PEER := bench/peers/socketio_node
 
 .PHONY: install run test lint typecheck unit browser-deps clean bench bench-quick bench-deps
 
-$(STAMP): pyproject.toml
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "dmhub needs Python 3.11+")'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	rm -f $(VENV)/.installed-run-*
+	touch $@
+
+# The dev set includes everything serving needs, so it stands for both.
+$(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,browser]'
 	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/dmhub serve
 
 browser-deps:
 	@scripts/ensure-chromium.sh
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(PY) -m ruff check chat tests bench
 	$(PY) -m ruff format --check chat tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(PY) -m pytest --ignore=tests/browser
 
-test: $(STAMP) browser-deps lint typecheck
+test: $(DEV_STAMP) browser-deps lint typecheck
 	$(PY) -m pytest
 
 # The side-by-side benchmark (bench/README.md): dmhub and the engines people
 # pick instead, under the same generator. Under 30 minutes; --quick is a smoke run.
-bench-deps: $(STAMP)
+bench-deps: $(DEV_STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	cd $(NODE_PEER) && npm ci --no-audit --no-fund --loglevel=error
 
