@@ -1,10 +1,46 @@
 """An asyncio client for the dmhub API (PROTOCOL.md).
 
-    async with Client("http://127.0.0.1:8000") as alice:
-        await alice.sign_up("alice", "correct horse")
-        async with alice.socket() as socket:
-            message = await socket.send("bob", "hi")      # returns after the ack
-            event = await socket.next_event()             # message, read, typing...
+Two people and one conversation, against the server `make run` starts::
+
+    import asyncio
+    import secrets
+
+    from chat.client import Client
+
+    URL = "http://127.0.0.1:8000"
+    PASSWORD = "correct horse battery"
+
+
+    async def main() -> None:
+        tag = secrets.token_hex(3)  # new handles on every run
+        async with Client(URL) as alice, Client(URL) as bob:
+            a = (await alice.sign_up(f"alice_{tag}", PASSWORD))["handle"]
+            b = (await bob.sign_up(f"bob_{tag}", PASSWORD))["handle"]
+
+            # DMs are closed by default: bob may write to alice once she follows him.
+            await alice.follow(b)
+
+            async with alice.socket() as alice_ws, bob.socket() as bob_ws:
+                await bob_ws.send(a, "Hi Alice!")  # returns after the server stored it
+                event = await alice_ws.next_event()  # pushed to alice at once
+                print("alice got:", event["message"]["text"])
+
+                # bob has written to alice, so she may answer him.
+                await alice_ws.send(b, "Hello Bob.")
+                event = await bob_ws.next_event()
+                print("bob got:", event["message"]["text"])
+
+            history = await alice.messages(b)
+            print("history:", [m["text"] for m in history["messages"]])
+
+
+    asyncio.run(main())
+
+It prints::
+
+    alice got: Hi Alice!
+    bob got: Hello Bob.
+    history: ['Hi Alice!', 'Hello Bob.']
 
 `Client` speaks HTTP with a bearer token; `Socket` speaks the WebSocket. A
 socket remembers the cursor of the last event it handed out, so `reconnect()`
