@@ -28,7 +28,7 @@ from chat.hub import Hub
 from chat.runtime import Runtime
 from chat.store.lane import Lane
 from chat.store.store import Store
-from chat.transport import http, routes_buttons, web, ws
+from chat.transport import http, routes_accounts, routes_buttons, web, ws
 from chat.transport.security import SecurityHeaders
 
 log = logging.getLogger("dmhub")
@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return DmhubApp(
         # /ws is served by DmhubApp itself, in front of routing.
-        routes=[*http.routes, *routes_buttons.routes, *web.routes],
+        routes=[*http.routes, *routes_accounts.routes, *routes_buttons.routes, *web.routes],
         middleware=[Middleware(SecurityHeaders, https=settings.secure_cookies)],
         exception_handlers={
             ApiError: api_error,

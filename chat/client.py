@@ -149,6 +149,25 @@ class Client:
         await self.request("DELETE", "/api/sessions/current")
         self.token = None
 
+    async def change_password(self, current: str, new: str) -> None:
+        """Ends every other session of the account."""
+        body = {"current_password": current, "new_password": new}
+        await self.request("PUT", "/api/me/password", body)
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/api/sessions"))["sessions"]  # type: ignore[no-any-return]
+
+    async def sign_out_everywhere(self) -> None:
+        await self.request("DELETE", "/api/sessions")
+        self.token = None
+
+    async def export(self) -> dict[str, Any]:
+        return await self.request("GET", "/api/me/export")  # type: ignore[no-any-return]
+
+    async def delete_account(self, password: str) -> None:
+        await self.request("DELETE", "/api/me", {"password": password})
+        self.token = None
+
     async def me(self) -> dict[str, Any]:
         return await self.request("GET", "/api/me")  # type: ignore[no-any-return]
 

@@ -244,3 +244,41 @@ async def test_logout_on_node_a_closes_that_sessions_sockets_on_node_b_with_4401
         await second.aclose()
         await alice.aclose()
         await bob.aclose()
+
+
+async def test_account_controls_on_node_a_close_sockets_on_node_b_with_4401(
+    nodes: tuple[DmhubProcess, DmhubProcess],
+) -> None:
+    """A password change ends the other sessions, sign-out-everywhere ends them all,
+    and deleting the account ends it: on every node."""
+    node_a, node_b = nodes
+    alice = await new_user(node_a.url)
+    assert alice.user
+    handle = alice.user["handle"]
+
+    async def session_on_b() -> Client:
+        other = Client(node_b.url)
+        await other.sign_in(handle, password)
+        return other
+
+    password = PASSWORD
+    laptop = await session_on_b()
+    async with laptop.socket() as laptop_ws, (await on(node_b, alice)).socket() as own_ws:
+        await alice.change_password(password, "second password")
+        password = "second password"
+        assert await laptop_ws.wait_closed(5) == 4401
+        await own_ws.ping("still here")
+        assert (await own_ws.next_event())["type"] == "pong"
+
+    phone = await session_on_b()
+    async with phone.socket() as phone_ws, (await on(node_b, alice)).socket() as own_ws:
+        await alice.sign_out_everywhere()
+        assert await phone_ws.wait_closed(5) == 4401
+        assert await own_ws.wait_closed(5) == 4401
+
+    tablet = await session_on_b()
+    async with tablet.socket() as tablet_ws:
+        await (await on(node_a, tablet)).delete_account(password)
+        assert await tablet_ws.wait_closed(5) == 4401
+    for client in (alice, laptop, phone, tablet):
+        await client.aclose()

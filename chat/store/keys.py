@@ -91,3 +91,16 @@ def ip_signups(ip: str) -> str:
 
 def account_login_failures(lc: str, ip: str) -> str:
     return f"lfa:{{{lc}}}:{ip}"
+
+
+# A user's sessions (v1.1 accounts): the index that lists them and ends them all.
+
+
+def session_index(lc: str) -> str:
+    """Sorted set: token hash → when the session expires (ms)."""
+    return f"sessions:{{{lc}}}"
+
+
+def session_info(lc: str) -> str:
+    """Hash: token hash → JSON {created, ip, agent}."""
+    return f"sessinfo:{{{lc}}}"

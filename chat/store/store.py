@@ -73,6 +73,21 @@ def stored_quick_replies(row: dict[str, str]) -> list[dict[str, str]]:
     return replies
 
 
+GONE_NAME = "Deleted account"
+
+
+def gone_user(lc: str) -> dict[str, Any]:
+    """What others see of a deleted account where its conversations remain."""
+    return {
+        "handle": lc,
+        "name": GONE_NAME,
+        "kind": "person",
+        "open_dms": False,
+        "greeting": None,
+        "deleted": True,
+    }
+
+
 def _user_from_values(values: list[str | None]) -> dict[str, str] | None:
     if values[0] is None:
         return None
@@ -473,12 +488,13 @@ class Store:
         conversations: list[dict[str, Any]] = []
         for index in range(len(page)):
             row = _user_from_values(found[3 * index])
-            if row is None:
-                continue
             last = found[3 * index + 1]
+            if row is None and not last:
+                continue
             conversations.append(
                 {
-                    "peer": public_user(row),
+                    # A deleted account's conversations stay with the other side.
+                    "peer": public_user(row) if row is not None else gone_user(page[index][0]),
                     "last_message": msgspec.json.decode(last[0][1]["j"]) if last else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,

@@ -26,7 +26,7 @@ from chat.errors import (
 from chat.hub import actions
 from chat.protocol import validation
 from chat.runtime import Runtime
-from chat.store import business, keys
+from chat.store import accounts, business, keys
 from chat.store.store import FollowResult, public_user
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
@@ -145,7 +145,7 @@ async def create_account(request: Request) -> Response:
             await rt.store.signin.uncount_signup(ip)
         raise ApiError(HANDLE_TAKEN, f"The handle @{handle} is taken.", field="handle")
     token = auth.new_token()
-    await rt.store.create_session(auth.token_hash(token), handle.lower(), rt.settings.session_ttl_s)
+    await start_session(request, token, handle.lower())
     row = await rt.store.user(handle.lower())
     assert row is not None
     return session_response(request, public_user(row), token, 201)
@@ -178,8 +178,20 @@ async def create_session(request: Request) -> Response:
     if state.account_failures:
         await rt.store.signin.succeeded(ip, lc)
     token = auth.new_token()
-    await rt.store.create_session(auth.token_hash(token), lc, rt.settings.session_ttl_s)
+    await start_session(request, token, lc)
     return session_response(request, public_user(found[0]), token, 200)
+
+
+async def start_session(request: Request, token: str, lc: str) -> None:
+    rt = runtime(request)
+    await accounts.start_session(
+        rt.store,
+        auth.token_hash(token),
+        lc,
+        rt.settings.session_ttl_s,
+        client_ip(request),
+        request.headers.get("user-agent", ""),
+    )
 
 
 def bad_credentials() -> ApiError:
@@ -199,9 +211,7 @@ def client_ip(request: Request) -> str:
 
 async def end_session(request: Request) -> Response:
     principal = await signed_in(request)
-    store = runtime(request).store
-    await store.delete_session(principal.session)
-    await store.publish_session_end(principal.user, principal.session)
+    await accounts.end_sessions(runtime(request).store, principal.user, [principal.session])
     response = no_content()
     response.delete_cookie(auth.COOKIE_NAME, path="/")
     return response

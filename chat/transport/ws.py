@@ -26,6 +26,7 @@ from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
 from chat.protocol.validation import stream_id
 from chat.runtime import Runtime
+from chat.store import accounts
 from chat.store.store import public_user, stored_quick_replies
 from chat.transport import auth
 from chat.transport.http import json
@@ -111,8 +112,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         queue_size=rt.settings.socket_queue,
         write_now=direct_write(websocket.scope),
     )
+    expiry: asyncio.TimerHandle | None = None
     try:
         await rt.hub.attach(conn)
+        # Checked again now that the channel is live: a sign-out that landed
+        # between the handshake and the subscription published its 4401 to nobody.
+        expiry = await session_expiry(rt, conn)
+        if conn.closed:
+            return
         start, reset = await starting_point(rt, principal.user, websocket.query_params.get("since"))
         ready: dict[str, Any] = {"type": "ready", "user": public_user(me), "cursor": start}
         if pair is not None and peer_lc is not None:
@@ -133,6 +140,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except TimeoutError:
         conn.close(closecodes.TRY_AGAIN_LATER, "could not subscribe; reconnect with your cursor")
     finally:
+        if expiry is not None:
+            expiry.cancel()
         await rt.hub.detach(conn)
         if conn.writer is not None and not conn.writer.done():
             # Let a queued close frame (4401, 1008, 1012...) go out; never wait long.
@@ -158,6 +167,18 @@ async def welcome(rt: Runtime, me: str, peer: dict[str, str]) -> dict[str, Any]:
     if replies:
         fields["quick_replies"] = replies
     return fields
+
+
+async def session_expiry(rt: Runtime, conn: Connection) -> asyncio.TimerHandle | None:
+    """Close the socket with 4401 when its session expires; at once if it is gone."""
+    left_ms = await accounts.session_ttl_ms(rt.store, conn.session)
+    if left_ms == -2:
+        conn.close(closecodes.SESSION_ENDED, "session ended")
+        return None
+    if left_ms < 0:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.call_later(left_ms / 1000, conn.close, closecodes.SESSION_ENDED, "session expired")
 
 
 def release_handshake(websocket: WebSocket) -> None:

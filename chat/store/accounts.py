@@ -1,0 +1,247 @@
+"""Sessions a person can see and end, and the end of an account.
+
+Each user has a session index (`sessions:{lc}` scored by expiry, `sessinfo:{lc}`
+with what the list shows), both expiring with the user's newest session and
+capped at MAX_SESSIONS_PER_USER: past the cap the oldest session ends. The
+session itself stays `sess:{sha256(token)}`, read on every request.
+
+Deleting an account turns its user hash into a tombstone (the handle stays
+taken, nothing else is kept), ends its sessions, and removes it from everyone's
+follow and block lists. Conversations stay with the people it talked to: they
+are theirs too; the deleted side shows as a placeholder in their lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import msgspec
+
+from chat.store import keys
+from chat.store.store import Store, iso_ms
+
+MAX_SESSIONS_PER_USER = 50
+# Public ids of sessions: a prefix of the token's hash, enough to tell them apart.
+SESSION_ID_CHARS = 16
+MAX_AGENT_CHARS = 200
+# How many members, entries or messages one Redis call moves during export or deletion.
+BATCH = 500
+
+_encoder = msgspec.json.Encoder()
+DELETE_USER_LUA = resources.files("chat.store").joinpath("scripts", "delete_user.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    token_hash: str
+    expires_ms: int
+    created_ms: int
+    ip: str
+    agent: str
+
+    @property
+    def id(self) -> str:
+        return self.token_hash[:SESSION_ID_CHARS]
+
+    def public(self, current: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": iso_ms(self.created_ms),
+            "expires_at": iso_ms(self.expires_ms),
+            "ip": self.ip,
+            "user_agent": self.agent,
+            "current": self.token_hash == current,
+        }
+
+
+def _redis(store: Store) -> Any:
+    return store.redis
+
+
+async def start_session(
+    store: Store, token_hash: str, lc: str, ttl_s: int, ip: str, agent: str
+) -> None:
+    """A new session and its index entry; past the cap, the oldest session ends."""
+    now = int(time.time() * 1000)
+    info = _encoder.encode({"created": now, "ip": ip, "agent": agent[:MAX_AGENT_CHARS]})
+    async with _redis(store).pipeline(transaction=True) as pipe:
+        pipe.set(keys.session(token_hash), lc, ex=ttl_s)
+        pipe.zadd(keys.session_index(lc), {token_hash: now + ttl_s * 1000})
+        pipe.hset(keys.session_info(lc), token_hash, info)
+        pipe.expire(keys.session_index(lc), ttl_s, gt=True)
+        pipe.expire(keys.session_info(lc), ttl_s, gt=True)
+        pipe.zcard(keys.session_index(lc))
+        results = await pipe.execute()
+    # EXPIRE GT never sets a first TTL on a key without one.
+    async with _redis(store).pipeline(transaction=False) as pipe:
+        pipe.expire(keys.session_index(lc), ttl_s, nx=True)
+        pipe.expire(keys.session_info(lc), ttl_s, nx=True)
+        await pipe.execute()
+    count = int(results[-1])
+    if count > MAX_SESSIONS_PER_USER:
+        oldest = await _redis(store).zrange(
+            keys.session_index(lc), 0, count - MAX_SESSIONS_PER_USER - 1
+        )
+        await end_sessions(store, lc, list(oldest))
+
+
+async def sessions(store: Store, lc: str) -> list[SessionRow]:
+    """The user's live sessions, newest first; expired entries are dropped on the way."""
+    now = int(time.time() * 1000)
+    redis = _redis(store)
+    expired = await redis.zrangebyscore(keys.session_index(lc), "-inf", now)
+    if expired:
+        await _forget(store, lc, list(expired))
+    rows = await redis.zrevrange(keys.session_index(lc), 0, -1, withscores=True)
+    if not rows:
+        return []
+    infos = await redis.hmget(keys.session_info(lc), [h for h, _ in rows])
+    found: list[SessionRow] = []
+    for (token_hash, expires), raw in zip(rows, infos, strict=True):
+        info: dict[str, Any] = {}
+        if raw:
+            try:
+                info = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                info = {}
+        found.append(
+            SessionRow(
+                token_hash=token_hash,
+                expires_ms=int(expires),
+                created_ms=int(info.get("created", 0)),
+                ip=str(info.get("ip", "")),
+                agent=str(info.get("agent", "")),
+            )
+        )
+    return found
+
+
+async def _forget(store: Store, lc: str, token_hashes: list[str]) -> None:
+    async with _redis(store).pipeline(transaction=True) as pipe:
+        pipe.zrem(keys.session_index(lc), *token_hashes)
+        pipe.hdel(keys.session_info(lc), *token_hashes)
+        await pipe.execute()
+
+
+async def end_sessions(store: Store, lc: str, token_hashes: list[str]) -> None:
+    """End these sessions at once: the tokens stop working, and every process
+    closes their sockets with 4401."""
+    if not token_hashes:
+        return
+    async with _redis(store).pipeline(transaction=False) as pipe:
+        for token_hash in token_hashes:
+            pipe.delete(keys.session(token_hash))
+        await pipe.execute()
+    await _forget(store, lc, token_hashes)
+    for token_hash in token_hashes:
+        await store.publish_session_end(lc, token_hash)
+
+
+async def end_all_sessions(store: Store, lc: str, keep: str | None = None) -> int:
+    """Every session of the user but `keep`; returns how many ended."""
+    hashes = [h for h in await _redis(store).zrange(keys.session_index(lc), 0, -1) if h != keep]
+    await end_sessions(store, lc, hashes)
+    return len(hashes)
+
+
+async def session_ttl_ms(store: Store, token_hash: str) -> int:
+    """Milliseconds the session has left; -2 when it is gone, -1 when it never ends."""
+    return int(await _redis(store).pttl(keys.session(token_hash)))
+
+
+async def set_password_hash(store: Store, lc: str, password_hash: str) -> None:
+    await _redis(store).hset(keys.user(lc), "pw", password_hash)
+
+
+# -- deleting an account ---------------------------------------------------------
+
+
+async def delete_account(store: Store, lc: str) -> bool:
+    """Tombstone the account, end its sessions, and take it out of everyone's lists."""
+    deleted = await _redis(store).register_script(DELETE_USER_LUA)(
+        keys=[keys.user(lc)], args=[int(time.time() * 1000)]
+    )
+    if not deleted:
+        return False
+    await end_all_sessions(store, lc)
+    redis = _redis(store)
+    # Each edge list of the account names the reverse entries to remove elsewhere.
+    for own, reverse in (
+        (keys.following(lc), keys.followers),
+        (keys.followers(lc), keys.following),
+        (keys.blocking(lc), keys.blocked_by),
+        (keys.blocked_by(lc), keys.blocking),
+    ):
+        async for members in _members(redis, own):
+            async with redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.zrem(reverse(member), lc)
+                await pipe.execute()
+    await redis.delete(
+        keys.following(lc),
+        keys.followers(lc),
+        keys.blocking(lc),
+        keys.blocked_by(lc),
+        keys.wrote(lc),
+        keys.inbox(lc),
+        keys.requests(lc),
+        keys.unread(lc),
+        keys.read_pointer(lc),
+        keys.cleared(lc),
+        keys.client_ids(lc),
+        keys.events(lc),
+        keys.session_index(lc),
+        keys.session_info(lc),
+    )
+    return True
+
+
+async def _members(redis: Any, key: str) -> AsyncIterator[list[str]]:
+    """A sorted set's members in batches, from a snapshot of the set taken in pages."""
+    start = 0
+    while True:
+        members = await redis.zrange(key, start, start + BATCH - 1)
+        if not members:
+            return
+        yield list(members)
+        start += BATCH
+
+
+# -- export ----------------------------------------------------------------------
+
+
+async def conversation_peers(store: Store, lc: str) -> list[str]:
+    """Everyone the user has a conversation with, shown or hidden."""
+    redis = _redis(store)
+    peers: set[str] = set()
+    for key in (keys.inbox(lc), keys.requests(lc)):
+        async for members in _members(redis, key):
+            peers.update(members)
+    peers.update(await redis.hkeys(keys.cleared(lc)))
+    peers.update(await redis.smembers(keys.wrote(lc)))
+    return sorted(peers)
+
+
+async def edge_handles(store: Store, key: str) -> AsyncIterator[list[str]]:
+    """Handles (as typed) on one of the user's edge lists, in batches."""
+    async for members in _members(_redis(store), key):
+        rows = await store.users(members)
+        yield [row["handle"] for row in rows if row is not None]
+
+
+async def conversation_messages(store: Store, lc: str, peer: str) -> AsyncIterator[list[str]]:
+    """The conversation's messages as stored JSON, oldest first, in batches."""
+    redis = _redis(store)
+    start = "-"
+    while True:
+        entries = await redis.xrange(keys.conversation(lc, peer), start, "+", BATCH)
+        if not entries:
+            return
+        yield [fields["j"] for _, fields in entries]
+        if len(entries) < BATCH:
+            return
+        start = "(" + entries[-1][0]
