@@ -4,6 +4,8 @@ Users are keyed by their lower-cased handle, so lookups are case-insensitive
 while the handle as typed is kept in the user hash.
 """
 
+import zlib
+
 SEQ = "seq"  # one counter: message ids and the order of follows and blocks
 
 
@@ -104,3 +106,35 @@ def session_index(lc: str) -> str:
 def session_info(lc: str) -> str:
     """Hash: token hash → JSON {created, ip, agent}."""
     return f"sessinfo:{{{lc}}}"
+
+
+# -- webhooks: every key of one account under its hash tag {lc} ------------------
+
+# The index of accounts that have webhooks is split into shards, each its own
+# hash slot, so that no single key (or Cluster node) holds every account.
+WEBHOOK_INDEX_SHARDS = 16
+
+
+def webhook_ids(lc: str) -> str:
+    return f"whs:{{{lc}}}"
+
+
+def webhook(lc: str, webhook_id: str) -> str:
+    return f"wh:{{{lc}}}:{webhook_id}"
+
+
+def webhook_lease(lc: str, webhook_id: str) -> str:
+    return f"whl:{{{lc}}}:{webhook_id}"
+
+
+def webhook_wake(lc: str) -> str:
+    return f"whwake:{{{lc}}}"
+
+
+def webhook_index(shard: int) -> str:
+    return f"whidx:{{{shard}}}"
+
+
+def webhook_index_shard(lc: str) -> int:
+    # crc32, not hash(): every process must agree on the shard.
+    return zlib.crc32(lc.encode()) % WEBHOOK_INDEX_SHARDS
