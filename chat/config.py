@@ -30,6 +30,15 @@ SIGNUP_WINDOW_S = 3600
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
 
+# Webhooks (docs/webhooks.md). The timeout and the 24 h deadline are the contract's.
+DEFAULT_WEBHOOK_TIMEOUT_S = 5.0
+DEFAULT_WEBHOOK_DEACTIVATE_AFTER_S = 24 * 3600.0
+DEFAULT_WEBHOOK_BACKOFF_FIRST_S = 1.0
+DEFAULT_WEBHOOK_BACKOFF_MAX_S = 600.0
+DEFAULT_WEBHOOK_LEASE_S = 10.0
+DEFAULT_WEBHOOK_POLL_S = 2.0
+DEFAULT_WEBHOOK_CONCURRENCY = 64
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -62,6 +71,41 @@ def _proxies(raw: str) -> TrustedProxies:
         raise SystemExit(str(exc)) from exc
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How deliveries are made; tests shrink the times."""
+
+    allow_private: bool = False
+    timeout_s: float = DEFAULT_WEBHOOK_TIMEOUT_S
+    deactivate_after_s: float = DEFAULT_WEBHOOK_DEACTIVATE_AFTER_S
+    backoff_first_s: float = DEFAULT_WEBHOOK_BACKOFF_FIRST_S
+    backoff_max_s: float = DEFAULT_WEBHOOK_BACKOFF_MAX_S
+    lease_s: float = DEFAULT_WEBHOOK_LEASE_S
+    poll_s: float = DEFAULT_WEBHOOK_POLL_S
+    concurrency: int = DEFAULT_WEBHOOK_CONCURRENCY
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        return cls(
+            allow_private=_flag("DMHUB_WEBHOOK_ALLOW_PRIVATE"),
+            timeout_s=_float("DMHUB_WEBHOOK_TIMEOUT_S", DEFAULT_WEBHOOK_TIMEOUT_S),
+            deactivate_after_s=_float(
+                "DMHUB_WEBHOOK_DEACTIVATE_AFTER_S", DEFAULT_WEBHOOK_DEACTIVATE_AFTER_S
+            ),
+            backoff_first_s=_float(
+                "DMHUB_WEBHOOK_BACKOFF_FIRST_S", DEFAULT_WEBHOOK_BACKOFF_FIRST_S
+            ),
+            backoff_max_s=_float("DMHUB_WEBHOOK_BACKOFF_MAX_S", DEFAULT_WEBHOOK_BACKOFF_MAX_S),
+            lease_s=_float("DMHUB_WEBHOOK_LEASE_S", DEFAULT_WEBHOOK_LEASE_S),
+            poll_s=_float("DMHUB_WEBHOOK_POLL_S", DEFAULT_WEBHOOK_POLL_S),
+            concurrency=max(1, _int("DMHUB_WEBHOOK_CONCURRENCY", DEFAULT_WEBHOOK_CONCURRENCY)),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a dmhub process needs to know, resolved once at start-up."""
@@ -83,6 +127,7 @@ class Settings:
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     secure_cookies: bool = False
     metrics_token: str | None = None
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -113,4 +158,5 @@ class Settings:
             trusted_proxies=_proxies(os.environ.get("DMHUB_TRUSTED_PROXIES", "")),
             secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
             metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
+            webhooks=WebhookSettings.from_env(),
         )

@@ -16,3 +16,19 @@ INVALID_FRAMES = Counter("dmhub_invalid_frames_total", "Frames answered with an 
 RATE_LIMITED = Counter(
     "dmhub_rate_limited_total", "Requests and frames refused by a v1.1 limit.", ["limit"]
 )
+
+WEBHOOK_DELIVERIES = Counter(
+    "dmhub_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered (2xx), http_error, timeout, network, blocked.",
+    ["outcome"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "dmhub_webhook_delivery_seconds",
+    "From an event being stored to its receiver answering 2xx, retries included.",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0),
+)
+WEBHOOKS_SERVED = Gauge("dmhub_webhooks_served", "Webhooks whose lease this process holds.")
+WEBHOOKS_FAILING = Gauge(
+    "dmhub_webhooks_failing",
+    "Webhooks served here whose deliveries are failing, deactivated ones included.",
+)
