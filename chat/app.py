@@ -28,8 +28,10 @@ from chat.hub import Hub
 from chat.runtime import Runtime
 from chat.store.lane import Lane
 from chat.store.store import Store
-from chat.transport import http, routes_accounts, routes_buttons, web, ws
+from chat.store.webhooks import WebhookStore
+from chat.transport import http, routes_accounts, routes_buttons, routes_webhooks, web, ws
 from chat.transport.security import SecurityHeaders
+from chat.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("dmhub")
 
@@ -115,12 +117,16 @@ def create_app(settings: Settings) -> Starlette:
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
         runtime_module.current = app.state.runtime
         await hub.start()
+        webhooks = Dispatcher(WebhookStore(client), store, settings.webhooks, redis_url)
+        app.state.webhooks = webhooks
+        await webhooks.start()
         collector = Collector()
         collector.start()
         try:
             yield
         finally:
             await collector.stop()
+            await webhooks.stop()
             await hub.stop()
             await lane.aclose()
             if runtime_module.current is app.state.runtime:
@@ -129,7 +135,13 @@ def create_app(settings: Settings) -> Starlette:
 
     return DmhubApp(
         # /ws is served by DmhubApp itself, in front of routing.
-        routes=[*http.routes, *routes_accounts.routes, *routes_buttons.routes, *web.routes],
+        routes=[
+            *http.routes,
+            *routes_accounts.routes,
+            *routes_buttons.routes,
+            *routes_webhooks.routes,
+            *web.routes,
+        ],
         middleware=[Middleware(SecurityHeaders, https=settings.secure_cookies)],
         exception_handlers={
             ApiError: api_error,
