@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from chat.errors import invalid
-from chat.store.store import iso_ms, parse_cursor
+from chat.protocol.validation import MAX_STREAM_PART, stream_id
+from chat.store.store import iso_ms
 
 EVENT_TYPES = ("message", "read")
 PING = "ping"
@@ -91,12 +92,11 @@ def events(value: object) -> tuple[str, ...]:
 
 
 def replay_cursor(value: object) -> str:
-    if not isinstance(value, str) or parse_cursor(value) is None:
+    if not isinstance(value, str) or stream_id(value) is None:
         raise invalid("since must be a cursor this server gave out.", "since")
     return value
 
 
-MAX_SEQUENCE = 2**64 - 1
 
 
 def cursor_before(cursor: str) -> str:
@@ -104,7 +104,7 @@ def cursor_before(cursor: str) -> str:
     ms, _, seq = cursor.partition("-")
     if int(seq or 0) > 0:
         return f"{ms}-{int(seq) - 1}"
-    return f"{int(ms) - 1}-{MAX_SEQUENCE}"
+    return f"{int(ms) - 1}-{MAX_STREAM_PART}"
 
 
 def is_webhook_id(value: str) -> bool:
