@@ -97,8 +97,6 @@ def replay_cursor(value: object) -> str:
     return value
 
 
-
-
 def cursor_before(cursor: str) -> str:
     """The greatest stream id below `cursor`: reading after it starts at `cursor`."""
     ms, _, seq = cursor.partition("-")
