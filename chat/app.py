@@ -112,7 +112,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis_client(redis_url)
         lane = Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
-        store = Store(client, event_retention=settings.event_retention, lane=lane)
+        store = Store(
+            client,
+            event_retention=settings.event_retention,
+            lane=lane,
+            limits=settings.send_limits,
+        )
         hub = Hub(store, redis_url)
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
         runtime_module.current = app.state.runtime

@@ -71,20 +71,48 @@ class ClientError(Exception):
     """The server refused: `status` (HTTP, or 0 on a socket), the contract `code`, `detail`."""
 
     def __init__(
-        self, status: int, code: str, detail: str, retry_after: float | None = None
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        error: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        # The whole error object (`reason`, `limit`, `field`...) and, over HTTP,
+        # the response headers (`Retry-After`).
+        self.error = error or {}
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+
+    @property
+    def reason(self) -> str | None:
+        return self.error.get("reason")
+
+    @property
+    def limit(self) -> str | None:
+        return self.error.get("limit")
+
+    @property
+    def field(self) -> str | None:
+        return self.error.get("field")
 
 
 def _error_from_response(response: httpx.Response) -> ClientError:
     try:
         error = response.json()["error"]
         return ClientError(
-            response.status_code, error["code"], error.get("detail", ""), error.get("retry_after")
+            response.status_code,
+            error["code"],
+            error.get("detail", ""),
+            error.get("retry_after"),
+            error=error,
+            headers=dict(response.headers),
         )
     except (ValueError, KeyError, TypeError):
         return ClientError(response.status_code, "http_error", response.text[:200])
@@ -287,7 +315,14 @@ class Socket:
             response = exc.response
             try:
                 error = json.loads(response.body or b"{}")["error"]
-                raise ClientError(response.status_code, error["code"], error["detail"]) from None
+                raise ClientError(
+                    response.status_code,
+                    error["code"],
+                    error["detail"],
+                    error.get("retry_after"),
+                    error=error,
+                    headers=dict(response.headers),
+                ) from None
             except (ValueError, KeyError, TypeError):
                 raise ClientError(response.status_code, "http_error", str(exc)) from None
         self.close_code = None
@@ -361,7 +396,9 @@ class Socket:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            raise ClientError(0, frame["code"], frame.get("detail", ""), frame.get("retry_after"))
+            raise ClientError(
+                0, frame["code"], frame.get("detail", ""), frame.get("retry_after"), error=frame
+            )
         raise AssertionError("unreachable")
 
     async def typing(self, to: str) -> None:

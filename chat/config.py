@@ -29,6 +29,16 @@ DEFAULT_LIMIT_SIGNUPS_PER_HOUR = 20
 SIGNUP_WINDOW_S = 3600
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
+# Safety (PROTOCOL.md v1.1): limits, where 0 turns one off, and restriction.
+DEFAULT_LIMIT_MESSAGES_PER_MIN = 120
+DEFAULT_LIMIT_NEW_CONVERSATIONS_PER_DAY = 50
+DEFAULT_LIMIT_REQUESTS_PER_HOUR = 200
+DEFAULT_LIMIT_TYPING_PER_10S = 20
+DEFAULT_LIMIT_SOCKETS_PER_USER = 20
+DEFAULT_LIMIT_REPORTS_PER_HOUR = 30
+DEFAULT_RESTRICT_REPORTERS = 3
+DEFAULT_RESTRICT_WINDOW_S = 24 * 3600
+DEFAULT_REPORTER_MIN_AGE_S = 24 * 3600
 
 # Webhooks (docs/webhooks.md). The timeout and the 24 h deadline are the contract's.
 DEFAULT_WEBHOOK_TIMEOUT_S = 5.0
@@ -58,6 +68,22 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _limit(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 0:
+        raise SystemExit(f"{name} must be 0 (off) or more, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SendLimits:
+    """The limits send.lua checks; 0 turns one off."""
+
+    messages_per_min: int = DEFAULT_LIMIT_MESSAGES_PER_MIN
+    new_conversations_per_day: int = DEFAULT_LIMIT_NEW_CONVERSATIONS_PER_DAY
+    requests_per_hour: int = DEFAULT_LIMIT_REQUESTS_PER_HOUR
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -128,6 +154,17 @@ class Settings:
     secure_cookies: bool = False
     metrics_token: str | None = None
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    limit_messages_per_min: int = DEFAULT_LIMIT_MESSAGES_PER_MIN
+    limit_new_conversations_per_day: int = DEFAULT_LIMIT_NEW_CONVERSATIONS_PER_DAY
+    limit_requests_per_hour: int = DEFAULT_LIMIT_REQUESTS_PER_HOUR
+    limit_typing_per_10s: int = DEFAULT_LIMIT_TYPING_PER_10S
+    limit_sockets_per_user: int = DEFAULT_LIMIT_SOCKETS_PER_USER
+    limit_reports_per_hour: int = DEFAULT_LIMIT_REPORTS_PER_HOUR
+    restrict_reporters: int = DEFAULT_RESTRICT_REPORTERS
+    restrict_window_s: int = DEFAULT_RESTRICT_WINDOW_S
+    reporter_min_age_s: int = DEFAULT_REPORTER_MIN_AGE_S
+    # The admin HTTP API exists only when this is set.
+    admin_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -159,4 +196,32 @@ class Settings:
             secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
             metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
             webhooks=WebhookSettings.from_env(),
+            limit_messages_per_min=_limit(
+                "DMHUB_LIMIT_MESSAGES_PER_MIN", DEFAULT_LIMIT_MESSAGES_PER_MIN
+            ),
+            limit_new_conversations_per_day=_limit(
+                "DMHUB_LIMIT_NEW_CONVERSATIONS_PER_DAY", DEFAULT_LIMIT_NEW_CONVERSATIONS_PER_DAY
+            ),
+            limit_requests_per_hour=_limit(
+                "DMHUB_LIMIT_REQUESTS_PER_HOUR", DEFAULT_LIMIT_REQUESTS_PER_HOUR
+            ),
+            limit_typing_per_10s=_limit("DMHUB_LIMIT_TYPING_PER_10S", DEFAULT_LIMIT_TYPING_PER_10S),
+            limit_sockets_per_user=_limit(
+                "DMHUB_LIMIT_SOCKETS_PER_USER", DEFAULT_LIMIT_SOCKETS_PER_USER
+            ),
+            limit_reports_per_hour=_limit(
+                "DMHUB_LIMIT_REPORTS_PER_HOUR", DEFAULT_LIMIT_REPORTS_PER_HOUR
+            ),
+            restrict_reporters=_limit("DMHUB_RESTRICT_REPORTERS", DEFAULT_RESTRICT_REPORTERS),
+            restrict_window_s=_limit("DMHUB_RESTRICT_WINDOW_S", DEFAULT_RESTRICT_WINDOW_S),
+            reporter_min_age_s=_limit("DMHUB_REPORTER_MIN_AGE_S", DEFAULT_REPORTER_MIN_AGE_S),
+            admin_token=os.environ.get("DMHUB_ADMIN_TOKEN") or None,
+        )
+
+    @property
+    def send_limits(self) -> SendLimits:
+        return SendLimits(
+            messages_per_min=self.limit_messages_per_min,
+            new_conversations_per_day=self.limit_new_conversations_per_day,
+            requests_per_hour=self.limit_requests_per_hour,
         )

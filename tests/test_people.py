@@ -62,16 +62,21 @@ async def test_profile_and_relationship_both_ways(server: RunningServer) -> None
         "blocking": False,
         "blocked_by": False,
         "can_message": False,
+        "reason": "closed",
     }
     await bob.follow(a)
     assert (await alice.profile(b))["relationship"]["followed_by"] is True
     assert (await alice.profile(b))["relationship"]["can_message"] is True
+    assert (await alice.profile(b))["relationship"]["reason"] is None
     assert (await bob.profile(a))["relationship"]["following"] is True
     assert (await bob.profile(a))["relationship"]["can_message"] is False
     await alice.block(b)
     after = (await alice.profile(b))["relationship"]
     assert after["blocking"] is True and after["can_message"] is False
-    assert (await bob.profile(a))["relationship"]["blocked_by"] is True
+    assert after["reason"] == "you_blocked"
+    # The blocked side learns only that it cannot write.
+    theirs = (await bob.profile(a))["relationship"]
+    assert theirs["blocked_by"] is True and theirs["reason"] == "cannot_receive"
 
 
 async def test_unknown_users_are_404(server: RunningServer) -> None:

@@ -68,7 +68,7 @@ def test_the_sender_following_the_recipient_grants_nothing() -> None:
     ("block", "reason"),
     [
         ({"sender_blocks_recipient": True}, Reason.YOU_BLOCKED),
-        ({"recipient_blocks_sender": True}, Reason.BLOCKED_YOU),
+        ({"recipient_blocks_sender": True}, Reason.CANNOT_RECEIVE),
     ],
 )
 def test_a_block_in_either_direction_beats_every_grant(
@@ -89,10 +89,40 @@ def test_unknown_accounts() -> None:
     assert decide(with_(sender_exists=False)).reason is Reason.UNKNOWN_SENDER
 
 
-def test_inactive_accounts_neither_send_nor_receive() -> None:
-    open_ = {"recipient_open_dms": True}
-    assert decide(with_(sender_active=False, **open_)).reason is Reason.INACTIVE
-    assert decide(with_(recipient_active=False, **open_)).reason is Reason.INACTIVE
+def test_suspended_accounts_neither_send_nor_receive() -> None:
+    open_ = {"recipient_open_dms": True, "recipient_follows_sender": True}
+    # Your own suspension is yours to know; theirs reads like a block.
+    assert decide(with_(sender_suspended=True, **open_)).reason is Reason.SUSPENDED
+    assert decide(with_(recipient_suspended=True, **open_)).reason is Reason.CANNOT_RECEIVE
+    both = with_(sender_suspended=True, recipient_suspended=True)
+    assert decide(both).reason is Reason.SUSPENDED
+
+
+def test_restricted_accounts_write_only_to_followers_and_to_who_wrote() -> None:
+    assert decide(with_(sender_restricted=True, recipient_follows_sender=True)).allowed
+    assert decide(with_(sender_restricted=True, recipient_wrote_to_sender=True)).allowed
+    # Open DMs, even an accepted conversation, no longer let it in.
+    for grant in ({}, {"recipient_has_inbox_conversation": True}):
+        refused = decide(with_(sender_restricted=True, recipient_open_dms=True, **grant))
+        assert not refused.allowed and refused.reason is Reason.RESTRICTED
+    # Closed DMs say restricted too: it is what the sender must learn.
+    assert decide(with_(sender_restricted=True)).reason is Reason.RESTRICTED
+    # A block still wins, and a block by them is still not revealed.
+    blocked = with_(sender_restricted=True, recipient_blocks_sender=True)
+    assert decide(blocked).reason is Reason.CANNOT_RECEIVE
+
+
+def test_every_refusal_a_client_sees_has_a_contract_reason() -> None:
+    from chat.permission.rule import PUBLIC_REASONS
+
+    assert {r.value for r in PUBLIC_REASONS} == {
+        "self",
+        "you_blocked",
+        "closed",
+        "restricted",
+        "suspended",
+        "cannot_receive",
+    }
 
 
 def test_follow_beats_open_dms_for_placement() -> None:
@@ -106,5 +136,8 @@ def test_refusals_explain_themselves_in_plain_words() -> None:
         == "@bob only receives messages from people they follow."
     )
     assert "unblock" in refusal_detail(Reason.YOU_BLOCKED, "bob")
-    # Being blocked is not announced as such.
-    assert "blocked" not in refusal_detail(Reason.BLOCKED_YOU, "bob")
+    # Being blocked is not announced as such, nor told apart from a suspension.
+    assert "block" not in refusal_detail(Reason.CANNOT_RECEIVE, "bob")
+    assert refusal_detail(Reason.CANNOT_RECEIVE, "bob") == "@bob cannot receive messages from you."
+    restricted = refusal_detail(Reason.RESTRICTED, "bob")
+    assert "reported" in restricted and "operator" in restricted

@@ -43,7 +43,7 @@ def test_the_send_script_runs_the_rule_lua() -> None:
 
 
 def test_lua_rule_agrees_with_rule_py_on_every_input(redis_url: str) -> None:
-    assert len(FACT_NAMES) == 10
+    assert len(FACT_NAMES) == 11
     combos = [
         dict(zip(FACT_NAMES, values, strict=True))
         for values in itertools.product((False, True), repeat=len(FACT_NAMES))
@@ -58,7 +58,7 @@ def test_lua_rule_agrees_with_rule_py_on_every_input(redis_url: str) -> None:
             replies = pipe.execute()
     finally:
         client.close()
-    assert len(replies) == 1024
+    assert len(replies) == 2048
     disagreements = []
     for combo, (allowed, reason, folder) in zip(combos, replies, strict=True):
         want = decide(Facts(**combo))
@@ -70,8 +70,9 @@ def test_lua_rule_agrees_with_rule_py_on_every_input(redis_url: str) -> None:
 
 # The state behind each fact, written as the app writes it.
 STATE_FACTS = [
-    "sender_active",
-    "recipient_active",
+    "sender_suspended",
+    "recipient_suspended",
+    "sender_restricted",
     "sender_blocks_recipient",
     "recipient_blocks_sender",
     "recipient_follows_sender",
@@ -82,10 +83,8 @@ STATE_FACTS = [
 
 
 def state(**true: bool) -> dict[str, bool]:
-    """Both accounts active and nothing else between them, unless told."""
-    return (
-        dict.fromkeys(STATE_FACTS, False) | {"sender_active": True, "recipient_active": True} | true
-    )
+    """Nothing between the two accounts, unless told."""
+    return dict.fromkeys(STATE_FACTS, False) | true
 
 
 # What a send writes, none of which `arrange` touches: a refusal leaves every
@@ -131,10 +130,12 @@ async def arrange(
     if recipient_exists:
         await store.create_user(b, "-", b, "person")
     async with store.redis.pipeline(transaction=False) as pipe:
-        if sender_exists and not facts["sender_active"]:
+        if sender_exists and facts["sender_suspended"]:
             pipe.hset(keys.user(a_lc), "active", "0")
-        if recipient_exists and not facts["recipient_active"]:
+        if recipient_exists and facts["recipient_suspended"]:
             pipe.hset(keys.user(b_lc), "active", "0")
+        if sender_exists and facts["sender_restricted"]:
+            pipe.hset(keys.user(a_lc), "restricted", "1")
         if recipient_exists and facts["recipient_open_dms"]:
             pipe.hset(keys.user(b_lc), "open_dms", "1")
         # Edges may outlive an account, so they are written either way.
@@ -153,10 +154,11 @@ async def arrange(
 
 
 async def test_send_script_decides_as_pair_facts_and_decide_do(store: Store) -> None:
-    cases = [(True, True, values) for values in itertools.product((False, True), repeat=8)] + [
+    n = len(STATE_FACTS)
+    cases = [(True, True, values) for values in itertools.product((False, True), repeat=n)] + [
         (sender, recipient, values)
         for sender, recipient in ((False, True), (True, False), (False, False))
-        for values in ((False,) * 8, (True,) * 8)
+        for values in ((False,) * n, (True,) * n)
     ]
     outcomes: set[Reason] = set()
     for index, (sender_exists, recipient_exists, values) in enumerate(cases):
@@ -192,7 +194,7 @@ async def test_a_retry_gets_its_original_even_when_the_rule_now_refuses(store: S
     again = await store.send(sender=a, recipient=b, text="other", client_id="r", origin="-")
     assert again == SendResult(False, first.message_json, first.message_id)
     other = await store.send(sender=a, recipient=b, text="hi", client_id="s", origin="-")
-    assert other == SendRefused(Reason.BLOCKED_YOU, "Rcp1")
+    assert other == SendRefused(Reason.CANNOT_RECEIVE, "Rcp1")
 
 
 async def test_self_is_refused_but_a_retry_still_gets_its_original(store: Store) -> None:

@@ -12,13 +12,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chat import metrics
-from chat.errors import NOT_ALLOWED, NOT_FOUND, ApiError, invalid, unknown_user
+from chat import limits, metrics
+from chat.errors import NOT_ALLOWED, NOT_FOUND, UNAUTHENTICATED, ApiError, invalid, unknown_user
+from chat.errors import rate_limited as rate_limited_error
 from chat.permission import Decision, Reason, decide
 from chat.permission.rule import refusal_detail
 from chat.protocol import frames, validation
 from chat.store.business import offered_quick_replies
-from chat.store.store import PairFacts, SendRefused, SendResult, Store
+from chat.store.store import PairFacts, SendLimited, SendRefused, SendResult, Store
+
+LIMIT_DETAILS = {
+    limits.MESSAGES: "You are sending messages too fast.",
+    limits.NEW_CONVERSATIONS: (
+        "You have started as many new conversations with people who do not follow "
+        "you as a day allows."
+    ),
+    limits.REQUESTS_RECEIVED: "@{peer} has received too many new message requests lately.",
+    limits.TYPING: "Too many typing events; the extra ones were dropped.",
+    limits.SOCKETS: "This account has too many sockets open on this server.",
+    limits.REPORTS: "You have sent as many reports as an hour allows.",
+}
 
 
 def peer_key(handle: object) -> str:
@@ -32,7 +45,19 @@ def refusal(reason: Reason, recipient: str, recipient_handle: str | None) -> Api
     """The error for a refusal: the handle shown is the account's, else as asked."""
     if reason is Reason.UNKNOWN_RECIPIENT:
         return unknown_user(recipient)
-    return ApiError(NOT_ALLOWED, refusal_detail(reason, recipient_handle or recipient))
+    if reason is Reason.UNKNOWN_SENDER:
+        return ApiError(UNAUTHENTICATED, "This account no longer exists.")
+    return ApiError(
+        NOT_ALLOWED, refusal_detail(reason, recipient_handle or recipient), reason=reason.value
+    )
+
+
+def rate_limited(limit: str, retry_after_ms: int, peer: str = "") -> ApiError:
+    """A limit's refusal, counted in /metrics by limit."""
+    metrics.RATE_LIMITED.labels(limit).inc()
+    seconds = limits.retry_after_s(retry_after_ms)
+    detail = LIMIT_DETAILS.get(limit, "Too many requests.").format(peer=peer)
+    return rate_limited_error(limit, seconds, f"{detail} Try again in {seconds} s.")
 
 
 def require_allowed(pair: PairFacts, recipient: str) -> Decision:
@@ -74,6 +99,9 @@ async def send_message(
         if isinstance(result, SendRefused):
             outcome = "refused"
             raise refusal(result.reason, recipient, result.recipient_handle)
+        if isinstance(result, SendLimited):
+            outcome = "limited"
+            raise rate_limited(result.limit, result.retry_after_ms, str(to))
         outcome = "stored" if result.created else "duplicate"
         return result
     except ApiError as exc:
@@ -120,8 +148,21 @@ async def business_fields(
     return extra if any(v is not None for v in extra.values()) else None
 
 
-async def send_typing(store: Store, sender: str, to: object) -> None:
+async def send_typing(store: Store, sender: str, to: object, limit: int = 0) -> None:
+    """Relay a typing event; past `limit` per 10 s they are dropped.
+
+    Only the first dropped one of a window raises (one error frame per window);
+    the rest are dropped without a word.
+    """
     recipient = peer_key(to)
+    if limit > 0:
+        count, ttl_ms = await store.count_typing(sender, limits.TYPING_WINDOW_MS)
+        verdict = limits.fixed_window(count, ttl_ms, limit)
+        if not verdict.verdict.allowed:
+            if verdict.first_refusal:
+                raise rate_limited(limits.TYPING, verdict.verdict.retry_after_ms)
+            metrics.RATE_LIMITED.labels(limits.TYPING).inc()
+            return
     pair = await store.pair_facts(sender, recipient)
     require_allowed(pair, recipient)
     # While the sender has not accepted the recipient's request, the recipient
@@ -163,13 +204,25 @@ def ack_frame(client_id: str | None, message_json: str) -> str:
 
 def relationship(pair: PairFacts) -> dict[str, Any]:
     facts = pair.facts
+    decision = decide(facts)
     return {
         "following": pair.a_follows_b,
         "followed_by": facts.recipient_follows_sender,
         "blocking": facts.sender_blocks_recipient,
         "blocked_by": facts.recipient_blocks_sender,
-        "can_message": decide(facts).allowed,
+        "can_message": decision.allowed,
+        "reason": None if decision.allowed else decision.reason.value,
     }
 
 
-__all__ = ["ack_frame", "mark_read", "peer_key", "relationship", "send_message", "send_typing"]
+__all__ = [
+    "ack_frame",
+    "mark_read",
+    "peer_key",
+    "rate_limited",
+    "refusal",
+    "relationship",
+    "require_allowed",
+    "send_message",
+    "send_typing",
+]

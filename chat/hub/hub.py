@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from chat import metrics
 from chat.hub.connection import Connection
@@ -34,6 +34,9 @@ class Hub:
     def __init__(self, store: Store, redis_url: str) -> None:
         self.store = store
         self.by_user: dict[str, set[Connection]] = defaultdict(set)
+        # Handshakes accepted but not attached yet, per user: the `sockets` limit
+        # counts them too.
+        self.opening: Counter[str] = Counter()
         self.broker = Broker(
             redis_url,
             on_message=self.dispatch,
@@ -54,6 +57,19 @@ class Hub:
         return [conn for conns in self.by_user.values() for conn in conns]
 
     # -- sockets arriving and leaving -----------------------------------------
+
+    def sockets_of(self, user: str) -> int:
+        """Sockets of this user on this process, open or being opened."""
+        conns = self.by_user.get(user)
+        return (len(conns) if conns else 0) + self.opening.get(user, 0)
+
+    def opened(self, user: str) -> None:
+        """A handshake counted in `opening` is over (attached next, or failed)."""
+        left = self.opening[user] - 1
+        if left > 0:
+            self.opening[user] = left
+        else:
+            del self.opening[user]
 
     async def attach(self, conn: Connection) -> None:
         """Register a socket; returns once its user's channel is live on Redis."""

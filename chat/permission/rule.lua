@@ -13,21 +13,28 @@ local function decide(f)
   if not f.recipient_exists then
     return false, 'unknown_recipient'
   end
-  if not (f.sender_active and f.recipient_active) then
-    return false, 'inactive'
+  if f.sender_suspended then
+    return false, 'suspended'
+  end
+  if f.recipient_suspended then
+    return false, 'cannot_receive'
   end
   -- A block beats every clause below, in both directions.
   if f.sender_blocks_recipient then
     return false, 'you_blocked'
   end
   if f.recipient_blocks_sender then
-    return false, 'blocked_you'
+    return false, 'cannot_receive'
   end
   if f.recipient_follows_sender then
     return true, 'follows_you', 'inbox'
   end
   if f.recipient_wrote_to_sender then
     return true, 'reply', 'inbox'
+  end
+  -- Only open DMs could let A in now, which is what a restriction takes away.
+  if f.sender_restricted then
+    return false, 'restricted'
   end
   if f.recipient_open_dms then
     if f.recipient_has_inbox_conversation then

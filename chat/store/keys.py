@@ -138,3 +138,45 @@ def webhook_index(shard: int) -> str:
 def webhook_index_shard(lc: str) -> int:
     # crc32, not hash(): every process must agree on the shard.
     return zlib.crc32(lc.encode()) % WEBHOOK_INDEX_SHARDS
+
+
+# -- safety (PROTOCOL.md v1.1). Hash-tagged by user, ready for Valkey Cluster.
+
+
+def message_rate(lc: str) -> str:
+    """The sender's `messages` token bucket (its theoretical arrival time)."""
+    return f"msgrate:{{{lc}}}"
+
+
+def new_conversations(lc: str) -> str:
+    """Recipients of the sender's first messages to non-followers, by time."""
+    return f"newconv:{{{lc}}}"
+
+
+def requests_received(lc: str) -> str:
+    """Senders whose new conversations landed in lc's requests, by time."""
+    return f"reqrecv:{{{lc}}}"
+
+
+def typing_count(lc: str) -> str:
+    return f"typing:{{{lc}}}"
+
+
+def report_count(lc: str) -> str:
+    """Reports lc made in the current window (the `reports` limit)."""
+    return f"reportrate:{{{lc}}}"
+
+
+def reports(lc: str) -> str:
+    """Reports about lc, newest first, as operators read them."""
+    return f"reports:{{{lc}}}"
+
+
+def reporters(lc: str) -> str:
+    """Who reported lc since the last clear, with when: what restriction weighs."""
+    return f"reporters:{{{lc}}}"
+
+
+def restriction(lc: str) -> str:
+    """Why lc is restricted (exists only while it is)."""
+    return f"restriction:{{{lc}}}"

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 
+from chat.config import SendLimits
+from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys
 from chat.store.lane import Lane
@@ -35,7 +37,9 @@ def _script(name: str) -> str:
 # `decide`) goes in front of send.lua. Line numbers in send.lua's errors are
 # offset by the rule's length.
 RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
-SEND_LUA = RULE_LUA + "\n" + _script("send.lua")
+# The limits' Lua twins (chat/limits.py) go in front too.
+LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
+SEND_LUA = RULE_LUA + "\n" + LIMITS_LUA + "\n" + _script("send.lua")
 
 
 _iso_second = -1
@@ -135,6 +139,14 @@ class SendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SendLimited:
+    """A limit said no (`limit` is its contract name); nothing was written."""
+
+    limit: str
+    retry_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendRefused:
     """The rule said no; nothing was written."""
 
@@ -164,12 +176,26 @@ def cursor_key(cursor: str) -> tuple[int, int]:
 
 class Store:
     def __init__(
-        self, client: redis.Redis, *, event_retention: int, lane: Lane | None = None
+        self,
+        client: redis.Redis,
+        *,
+        event_retention: int,
+        lane: Lane | None = None,
+        limits: SendLimits | None = None,
     ) -> None:
         # The client decodes responses to str; redis-py's annotations cannot say
         # so (they promise bytes | str everywhere), hence Any rather than casts.
         self.redis: Any = client
         self.event_retention = event_retention
+        limits = limits or SendLimits()
+        self._limit_args = [
+            limits.messages_per_min,
+            MINUTE_MS,
+            limits.new_conversations_per_day,
+            DAY_MS,
+            limits.requests_per_hour,
+            HOUR_MS,
+        ]
         self._send = client.register_script(SEND_LUA)
         self._read = client.register_script(_script("read.lua"))
         self._create_user = client.register_script(_script("create_user.lua"))
@@ -177,6 +203,7 @@ class Store:
         self._block = client.register_script(_script("block.lua"))
         self._facts = client.register_script(_script("facts.lua"))
         self._bounds = client.register_script(_script("stream_bounds.lua"))
+        self._counter = client.register_script(_script("counter.lua"))
         # The hot path (facts, send, session lookups) goes through the pipelined
         # lane when there is one; everything else uses the ordinary client.
         self.lane = lane
@@ -346,8 +373,9 @@ class Store:
         facts = Facts(
             sender_exists=sender[0] is not None,
             recipient_exists=recipient is not None,
-            sender_active=sender[1] != "0",
-            recipient_active=recipient is not None and recipient.get("active") != "0",
+            sender_suspended=sender[1] == "0",
+            recipient_suspended=recipient is not None and recipient.get("active") == "0",
+            sender_restricted=sender[2] is not None,
             sender_blocks_recipient=bool(a_blocks),
             recipient_blocks_sender=bool(b_blocks),
             recipient_follows_sender=bool(b_follows),
@@ -368,7 +396,7 @@ class Store:
         client_id: str | None,
         origin: str,
         extra: dict[str, Any] | None = None,
-    ) -> SendResult | SendRefused:
+    ) -> SendResult | SendRefused | SendLimited:
         """Decide, store and publish in one round trip; a refusal writes nothing.
 
         `sender` and `recipient` are lower case; `text`, `client_id` and the
@@ -407,6 +435,9 @@ class Store:
                 keys.blocking(recipient),
                 keys.following(recipient),
                 keys.wrote(recipient),
+                keys.message_rate(sender),
+                keys.new_conversations(sender),
+                keys.requests_received(recipient),
             ],
             [
                 client_id or "",
@@ -420,6 +451,7 @@ class Store:
                 self.event_retention,
                 origin,
                 extra_fields(extra),
+                *self._limit_args,
             ],
         )
         status = result[0]
@@ -427,6 +459,8 @@ class Store:
             return SendResult(True, result[2], str(result[1]), result[3])
         if status == 2:
             return SendRefused(Reason(result[1]), result[2] or None)
+        if status == 3:
+            return SendLimited(str(result[1]), int(result[2]))
         message_id, peer = str(result[1]), str(result[2])
         original = await self.message(sender, peer, message_id)
         if original is None:  # the conversation was removed under us; keep the promise
@@ -580,6 +614,14 @@ class Store:
             (event_id, fields["p"], fields.get("o", "-"), fields["f"])
             for event_id, fields in entries
         ]
+
+    async def count_in_window(self, key: str, window_ms: int) -> tuple[int, int]:
+        """Count one event in a fixed window: (events so far, ms until the window ends)."""
+        count, ttl = await self._hot_script(self._counter, [key], [window_ms])
+        return int(count), int(ttl)
+
+    async def count_typing(self, lc: str, window_ms: int) -> tuple[int, int]:
+        return await self.count_in_window(keys.typing_count(lc), window_ms)
 
     async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
         await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")

@@ -17,11 +17,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chat import metrics
-from chat.errors import INVALID, NOT_ALLOWED, ApiError, unavailable, unknown_user
+from chat import limits, metrics
+from chat.errors import INVALID, ApiError, unavailable, unknown_user
 from chat.hub import Connection, actions
-from chat.permission import decide
-from chat.permission.rule import refusal_detail
 from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
 from chat.protocol.validation import stream_id
@@ -52,8 +50,9 @@ def _storage_warning(exc: BaseException) -> None:
 
 
 async def deny(websocket: WebSocket, error: ApiError) -> None:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     try:
-        await websocket.send_denial_response(json(error.body(), error.status))
+        await websocket.send_denial_response(json(error.body(), error.status, headers))
     except RuntimeError:
         # A server without the denial-response extension: a close is all we can say.
         await websocket.close(closecodes.POLICY_VIOLATION, error.code)
@@ -81,9 +80,7 @@ async def handshake(
         pair = await rt.store.pair_facts(principal.user, peer_lc)
         if pair.recipient is None:
             raise unknown_user(peer)
-        decision = decide(pair.facts)
-        if not decision.allowed:
-            raise ApiError(NOT_ALLOWED, refusal_detail(decision.reason, pair.recipient["handle"]))
+        actions.require_allowed(pair, peer)
     return principal, me, pair
 
 
@@ -100,8 +97,20 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except REDIS_DOWN:
         await deny(websocket, unavailable())
         return
-
-    await websocket.accept()
+    # Checked and counted with no await in between, so concurrent handshakes
+    # cannot all slip under the limit.
+    socket_limit = rt.settings.limit_sockets_per_user
+    if socket_limit > 0 and rt.hub.sockets_of(principal.user) >= socket_limit:
+        await deny(
+            websocket,
+            actions.rate_limited(limits.SOCKETS, limits.SOCKETS_RETRY_AFTER_S * 1000),
+        )
+        return
+    rt.hub.opening[principal.user] += 1
+    try:
+        await websocket.accept()
+    finally:
+        rt.hub.opened(principal.user)
     peer_lc = pair.recipient["handle"].lower() if pair is not None else None
     conn = Connection(
         user=principal.user,
@@ -265,7 +274,9 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
             )
             conn.push(actions.ack_frame(frame.client_id, result.message_json))
         elif isinstance(frame, TypingFrame):
-            await actions.send_typing(rt.store, conn.user, frame.to)
+            await actions.send_typing(
+                rt.store, conn.user, frame.to, rt.settings.limit_typing_per_10s
+            )
         elif isinstance(frame, ReadFrame):
             await actions.mark_read(rt.store, conn.user, frame.peer, frame.up_to)
         elif isinstance(frame, PingFrame):

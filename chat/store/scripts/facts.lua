@@ -6,7 +6,7 @@
 -- ARGV: 1 a  2 b
 local a, b = ARGV[1], ARGV[2]
 return {
-  redis.call('HMGET', KEYS[1], 'handle', 'active'),
+  redis.call('HMGET', KEYS[1], 'handle', 'active', 'restricted'),
   redis.call('HMGET', KEYS[2], 'handle', 'name', 'kind', 'open_dms', 'greeting', 'active', 'rr', 'qr'),
   redis.call('ZSCORE', KEYS[3], b) and 1 or 0,
   redis.call('ZSCORE', KEYS[4], a) and 1 or 0,

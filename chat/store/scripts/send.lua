@@ -5,14 +5,17 @@
 -- KEYS: 1 cid:{s}   2 msgs:{a}:{b}   3 ev:{s}   4 ev:{r}   5 cin:{s}   6 creq:{s}
 --       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 wrote:{s}   11 seq   12 ch:{s}   13 ch:{r}
 --       14 rd:{s}   15 unread:{s}   16 user:{s}   17 user:{r}   18 blk:{s}   19 blk:{r}
---       20 fwing:{r}   21 wrote:{r}
+--       20 fwing:{r}   21 wrote:{r}   22 msgrate:{s}   23 newconv:{s}   24 reqrecv:{r}
 -- ARGV: 1 client_id or ''   2 sender (lower case)   3 recipient (lower case), not the sender
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON (string or null)
 --       7 event retention (entries)   8 origin connection id or '-'
 --       9 optional message fields as JSON text (',"ref":"x"'...) or ''
+--       10 messages burst   11 its period (ms)   12 new conversations   13 their window (ms)
+--       14 requests received   15 their window (ms); a limit of 0 is off
 -- Returns {1, id, message JSON, folder} for a new message; {0, id, peer} when
 -- client_id was seen before; {2, reason, recipient's handle or ''} when the rule
--- refuses. Only the first writes anything.
+-- refuses; {3, limit name, milliseconds to wait} when a limit refuses. Only the
+-- first writes anything.
 local client_id, s, r = ARGV[1], ARGV[2], ARGV[3]
 
 -- Before the rule: a retry of a send stored before the rule changed still gets
@@ -26,23 +29,82 @@ if client_id ~= '' then
 end
 
 -- The same reads and the same readings of them as facts.lua and Store.pair_facts.
-local sender = redis.call('HMGET', KEYS[16], 'handle', 'active')
+local sender = redis.call('HMGET', KEYS[16], 'handle', 'active', 'restricted')
 local recipient = redis.call('HMGET', KEYS[17], 'handle', 'active', 'open_dms')
 local recipient_exists = recipient[1] ~= false
-local allowed, reason, folder = decide({
+local f = {
   sender_exists = sender[1] ~= false,
   recipient_exists = recipient_exists,
-  sender_active = sender[2] ~= '0',
-  recipient_active = recipient_exists and recipient[2] ~= '0',
+  sender_suspended = sender[2] == '0',
+  recipient_suspended = recipient_exists and recipient[2] == '0',
+  sender_restricted = sender[3] ~= false,
   sender_blocks_recipient = redis.call('ZSCORE', KEYS[18], r) ~= false,
   recipient_blocks_sender = redis.call('ZSCORE', KEYS[19], s) ~= false,
   recipient_follows_sender = redis.call('ZSCORE', KEYS[20], s) ~= false,
   recipient_open_dms = recipient_exists and recipient[3] == '1',
   recipient_wrote_to_sender = redis.call('SISMEMBER', KEYS[21], s) == 1,
   recipient_has_inbox_conversation = redis.call('ZSCORE', KEYS[7], s) ~= false,
-})
+}
+local allowed, reason, folder = decide(f)
 if not allowed then
   return {2, reason, recipient[1] or ''}
+end
+
+-- The limits (limits.lua), in this same atomic step, so that no node and no
+-- transport gets past them. All are checked before any is charged: a refused
+-- send writes nothing and may be retried with the same client_id.
+-- The limits' arguments start at ARGV[L] (see the header).
+local L = 10
+local burst, new_limit, requests_limit = tonumber(ARGV[L]), tonumber(ARGV[L + 2]), tonumber(ARGV[L + 4])
+if burst > 0 or new_limit > 0 or requests_limit > 0 then
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local ok, wait, tat
+  if burst > 0 then
+    local stored = redis.call('GET', KEYS[22])
+    ok, tat, wait = gcra(stored and tonumber(stored), now, burst, tonumber(ARGV[L + 1]))
+    if not ok then
+      return {3, 'messages', wait}
+    end
+  end
+  local function window_open(key, limit, window_ms)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window_ms))
+    local count = redis.call('ZCARD', key)
+    local oldest = nil
+    if count >= limit then
+      oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    end
+    return sliding_window(count, oldest, now, limit, window_ms)
+  end
+  -- A first message to someone who neither follows the sender nor ever wrote
+  -- to it: what mass messaging is made of.
+  local new_conversation = new_limit > 0 and not f.recipient_follows_sender
+    and not f.recipient_wrote_to_sender and redis.call('SISMEMBER', KEYS[10], r) == 0
+  if new_conversation then
+    ok, wait = window_open(KEYS[23], new_limit, tonumber(ARGV[L + 3]))
+    if not ok then
+      return {3, 'new_conversations', wait}
+    end
+  end
+  local new_request = requests_limit > 0 and folder == 'requests'
+    and redis.call('ZSCORE', KEYS[8], s) == false
+  if new_request then
+    ok, wait = window_open(KEYS[24], requests_limit, tonumber(ARGV[L + 5]))
+    if not ok then
+      return {3, 'requests_received', wait}
+    end
+  end
+  if burst > 0 then
+    redis.call('SET', KEYS[22], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+  end
+  if new_conversation then
+    redis.call('ZADD', KEYS[23], string.format('%d', now), r)
+    redis.call('PEXPIRE', KEYS[23], ARGV[L + 3])
+  end
+  if new_request then
+    redis.call('ZADD', KEYS[24], string.format('%d', now), s)
+    redis.call('PEXPIRE', KEYS[24], ARGV[L + 5])
+  end
 end
 
 -- Handles are meant to be [A-Za-z0-9_] (validation.HANDLE_RE), which JSON needs
