@@ -81,6 +81,12 @@ export const signUp = (fields) => request('POST', '/api/accounts', fields, { qui
 export const signIn = (handle, password) =>
   request('POST', '/api/sessions', { handle, password }, { quiet401: true });
 export const signOut = () => request('DELETE', '/api/sessions/current', undefined, { quiet401: true });
+export const changePassword = (current, next) =>
+  request('PUT', '/api/me/password', { current_password: current, new_password: next });
+export const signOutEverywhere = () => request('DELETE', '/api/sessions', undefined, { quiet401: true });
+export const deleteAccount = (password) =>
+  request('DELETE', '/api/me', { password }, { quiet401: true });
+export const EXPORT_URL = '/api/me/export';
 
 // People -----------------------------------------------------------------
 

@@ -105,6 +105,12 @@ async function signOut() {
   location.replace('/');
 }
 
+/** The session already ended on the server (signed out everywhere, account deleted). */
+function signedOutHere() {
+  store.clearSession();
+  location.replace('/');
+}
+
 function startApp(me, prefetched) {
   started = true;
   app.classList.remove('is-loading');
@@ -112,7 +118,7 @@ function startApp(me, prefetched) {
   sidebar = createSidebar({
     actionsRoot: document.getElementById('sidebar-actions'),
     bodyRoot: document.getElementById('sidebar-body'),
-    onSettings: () => openSettings({ onSignOut: signOut }),
+    onSettings: () => openSettings({ onSignOut: signOut, onSignedOut: signedOutHere }),
   });
   store.on('connection', drawBanner);
   store.on('ended', sessionEnded);

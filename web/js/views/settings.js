@@ -1,12 +1,14 @@
-// Settings: who can message you, read receipts, display name, sign out.
+// Settings: who can message you, read receipts, display name, and the
+// account itself: password, sign out everywhere, export, delete.
 // Switches apply at once (and roll back if the server says no), because a
 // privacy setting that needs a separate "Save" is one people think is on
 // when it isn't.
 
+import * as api from '../api.js';
 import * as store from '../store.js';
 import { h, avatar, uid } from '../dom.js';
 
-export function openSettings({ onSignOut }) {
+export function openSettings({ onSignOut, onSignedOut = () => location.replace('/') }) {
   const me = store.state.me;
   const settings = store.state.settings;
   const status = h('p', { class: 'dialog-status', role: 'status' });
@@ -54,6 +56,67 @@ export function openSettings({ onSignOut }) {
     }
   });
 
+  function passwordField(id, label, autocomplete) {
+    const input = h('input', { id, class: 'input', type: 'password', autocomplete, required: true });
+    return [h('div', { class: 'field' }, h('label', { for: id }, label), input), input];
+  }
+
+  const [currentField, currentInput] = passwordField('settings-current-password', 'Current password', 'current-password');
+  const [newField, newInput] = passwordField('settings-new-password', 'New password (8 characters or more)', 'new-password');
+  const passwordForm = h('form', { class: 'setting setting-name setting-password', novalidate: true },
+    currentField, newField,
+    h('button', { class: 'btn', type: 'submit' }, 'Change password'));
+  passwordForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    status.textContent = 'Saving…';
+    try {
+      await api.changePassword(currentInput.value, newInput.value);
+      currentInput.value = '';
+      newInput.value = '';
+      status.textContent = 'Password changed. Your other sessions were signed out.';
+    } catch (e) {
+      status.textContent = e.detail;
+    }
+  });
+
+  // Two steps instead of a native confirm(): the first click asks, the second acts.
+  let everywhereArmed = false;
+  async function everywhere(ev) {
+    if (!everywhereArmed) {
+      everywhereArmed = true;
+      ev.currentTarget.textContent = 'Sign out on every device, this one too?';
+      ev.currentTarget.classList.add('btn-danger');
+      return;
+    }
+    try {
+      await api.signOutEverywhere();
+    } catch (e) {
+      if (e.status !== 401) { status.textContent = e.detail; return; }
+    }
+    dlg.close();
+    onSignedOut();
+  }
+
+  const [deleteField, deleteInput] = passwordField('settings-delete-password', 'Your password, to confirm', 'current-password');
+  const deleteForm = h('form', { class: 'setting setting-name setting-delete', novalidate: true, hidden: true },
+    h('p', { class: 'setting-desc' },
+      'Deleting your account signs you out everywhere and removes your profile, follows and blocks. ' +
+      'People you talked to keep their conversations. Your handle stays reserved. This cannot be undone.'),
+    deleteField,
+    h('button', { class: 'btn btn-danger', type: 'submit' }, 'Delete my account for good'));
+  deleteForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    status.textContent = 'Deleting…';
+    try {
+      await api.deleteAccount(deleteInput.value);
+    } catch (e) {
+      status.textContent = e.detail;
+      return;
+    }
+    dlg.close();
+    onSignedOut();
+  });
+
   const dlg = h('dialog', { class: 'dialog settings-dialog', 'aria-labelledby': 'settings-title' },
     h('div', { class: 'dialog-head' }, h('h2', { id: 'settings-title', class: 'dialog-title' }, 'Settings'), closeBtn),
     h('div', { class: 'dialog-body' },
@@ -73,6 +136,13 @@ export function openSettings({ onSignOut }) {
         (v) => store.updateSettings({ read_receipts: v })),
       h('h3', { class: 'setting-group' }, 'Profile'),
       nameForm,
+      h('h3', { class: 'setting-group' }, 'Account'),
+      passwordForm,
+      h('div', { class: 'setting setting-actions' },
+        h('a', { class: 'btn', href: api.EXPORT_URL, download: '' }, 'Download my data'),
+        h('button', { class: 'btn', type: 'button', onclick: everywhere }, 'Sign out everywhere'),
+        h('button', { class: 'btn btn-danger-ghost', type: 'button', onclick: () => { deleteForm.hidden = false; deleteInput.focus(); } }, 'Delete account…')),
+      deleteForm,
       h('div', { class: 'setting-foot' },
         h('button', { class: 'btn btn-danger-ghost', type: 'button', onclick: () => { dlg.close(); onSignOut(); } }, 'Sign out'))),
     status);

@@ -1,0 +1,56 @@
+"""Settings → Account: change the password, then delete the account, in a browser."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from browser_helpers import PASSWORD, new_handle, sign_up, wait_inbox
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.timeout(120)
+
+NEW_PASSWORD = "another-horse-8"
+
+
+def test_change_password_then_delete_the_account(new_page, server):
+    page = new_page()
+    handle = new_handle("acct")
+    sign_up(page, handle)
+    wait_inbox(page)
+
+    page.get_by_role("button", name=re.compile("^Settings")).click()
+    dialog = page.locator(".settings-dialog")
+    expect(dialog.get_by_role("link", name="Download my data")).to_have_attribute(
+        "href", "/api/me/export"
+    )
+    dialog.get_by_label("Current password").fill("not-my-password")
+    dialog.get_by_label(re.compile("^New password")).fill(NEW_PASSWORD)
+    dialog.get_by_role("button", name="Change password").click()
+    expect(dialog.locator(".dialog-status")).to_have_text("That is not your current password.")
+    dialog.get_by_label("Current password").fill(PASSWORD)
+    dialog.get_by_role("button", name="Change password").click()
+    expect(dialog.locator(".dialog-status")).to_contain_text("Password changed")
+
+    dialog.get_by_role("button", name="Delete account…").click()
+    dialog.get_by_label("Your password, to confirm").fill(NEW_PASSWORD)
+    dialog.get_by_role("button", name="Delete my account for good").click()
+    expect(page.locator("#auth-root")).to_be_visible()
+
+    gone = httpx.post(
+        f"{server}/api/sessions", json={"handle": handle, "password": NEW_PASSWORD}, timeout=10
+    )
+    assert gone.status_code == 401
+
+
+def test_sign_out_everywhere_asks_once_more_then_signs_out(new_page, server):
+    page = new_page()
+    sign_up(page, new_handle("every"))
+    wait_inbox(page)
+    page.get_by_role("button", name=re.compile("^Settings")).click()
+    dialog = page.locator(".settings-dialog")
+    dialog.get_by_role("button", name="Sign out everywhere").click()
+    expect(page.locator("#app")).to_be_visible()
+    dialog.get_by_role("button", name="Sign out on every device, this one too?").click()
+    expect(page.locator("#auth-root")).to_be_visible()
