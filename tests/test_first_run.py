@@ -13,10 +13,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 import chat.client
-from tests.support import ROOT, RunningServer
+from tests.support import PASSWORD, ROOT, RunningServer, unique_handle
 
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 EXAMPLE_TIMEOUT_S = 30
@@ -172,3 +173,29 @@ async def test_the_curl_example_runs_as_written(server: RunningServer) -> None:
     output = await run_example(["bash", "-e", "-o", "pipefail", "-c"], script, server)
     conversation = json.loads(output.strip().splitlines()[-1])
     assert [m["text"] for m in conversation["messages"]] == EXAMPLE_TEXTS
+
+
+# -- the signed-out page's first question ----------------------------------------------
+
+
+async def test_the_current_session_answers_signed_out_visitors_without_a_401(
+    server: RunningServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        nobody = await http.get("/api/sessions/current")
+        bad = await http.get("/api/sessions/current", headers={"Authorization": "Bearer nope"})
+        made = await http.post(
+            "/api/accounts", json={"handle": unique_handle(), "password": PASSWORD}
+        )
+        # The cookie, as the page sends it.
+        signed_in = await http.get("/api/sessions/current")
+        me = await http.get("/api/me")
+        await http.delete("/api/sessions/current", headers={"Origin": server.url})
+        ended = await http.get(
+            "/api/sessions/current", headers={"Cookie": f"dmhub_session={made.json()['token']}"}
+        )
+    for response in (nobody, bad, ended):
+        assert response.status_code == 200 and response.json() == {"user": None}
+    assert signed_in.status_code == 200 and signed_in.json() == me.json()
+    assert signed_in.json()["user"] == made.json()["user"]
+    assert signed_in.headers["cache-control"] == "no-store"

@@ -18,6 +18,7 @@ from chat.errors import (
     HANDLE_TAKEN,
     NOT_ALLOWED,
     NOT_FOUND,
+    UNAUTHENTICATED,
     ApiError,
     invalid,
     rate_limited,
@@ -228,6 +229,20 @@ async def get_me(request: Request) -> Response:
     return json(me_body(row))
 
 
+async def current_session(request: Request) -> Response:
+    """`GET /api/me` for whoever is signed in, else `{"user": null}`, never a 401.
+
+    The chat page asks this first: being signed out is where every visit
+    starts, not an error for the browser's console.
+    """
+    try:
+        return await get_me(request)
+    except ApiError as error:
+        if error.code != UNAUTHENTICATED:
+            raise
+    return json({"user": None})
+
+
 async def patch_me(request: Request) -> Response:
     principal = await signed_in(request)
     data = await body(request)
@@ -403,6 +418,7 @@ routes = [
     Route("/api/accounts", create_account, methods=["POST"]),
     Route("/api/sessions", create_session, methods=["POST"]),
     Route("/api/sessions/current", end_session, methods=["DELETE"]),
+    Route("/api/sessions/current", current_session, methods=["GET"]),
     Route("/api/me", get_me, methods=["GET"]),
     Route("/api/me", patch_me, methods=["PATCH"]),
     Route("/api/users/{handle}", get_user, methods=["GET"]),

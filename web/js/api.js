@@ -76,6 +76,8 @@ function fallbackDetail(status) {
 // Session ----------------------------------------------------------------
 
 export const me = () => request('GET', '/api/me', undefined, { quiet401: true });
+/** `{user: null}` when signed out, else what `me()` answers; never a 401. */
+export const currentSession = () => request('GET', '/api/sessions/current');
 export const updateMe = (patch) => request('PATCH', '/api/me', patch);
 export const signUp = (fields) => request('POST', '/api/accounts', fields, { quiet401: true });
 export const signIn = (handle, password) =>

@@ -25,27 +25,21 @@ let started = false;
 
 export async function start() {
   api.onUnauthenticated(() => sessionEnded());
-  // Ask for the inbox at the same time as "who am I": for a signed-in person
-  // (the common case) the list is on screen one round trip sooner. If the
-  // answer is 401 these requests are simply dropped.
-  const prefetched = {
-    inbox: api.conversations('inbox', { limit: store.FOLDER_PAGE }),
-    requests: api.conversations('requests', { limit: store.FOLDER_PAGE }),
-  };
-  prefetched.inbox.catch(() => {});
-  prefetched.requests.catch(() => {});
-  let me;
+  // Ask whether anyone is signed in before anything that needs a session: a
+  // signed-out visitor is the normal first visit, not an error, so the page
+  // makes no request that would answer 401 (and log it in the console).
+  let session;
   try {
-    me = await api.me();
+    session = await api.currentSession();
   } catch (e) {
-    if (e.status === 401) {
-      showAuth();
-      return;
-    }
     showFatal(e);
     return;
   }
-  startApp(me, prefetched);
+  if (!session.user) {
+    showAuth();
+    return;
+  }
+  startApp(session);
 }
 
 function showFatal(e) {

@@ -110,10 +110,9 @@ export function start({ user, settings }, prefetched = {}) {
     onState: setConnection,
     stillSignedIn: async () => {
       try {
-        await api.me();
-        return true;
-      } catch (e) {
-        return e.status === 401 ? false : null;
+        return Boolean((await api.currentSession()).user);
+      } catch {
+        return null;
       }
     },
   });
