@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from chat.client import Client, ClientError
+from chat.config import WebhookSettings
 from chat.hub.hub import Hub
-from chat.store import accounts
+from chat.store import accounts, keys
 from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -146,12 +148,20 @@ async def test_export_has_profile_follows_blocks_and_every_message(
 
 
 async def test_deleting_an_account_ends_it_everywhere_and_keeps_the_handle(
-    server: RunningServer,
+    redis_url: str, tmp_path: Path
 ) -> None:
+    # Private webhook URLs allowed, so that the account can have one without DNS.
+    settings = settings_for(redis_url, tmp_path, webhooks=WebhookSettings(allow_private=True))
+    async with running_server(settings) as server:
+        await deleting_an_account(server, redis_url)
+
+
+async def deleting_an_account(server: RunningServer, redis_url: str) -> None:
     alice, bob = await new_user(server.url), await new_user(server.url)
     for a, b in ((alice, bob), (bob, alice)):
         await a.follow(h(b))
     said = await alice.post_message(h(bob), "goodbye")
+    await alice.request("POST", "/api/webhooks", {"url": "https://hooks.example.com/dmhub"})
     token = alice.token
     async with alice.socket() as alice_ws:
         with pytest.raises(ClientError) as wrong:
@@ -160,6 +170,9 @@ async def test_deleting_an_account_ends_it_everywhere_and_keeps_the_handle(
         await alice.delete_account(PASSWORD)
         assert await alice_ws.wait_closed(5) == 4401
     await assert_signed_out(alice, token)
+    webhooks = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert webhooks.scard(keys.webhook_ids(h(alice).lower())) == 0
+    webhooks.close()
 
     with pytest.raises(ClientError) as sign_in:
         await Client(server.url).sign_in(h(alice), PASSWORD)
