@@ -10,9 +10,9 @@
   var SEL = 'a.dmhub-message-button';
   var done = typeof WeakSet === 'function' ? new WeakSet() : null;
   var CSS = ':host{all:initial;display:inline-block;vertical-align:middle;' +
-    '--bg:#1d9bf0;--fg:#fff;--hover:#1a8cd8;--ring:#0f1419}' +
+    '--bg:#0b63ce;--fg:#fff;--hover:#0953ad;--ring:#0f1419}' +
     '@media (prefers-color-scheme:dark){:host{--bg:#eff3f4;--fg:#0f1419;--hover:#d7dbdc;--ring:#fff}}' +
-    ':host([data-theme=light]){--bg:#1d9bf0;--fg:#fff;--hover:#1a8cd8;--ring:#0f1419}' +
+    ':host([data-theme=light]){--bg:#0b63ce;--fg:#fff;--hover:#0953ad;--ring:#0f1419}' +
     ':host([data-theme=dark]){--bg:#eff3f4;--fg:#0f1419;--hover:#d7dbdc;--ring:#fff}' +
     'a{all:initial;display:inline-flex;align-items:center;gap:.5em;box-sizing:border-box;height:40px;' +
     'padding:0 18px;border-radius:999px;background:var(--bg);color:var(--fg);' +

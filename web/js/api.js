@@ -90,6 +90,9 @@ export const deleteAccount = (password) =>
   request('DELETE', '/api/me', { password }, { quiet401: true });
 export const EXPORT_URL = '/api/me/export';
 
+/** The Message-button check (no sign-in needed); `query` is URLSearchParams. */
+export const buttons = (query) => request('GET', `/api/buttons?${query}`, undefined, { quiet401: true });
+
 // People -----------------------------------------------------------------
 
 export const user = (handle) => request('GET', `/api/users/${enc(handle)}`);
