@@ -151,7 +151,7 @@ function route(r) {
   if (r.name === 'thread') {
     pane = createConversation(mainPane, r.peer);
   } else if (r.name === 'new') {
-    pane = createCompose(mainPane, { peer: r.peer, text: r.text });
+    pane = createCompose(mainPane, { peer: r.peer, text: r.text, ref: r.ref });
   } else {
     mount(mainPane,
       h('div', { class: 'empty-pane' },
@@ -159,6 +159,14 @@ function route(r) {
         h('p', { class: 'empty-title' }, 'Your messages'),
         h('p', null, 'Pick a conversation, or start a new one.'),
         h('a', { class: 'btn btn-primary', href: router.hrefFor.compose() }, 'New message')));
+  }
+  if (r.settings) {
+    // A link (from the button generator, say) to Settings: open the dialog
+    // over the inbox, and leave the URL as the inbox so Back does not reopen it.
+    history.replaceState(null, '', router.hrefFor.inbox());
+    paneRoute = JSON.stringify(router.parse());
+    openSettings({ onSignOut: signOut });
+    return;
   }
   if (pane) pane.focusDefault();
   drawTitle();

@@ -8,7 +8,9 @@
 //   /#/requests         requests folder
 //   /#/c/HANDLE         conversation with HANDLE
 //   /#/new[/HANDLE]     new message
-//   /messages/compose?recipient=H&text=T   new message, prefilled (deep link)
+//   /#/settings         inbox, with the settings dialog open
+//   /messages/compose?recipient=H&text=T&ref=R   new message, prefilled (deep link);
+//                       ref (where the link was) goes with the first message
 
 const listeners = new Set();
 
@@ -19,12 +21,14 @@ export function parse(loc = window.location) {
       name: 'new',
       peer: (q.get('recipient') || '').replace(/^@+/, ''),
       text: q.get('text') || '',
+      ref: q.get('ref') || '',
       deepLink: true,
     };
   }
   const parts = loc.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(safeDecode);
   if (parts[0] === 'requests') return { name: 'list', folder: 'requests' };
   if (parts[0] === 'c' && parts[1]) return { name: 'thread', peer: parts[1], folder: null };
+  if (parts[0] === 'settings') return { name: 'list', folder: 'inbox', settings: true };
   if (parts[0] === 'new') return { name: 'new', peer: parts[1] || '', text: '' };
   return { name: 'list', folder: 'inbox' };
 }
@@ -41,6 +45,7 @@ export const hrefFor = {
   inbox: () => '/#/',
   requests: () => '/#/requests',
   thread: (handle) => `/#/c/${encodeURIComponent(handle)}`,
+  settings: () => '/#/settings',
   compose: (handle) => (handle ? `/#/new/${encodeURIComponent(handle)}` : '/#/new'),
 };
 

@@ -90,7 +90,7 @@ function writeStorage(k, value) {
 }
 
 function saveOutbox() {
-  writeStorage(outboxKey(), state.outbox.map(({ client_id, to, text, at }) => ({ client_id, to, text, at })));
+  writeStorage(outboxKey(), state.outbox.map(({ client_id, to, text, at, extra }) => ({ client_id, to, text, at, extra })));
 }
 
 // Session -----------------------------------------------------------------
@@ -391,9 +391,13 @@ document.addEventListener('visibilitychange', () => {
 
 // Sending -------------------------------------------------------------------
 
-/** Queue a message. It shows at once as "sending" and survives reconnects. */
-export function send(to, text) {
-  const item = { client_id: newClientId(), to, text, status: 'sending', error: null, tries: 0, at: new Date().toISOString() };
+/**
+ * Queue a message. It shows at once as "sending" and survives reconnects.
+ * `extra` holds optional send fields: `ref` (where a compose link came from),
+ * `quick_reply` (the metadata of a tapped quick reply).
+ */
+export function send(to, text, extra = null) {
+  const item = { client_id: newClientId(), to, text, extra, status: 'sending', error: null, tries: 0, at: new Date().toISOString() };
   state.outbox.push(item);
   saveOutbox();
   ensureConv(to);
@@ -425,7 +429,7 @@ export function discard(clientId) {
 
 function transmit(item) {
   if (!socket) return;
-  const ok = socket.send({ type: 'send', to: item.to, text: item.text, client_id: item.client_id });
+  const ok = socket.send({ ...(item.extra || {}), type: 'send', to: item.to, text: item.text, client_id: item.client_id });
   if (!ok) return; // goes out from flushOutbox() when the socket is back
   // No ack soon: check the link now instead of waiting for the next ping,
   // so a silently dead socket is replaced and this message goes out again.

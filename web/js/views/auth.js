@@ -53,6 +53,11 @@ export function renderAuth(root, { note = '', mode = 'signin', onDone }) {
         maxlength: '16', required: true, inputmode: 'text',
       }, signup ? 'Letters, digits or _, up to 15. You can’t change it later.' : null),
       signup && field('name', 'Display name (optional)', { type: 'text', autocomplete: 'name', maxlength: '50' }),
+      signup && h('fieldset', { class: 'account-kind' },
+        h('legend', null, 'Account type'),
+        h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'kind', value: 'person', checked: true }), 'Person'),
+        h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'kind', value: 'business' }),
+          'Business (a greeting, quick replies and a Message button for your website)')),
       field('password', 'Password', {
         type: 'password', required: true, minlength: signup ? '8' : null,
         autocomplete: signup ? 'new-password' : 'current-password',
@@ -85,7 +90,9 @@ export function renderAuth(root, { note = '', mode = 'signin', onDone }) {
       submit.disabled = true;
       submit.textContent = signup ? 'Creating account…' : 'Signing in…';
       try {
-        if (signup) await api.signUp(name ? { handle, password, name } : { handle, password });
+        const kindInput = form.querySelector('input[name="kind"]:checked');
+        const kind = kindInput ? kindInput.value : 'person';
+        if (signup) await api.signUp({ handle, password, kind, ...(name ? { name } : {}) });
         else await api.signIn(handle, password);
         fields.password.input.value = '';
         // /api/me carries the settings too, and proves the cookie works.

@@ -8,10 +8,14 @@ import { hrefFor, go } from '../router.js';
 import { createComposer } from './composer.js';
 import { openProfile } from './profile.js';
 import { relationText, verdict } from './people.js';
+import { quickReplyChips } from './quickreplies.js';
 
 const LOOKUP_DELAY_MS = 250;
 
-export function createCompose(root, { peer = '', text = '' } = {}) {
+export function createCompose(root, { peer = '', text = '', ref = '' } = {}) {
+  // Where the compose link was (a business's pricing page...): it goes with
+  // the first message only, which is the one this screen sends.
+  const firstExtra = ref ? { ref } : null;
   let seq = 0; // answers to old lookups are dropped, only the latest counts
   let timer = null;
   let current = null; // {user, relationship} of the handle in the box
@@ -30,7 +34,7 @@ export function createCompose(root, { peer = '', text = '' } = {}) {
     onSend: (body) => {
       if (!current || !current.relationship.can_message) return;
       const h2 = current.user.handle;
-      store.send(h2, body);
+      store.send(h2, body, firstExtra);
       // The deep link URL must not prefill again on Back/reload: replace it.
       go(hrefFor.thread(h2), { replace: true });
     },
@@ -107,6 +111,8 @@ export function createCompose(root, { peer = '', text = '' } = {}) {
   function drawCard({ user, relationship: rel }) {
     const v = verdict(rel, user);
     const existing = store.conv(user.handle);
+    // The welcome's quick replies belong to a conversation not started yet.
+    const fresh = v.ok && !(existing && existing.last_message);
     const actions = [];
     if (v.action === 'follow') {
       actions.push(h('button', { class: 'btn btn-primary btn-sm', type: 'button', onclick: () => act('follow') }, `Follow @${user.handle}`));
@@ -129,13 +135,21 @@ export function createCompose(root, { peer = '', text = '' } = {}) {
         user.greeting && h('div', { class: 'greeting greeting-inline' },
           h('div', { class: 'greeting-body' },
             h('p', { class: 'greeting-label' }, `${displayName(user)} says`),
-            h('p', { class: 'greeting-text' }, user.greeting))),
+            h('p', { class: 'greeting-text' }, user.greeting),
+            fresh && quickReplyChips(user.quick_replies, pick))),
+        !user.greeting && fresh && quickReplyChips(user.quick_replies, pick),
         h('div', { class: ['verdict', v.ok ? 'verdict-ok' : 'verdict-no'], dataset: { canMessage: String(rel.can_message) } },
           h('span', { class: ['icon', v.ok ? 'icon-ok' : 'icon-no'], 'aria-hidden': 'true' }),
           h('div', null,
             h('p', { class: 'verdict-title' }, v.title),
             h('p', { class: 'verdict-reason' }, v.reason))),
         h('div', { class: 'person-actions' }, actions)));
+  }
+
+  function pick(reply) {
+    const h2 = current.user.handle;
+    store.send(h2, reply.label, { ...(firstExtra || {}), quick_reply: reply.metadata });
+    go(hrefFor.thread(h2), { replace: true });
   }
 
   async function act(action) {

@@ -13,6 +13,7 @@ import { hrefFor, go } from '../router.js';
 import { createComposer } from './composer.js';
 import { openProfile } from './profile.js';
 import { verdict } from './people.js';
+import { quickReplyChips } from './quickreplies.js';
 
 const GROUP_GAP_MS = 5 * 60 * 1000;
 const NEAR_BOTTOM_PX = 120;
@@ -68,7 +69,7 @@ export function createConversation(root, handle) {
     header, h('div', { class: 'thread-body' }, scroller, jumpBtn), footer);
   mount(root, section);
 
-  async function sendText(text) {
+  async function sendText(text, extra = null) {
     const c = store.conv(handle);
     if (c && c.folder === 'requests') {
       // Replying is accepting: do it first so the reply isn't stuck in limbo.
@@ -78,7 +79,7 @@ export function createConversation(root, handle) {
         toast(e.detail);
       }
     }
-    store.send(handle, text);
+    store.send(handle, text, extra);
     scrollToBottom(true);
   }
 
@@ -124,15 +125,24 @@ export function createConversation(root, handle) {
           v.action === 'follow' ? `Follow @${peerUser.handle}` : `Unblock @${peerUser.handle}`));
     }
     composer.el.hidden = Boolean(isRequest) || Boolean(v);
-    // Business greeting: shown to someone about to start a conversation.
-    const greet = peerUser.greeting && t.loaded && t.messages.length === 0 && store.pendingFor(handle).length === 0;
+    // Business welcome (greeting, quick replies): shown to someone about to
+    // start a conversation, and gone once it has started.
+    const replies = peerUser.kind === 'business' ? peerUser.quick_replies || [] : [];
+    const greet = (peerUser.greeting || replies.length > 0) && t.loaded && t.messages.length === 0 &&
+      store.pendingFor(handle).length === 0;
     greetingBox.hidden = !greet;
     if (greet) {
+      const canWrite = !(rel && !rel.can_message);
       mount(greetingBox, avatar(peerUser, 'sm'),
         h('div', { class: 'greeting-body' },
           h('p', { class: 'greeting-label' }, `${displayName(peerUser)} says`),
-          h('p', { class: 'greeting-text' }, peerUser.greeting)));
+          peerUser.greeting && h('p', { class: 'greeting-text' }, peerUser.greeting),
+          canWrite && quickReplyChips(replies, pickReply)));
     }
+  }
+
+  function pickReply(reply) {
+    sendText(reply.label, { quick_reply: reply.metadata });
   }
 
   async function fixAction(action) {
@@ -208,10 +218,14 @@ export function createConversation(root, handle) {
         text: m.text,
         at: m.sent_at,
         status: mine ? (i <= seenIdx ? 'seen' : 'sent') : null,
+        ref: m.ref || null,
+        quickReply: m.quick_reply || null,
+        quickReplies: m.quick_replies || null,
       };
     });
     for (const p of store.pendingFor(handle)) {
-      out.push({ key: `c:${p.client_id}`, id: null, clientId: p.client_id, mine: true, text: p.text, at: p.at, status: p.status, error: p.error });
+      const extra = p.extra || {};
+      out.push({ key: `c:${p.client_id}`, id: null, clientId: p.client_id, mine: true, text: p.text, at: p.at, status: p.status, error: p.error, ref: extra.ref || null, quickReply: extra.quick_reply || null });
     }
     return out;
   }
@@ -237,6 +251,9 @@ export function createConversation(root, handle) {
       let el = els.get(m.key);
       if (!el) el = makeMessage(m);
       updateMessage(el, m, { startsGroup, endsGroup, isLastMine: i === lastMineIdx });
+      // Quick replies the business attached stay under its message until
+      // the person answers (anything they send after it).
+      drawChips(el, !m.mine && i === all.length - 1 ? m.quickReplies : null);
       wanted.push(el);
     }
     // Reconcile: move/insert in order, then drop what is gone.
@@ -278,6 +295,13 @@ export function createConversation(root, handle) {
     return el;
   }
 
+  function drawChips(el, replies) {
+    const sig = replies ? JSON.stringify(replies) : '';
+    if (el._chipsShown === sig) return;
+    el._chipsShown = sig;
+    mount(el._chips, sig ? quickReplyChips(replies, pickReply) : null);
+  }
+
   function makeMessage(m) {
     const statusEl = h('span', { class: 'msg-status' });
     const el = h('li', { class: 'msg', dataset: { key: m.key } },
@@ -287,9 +311,14 @@ export function createConversation(root, handle) {
         h('span', { class: 'msg-meta' },
           h('time', { datetime: m.at, title: fullTime(m.at) }, clock(m.at)),
           statusEl)),
+      // The business sees where a conversation came from (the compose link's ref).
+      m.ref && h('span', { class: 'came-from' }, `came from: ${m.ref}`),
+      !m.mine && m.quickReply && h('span', { class: 'picked' }, `quick reply: ${m.quickReply}`),
+      h('div', { class: 'msg-chips' }),
       h('div', { class: 'msg-foot' }));
     el._status = statusEl;
     el._foot = el.lastChild;
+    el._chips = el._foot.previousSibling;
     return el;
   }
 

@@ -188,6 +188,7 @@ export function createSidebar({ actionsRoot, bodyRoot, onSettings }) {
         h('span', { class: 'conv-top' },
           h('span', { class: 'conv-name' }, displayName(c.peer)),
           hasOwnName(c.peer) && h('span', { class: 'conv-handle' }, `@${c.peer.handle}`),
+          c.peer.kind === 'business' && h('span', { class: 'tag' }, 'Business'),
           query && c.folder === 'requests' && h('span', { class: 'tag' }, 'Request'),
           time && h('time', { class: 'conv-time', datetime: time }, listTime(time))),
         h('span', { class: 'conv-bottom' },

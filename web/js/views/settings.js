@@ -1,5 +1,6 @@
 // Settings: who can message you, read receipts, display name, and the
-// account itself: password, sign out everywhere, export, delete.
+// account itself: password, sign out everywhere, export, delete; for a
+// business also its greeting, quick replies and the Message-button generator.
 // Switches apply at once (and roll back if the server says no), because a
 // privacy setting that needs a separate "Save" is one people think is on
 // when it isn't.
@@ -7,6 +8,7 @@
 import * as api from '../api.js';
 import * as store from '../store.js';
 import { h, avatar, uid } from '../dom.js';
+import { businessSettings } from './business-settings.js';
 
 export function openSettings({ onSignOut, onSignedOut = () => location.replace('/') }) {
   const me = store.state.me;
@@ -123,7 +125,8 @@ export function openSettings({ onSignOut, onSignedOut = () => location.replace('
       h('div', { class: 'person-head' },
         avatar(me, 'lg'),
         h('div', { class: 'person-names' },
-          h('p', { class: 'person-name' }, me.name || `@${me.handle}`),
+          h('p', { class: 'person-name' }, me.name || `@${me.handle}`,
+            me.kind === 'business' && h('span', { class: 'tag' }, 'Business')),
           h('p', { class: 'person-handle' }, `Signed in as @${me.handle}`))),
       h('h3', { class: 'setting-group' }, 'Privacy'),
       toggle('Receive messages from anyone',
@@ -136,6 +139,7 @@ export function openSettings({ onSignOut, onSignedOut = () => location.replace('
         (v) => store.updateSettings({ read_receipts: v })),
       h('h3', { class: 'setting-group' }, 'Profile'),
       nameForm,
+      me.kind === 'business' && businessSettings(status),
       h('h3', { class: 'setting-group' }, 'Account'),
       passwordForm,
       h('div', { class: 'setting setting-actions' },
