@@ -144,7 +144,8 @@ for (const btn of document.querySelectorAll('.gen-themes button')) {
 async function start() {
   const q = new URLSearchParams(location.search);
   try {
-    me = (await api.me()).user;
+    // {"user": null} when signed out: no 401 for a visitor who is not.
+    me = (await api.currentSession()).user || null;
   } catch {
     me = null;
   }
