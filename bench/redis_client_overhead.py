@@ -48,9 +48,11 @@ async def timed(call: Callable[[], Awaitable[Any]], count: int) -> tuple[float, 
     return sequential, concurrent
 
 
-def raw_ping(path: str, count: int) -> float:
+def raw_ping(path: str, password: str, count: int) -> float:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(path)
+        sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
+        assert sock.recv(64) == b"+OK\r\n"
         started = time.perf_counter()
         for _ in range(count):
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
@@ -58,9 +60,9 @@ def raw_ping(path: str, count: int) -> float:
         return (time.perf_counter() - started) / count * 1e6
 
 
-async def run(url: str, socket_path: str, count: int) -> None:
+async def run(url: str, socket_path: str, password: str, count: int) -> None:
     print(f"{count} calls each; µs per call (sequential / 50 concurrent)")
-    print(f"{'raw socket PING':42s} {raw_ping(socket_path, count):8.1f}")
+    print(f"{'raw socket PING':42s} {raw_ping(socket_path, password, count):8.1f}")
     clients = {
         "redis-py, timeouts + health checks": dict(
             socket_timeout=5,
@@ -94,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dmhub-bench-") as data:
         with EmbeddedValkey(Path(data), lock=False) as valkey:
             assert valkey.socket_path is not None
-            uvloop.run(run(valkey.url, str(valkey.socket_path), args.count))
+            uvloop.run(run(valkey.url, str(valkey.socket_path), valkey.password, args.count))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from chat.config import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC  # noqa: E402
 from chat.loadtest.adapters import Account, DmhubAdapter  # noqa: E402
 from chat.store.embedded import EmbeddedValkey  # noqa: E402
 
@@ -327,10 +328,14 @@ class Server:
 class Valkey:
     """A fresh Valkey for one system and round (optionally from a seeded store)."""
 
+    # dmhub's embedded default unless --appendfsync says otherwise (docs/performance.md
+    # compares the two).
+    appendfsync = DEFAULT_APPENDFSYNC
+
     def __init__(self, data_dir: Path, seed: Path | None = None) -> None:
         if seed is not None:
             shutil.copytree(seed / "appendonlydir", data_dir / "appendonlydir")
-        self.embedded = EmbeddedValkey(data_dir, lock=False)
+        self.embedded = EmbeddedValkey(data_dir, self.appendfsync, lock=False)
         self.url = self.embedded.start()
 
     @property
@@ -723,9 +728,9 @@ def summarize(session: Session, info: dict[str, Any], systems: list[System]) -> 
         f"({profile.procs} processes), the server and Valkey share these CPUs.",
         "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- **Redis**: a fresh Valkey {v.get('valkey', '')} per system per round, started "
-        "by the harness (`appendonly yes`, `appendfsync everysec`, unix socket); every "
-        "system reaches it through `REDIS_URL`. dmhub's starts from a copy of a store "
-        "seeded once with the benchmark's accounts and follows.",
+        f"by the harness (`appendonly yes`, `appendfsync {Valkey.appendfsync}`, unix "
+        "socket); every system reaches it through `REDIS_URL`. dmhub's starts from a copy "
+        "of a store seeded once with the benchmark's accounts and follows.",
         f"- **Rounds**: {profile.rounds}; systems alternate (A B C ... A B C ...). Each cell: "
         "the median, then every round's value in brackets; for the maximum rate, the rate "
         "that every round sustained, then each round's.",
@@ -859,7 +864,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="default: bench/results (quick: bench/.work)")
     parser.add_argument("--budget-min", type=float, help="wall-clock budget in minutes")
+    parser.add_argument(
+        "--appendfsync",
+        choices=APPENDFSYNC_CHOICES,
+        default=DEFAULT_APPENDFSYNC,
+        help="the shared Valkey's fsync policy (default: dmhub's embedded default)",
+    )
     args = parser.parse_args(argv)
+    Valkey.appendfsync = args.appendfsync
 
     profile = QUICK if args.quick else FULL
     if args.rounds:

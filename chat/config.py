@@ -6,6 +6,7 @@ Each setting is documented in README.md ("Configuration"); keep the two in step.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,19 @@ from chat.transport.origins import OriginPolicy
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_DATA_DIR = ".dmhub"
-DEFAULT_APPENDFSYNC = "everysec"
+# Valkey writes and fsyncs before it replies (once per event-loop turn, shared by
+# every command of that turn), so no ack is lost to a kill -9 of Valkey, of dmhub
+# or of the machine. `everysec` is faster and can lose ~2 s (store/persistence.py).
+DEFAULT_APPENDFSYNC = "always"
+APPENDFSYNC_CHOICES = ("always", "everysec")
+# The embedded Valkey's memory ceiling (Valkey syntax: 512mb, 2gb); past it,
+# writes are refused (noeviction) and answered `503 unavailable`.
+DEFAULT_VALKEY_MAXMEMORY = "1gb"
+# A Valkey that dies this often within the window is not restarted again.
+VALKEY_RESTART_BUDGET = 5
+VALKEY_RESTART_WINDOW_S = 60.0
+# How long a send's client_id is remembered, i.e. how long a retry is honoured.
+DEFAULT_CLIENT_ID_TTL_S = 24 * 3600
 DEFAULT_SESSION_TTL_S = 30 * 24 * 3600
 DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_SOCKET_QUEUE = 512
@@ -141,6 +154,8 @@ class Settings:
     appendfsync: str = DEFAULT_APPENDFSYNC
     # The origin browsers see this server at (behind a proxy, the proxy's).
     public_url: str | None = None
+    valkey_maxmemory: str = DEFAULT_VALKEY_MAXMEMORY
+    client_id_ttl_s: int = DEFAULT_CLIENT_ID_TTL_S
     allowed_origins: tuple[str, ...] = ()
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
     event_retention: int = DEFAULT_EVENT_RETENTION
@@ -169,8 +184,11 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         appendfsync = os.environ.get("DMHUB_APPENDFSYNC", DEFAULT_APPENDFSYNC).strip().lower()
-        if appendfsync not in ("everysec", "always"):
-            raise SystemExit("DMHUB_APPENDFSYNC must be 'everysec' or 'always'")
+        if appendfsync not in APPENDFSYNC_CHOICES:
+            raise SystemExit("DMHUB_APPENDFSYNC must be 'always' or 'everysec'")
+        maxmemory = os.environ.get("DMHUB_VALKEY_MAXMEMORY", "").strip().lower()
+        if maxmemory and not re.fullmatch(r"\d+(b|kb|mb|gb|k|m|g)?", maxmemory):
+            raise SystemExit("DMHUB_VALKEY_MAXMEMORY must be a size such as 512mb or 2gb")
         public_url = os.environ.get("DMHUB_PUBLIC_URL", "").strip() or None
         allowed_origins = _origins(os.environ.get("DMHUB_ALLOWED_ORIGINS", ""))
         try:
@@ -183,6 +201,8 @@ class Settings:
             appendfsync=appendfsync,
             public_url=public_url,
             allowed_origins=allowed_origins,
+            valkey_maxmemory=maxmemory or DEFAULT_VALKEY_MAXMEMORY,
+            client_id_ttl_s=_int("DMHUB_CLIENT_ID_TTL", DEFAULT_CLIENT_ID_TTL_S),
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),

@@ -23,7 +23,8 @@ from uvicorn._subprocess import get_subprocess
 
 from chat import runtime as runtime_module
 from chat.config import Settings
-from chat.store.embedded import EmbeddedValkey, warn_without_persistence
+from chat.store import persistence
+from chat.store.embedded import EmbeddedValkey, EmbeddedValkeyError
 from chat.transport.uvicorn_ws import DmhubWebSocketProtocol
 
 log = logging.getLogger("dmhub")
@@ -90,13 +91,26 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     )
     settings = Settings.from_env()
     embedded: EmbeddedValkey | None = None
+    gave_up: list[str] = []
     if settings.redis_url is None:
-        embedded = EmbeddedValkey(settings.data_dir, settings.appendfsync)
+        embedded = EmbeddedValkey(
+            settings.data_dir, settings.appendfsync, maxmemory=settings.valkey_maxmemory
+        )
         settings = replace(settings, redis_url=embedded.start())
-        # Worker processes build their settings from the environment.
+        # Worker processes build their settings from the environment (which,
+        # unlike a command line, other local users cannot read).
         os.environ["REDIS_URL"] = settings.redis_url or ""
+
+        def give_up(why: str) -> None:
+            # From the watcher thread: stop as SIGTERM would (drain, 1012), then
+            # exit non-zero below so the process manager knows.
+            gave_up.append(why)
+            log.error("%s", why)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        embedded.supervise(give_up)
     else:
-        warn_without_persistence(settings.redis_url)
+        persistence.check(settings.redis_url)
 
     # uvicorn re-raises the signal that stopped it once it is done; a Python
     # handler turns that into a normal return so the finally below still runs.
@@ -121,7 +135,9 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
             DrainingServer(config).run()
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.close()
+    if gave_up:
+        raise EmbeddedValkeyError(gave_up[0])
 
 
 class Supervisor:

@@ -21,11 +21,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def shared_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
-    """One Valkey for the whole run, emptied before each test that uses it."""
-    valkey = EmbeddedValkey(tmp_path_factory.mktemp("valkey"), lock=False)
+    """One Valkey for the whole run, emptied before each test that uses it.
+
+    `everysec`, unlike the embedded default: these tests are not about crashes,
+    and an fsync per write made them half again as slow. Tests that kill
+    Valkey use `own_valkey`, which has the default (`always`)."""
+    valkey = EmbeddedValkey(tmp_path_factory.mktemp("valkey"), "everysec", lock=False)
     valkey.start()
     yield valkey
-    valkey.stop()
+    valkey.close()
 
 
 @pytest.fixture
@@ -53,4 +57,4 @@ def own_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
     valkey = EmbeddedValkey(tmp_path / "own-valkey", lock=False)
     valkey.start()
     yield valkey
-    valkey.stop()
+    valkey.close()

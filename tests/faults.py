@@ -191,10 +191,10 @@ def pids_with_arg(needle: str) -> list[int]:
 
 def valkey_child(parent_pid: int, data_dir: Path) -> int:
     """The embedded valkey-server that `parent_pid` (a dmhub we started) runs on data_dir."""
-    sock = str(data_dir.resolve() / "valkey.sock")
+    config = str(data_dir.resolve() / "valkey.conf")
     children = [
         pid
-        for pid in pids_with_arg(sock)
+        for pid in pids_with_arg(config)
         if (stat := proc_stat(pid)) is not None and stat[1] == parent_pid and alive(pid)
     ]
     assert len(children) == 1, f"expected one valkey-server child of {parent_pid}, found {children}"

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from chat.client import Client, Socket
+from chat.config import VALKEY_RESTART_BUDGET
 from tests.faults import alive, eventually, history, messages_until, next_message, valkey_child
 from tests.support import PASSWORD, ROOT, DmhubProcess, free_port, new_user
 
@@ -197,3 +198,73 @@ async def test_sigkill_of_dmhub_takes_its_valkey_down_and_the_folder_is_reusable
     for client in (alice, bob, again):
         await client.aclose()
     assert restarted.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_valkey_killed_under_serve_is_restarted_on_the_same_data_and_sockets_resume(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "d"
+    node = start(data_dir, tmp_path)
+    valkey_pid = our_valkey(node, data_dir)
+    cleanup.append((node, valkey_pid, data_dir))
+
+    alice = await new_user(node.url)
+    bob = await new_user(node.url)
+    assert alice.user and bob.user
+    a_h, b_h = alice.user["handle"], bob.user["handle"]
+    await bob.follow(a_h)
+    async with alice.socket() as alice_sock, bob.socket() as bob_sock:
+        before = [await alice_sock.send(b_h, f"before {i}", f"b-{i}") for i in range(5)]
+        assert [e["message"] for e in await messages_until(bob_sock, before[-1]["id"])] == before
+
+        os.kill(valkey_pid, signal.SIGKILL)
+        replacement = await eventually(
+            lambda: _new_valkey(node, data_dir, valkey_pid), 20, "dmhub to start Valkey again"
+        )
+        cleanup.append((None, replacement, data_dir))
+
+        # The socket was never closed: a send retried by client_id goes through,
+        # and the other side gets it live, after everything from before.
+        after = await alice_sock.send(b_h, "after the restart", "a-0")
+        assert (await next_message(bob_sock, 20))["message"] == after
+        assert alice_sock.close_code is None and bob_sock.close_code is None
+    assert await history(bob, a_h) == [*before, after]
+    assert node.process is not None and node.process.poll() is None
+    assert "starting it again" in node.log()
+    for client in (alice, bob):
+        await client.aclose()
+    assert node.terminate() == 0
+    await eventually(lambda: not alive(replacement), 10, "the restarted valkey-server to exit")
+
+
+def _new_valkey(node: DmhubProcess, data_dir: Path, old: int) -> int | None:
+    try:
+        pid = our_valkey(node, data_dir)
+    except AssertionError:
+        return None
+    return pid if pid != old else None
+
+
+@pytest.mark.timeout(60)
+async def test_a_valkey_that_keeps_dying_makes_serve_exit_non_zero(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "d"
+    node = start(data_dir, tmp_path)
+    pid = our_valkey(node, data_dir)
+    cleanup.append((node, pid, data_dir))
+    assert node.process is not None
+    kills = 0
+    while node.process.poll() is None and kills < VALKEY_RESTART_BUDGET + 1:
+        os.kill(pid, signal.SIGKILL)
+        kills += 1
+        if kills <= VALKEY_RESTART_BUDGET:
+            pid = await eventually(
+                lambda old=pid: _new_valkey(node, data_dir, old), 20, f"restart {kills}"
+            )
+            cleanup.append((None, pid, data_dir))
+    code = await eventually(lambda: node.process.poll(), 30, "dmhub to give up and exit")  # type: ignore[union-attr]
+    assert code == 1, node.log()
+    assert "giving up" in node.log()
+    assert "Traceback" not in node.log(), node.log()

