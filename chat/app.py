@@ -7,11 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,6 +26,7 @@ from chat.config import Settings
 from chat.errors import NOT_FOUND, ApiError, unavailable
 from chat.hub import Hub
 from chat.runtime import Runtime
+from chat.store import failures
 from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
@@ -49,6 +50,9 @@ def redis_client(url: str) -> redis.Redis:
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=2.0,
         health_check_interval=30,
+        # The asyncio Retry: the pool awaits it. (redis.retry.Retry, the synchronous
+        # one, made every command single-shot, so after a Redis restart the first
+        # command on each pooled connection failed.) A retry reconnects first.
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
         retry_on_error=[BusyLoadingError],
     )
@@ -62,7 +66,7 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 
 async def storage_down(request: Request, exc: Exception) -> Response:
-    log.warning("storage unavailable for %s %s: %s", request.method, request.url.path, exc)
+    failures.note(exc, f"{request.method} {request.url.path}")
     error = unavailable()
     return http.json(error.body(), error.status, {"Retry-After": "1"})
 
@@ -152,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
             ApiError: api_error,
             RedisConnectionError: storage_down,
             RedisTimeoutError: storage_down,
+            OutOfMemoryError: storage_down,
             HTTPException: http_error,
             ClientDisconnect: client_gone,
             Exception: internal_error,

@@ -32,3 +32,13 @@ WEBHOOKS_FAILING = Gauge(
     "dmhub_webhooks_failing",
     "Webhooks served here whose deliveries are failing, deactivated ones included.",
 )
+STORAGE_OOM_REFUSALS = Counter(
+    "dmhub_storage_oom_refusals_total",
+    "Writes Redis refused because it reached maxmemory (answered 503 unavailable).",
+)
+REDIS_USED_MEMORY = Gauge(
+    "dmhub_redis_used_memory_bytes", "Redis used_memory, read when /metrics is scraped."
+)
+REDIS_MAXMEMORY = Gauge(
+    "dmhub_redis_maxmemory_bytes", "Redis maxmemory (0: no ceiling), read when /metrics is scraped."
+)

@@ -22,11 +22,17 @@ from chat.protocol import closecodes
 from chat.protocol.frames import with_cursor
 from chat.pubsub import Broker
 from chat.store import keys
+from chat.store.failures import STORAGE_UNAVAILABLE
 from chat.store.store import Store, cursor_key
 
 log = logging.getLogger("dmhub.hub")
 
 REPLAY_PAGE = 500
+# After pub/sub comes back, how long the resync waits for Redis to answer
+# commands (a restarted Redis answers LOADING while it reads its data) before
+# giving up and asking every socket to reconnect.
+RESYNC_PATIENCE_S = 30.0
+RESYNC_BACKOFF_MAX_S = 1.0
 CHANNEL_PREFIX = keys.channel("")
 
 
@@ -126,8 +132,26 @@ class Hub:
         for conn in self.connections:
             conn.syncing = True
 
+    async def _storage_answers(self) -> bool:
+        """Wait (bounded) until Redis answers commands, not only SUBSCRIBE."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESYNC_PATIENCE_S
+        delay = 0.05
+        while True:
+            try:
+                await self.store.ping()
+                return True
+            except STORAGE_UNAVAILABLE:
+                if loop.time() + delay > deadline:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESYNC_BACKOFF_MAX_S)
+
     async def resync_all(self) -> None:
         """After pub/sub came back: drop ended sessions, replay what each socket missed."""
+        # Closing every socket because Redis is still loading would be a
+        # reconnect storm against a Redis that is about to be fine.
+        await self._storage_answers()
         conns = self.connections
         try:
             live = await self.store.live_sessions(list({c.session for c in conns}))

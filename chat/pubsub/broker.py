@@ -109,6 +109,9 @@ class Broker:
         self._last_heard = 0.0
         self._resync: asyncio.Task[None] | None = None
         self._first_connect = True
+        # A restarted Redis refuses SUBSCRIBE while it loads its data: say so
+        # once, not on every retry.
+        self._said_loading = False
 
     @property
     def connected(self) -> bool:
@@ -151,8 +154,12 @@ class Broker:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                if self._connected or self._first_connect:
+                loading = "LOADING" in str(exc)
+                if loading and self._said_loading:
+                    log.debug("pub/sub: Redis still loading; retrying")
+                elif self._connected or self._first_connect:
                     log.warning("pub/sub connection lost: %s; reconnecting", exc)
+                self._said_loading = self._said_loading or loading
             except Exception:
                 log.exception("pub/sub listener failed; restarting it")
             finally:
@@ -214,6 +221,7 @@ class Broker:
             self._resubscribed()
 
     def _resubscribed(self) -> None:
+        self._said_loading = False
         self._resync = asyncio.create_task(self._on_resubscribed(), name="dmhub-resync")
         self._resync.add_done_callback(_log_failure)
 

@@ -29,8 +29,8 @@ import logging
 from typing import Any, cast
 
 import hiredis
+from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 
 from chat.resp import Endpoint, pack, reply_reader
 
@@ -40,10 +40,18 @@ DEFAULT_TIMEOUT_S = 5.0
 WATCHDOG_INTERVAL_S = 0.5
 
 
-def _reply_error(message: str) -> ResponseError:
-    # The one error code the lane acts on; everything else is the caller's.
+def _reply_error(message: str) -> Exception:
+    """The exception redis-py would raise for this error reply.
+
+    NOSCRIPT the lane acts on itself. LOADING (a restarted Redis reading its
+    data) and OOM (at maxmemory, noeviction) are storage being unavailable, not
+    a bug: callers answer `unavailable` (chat/store/failures.py)."""
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    if message.startswith("LOADING"):
+        return BusyLoadingError(message)
+    if message.startswith("OOM"):
+        return OutOfMemoryError(message)
     return ResponseError(message)
 
 

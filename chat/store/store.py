@@ -631,3 +631,8 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    async def memory(self) -> tuple[int, int]:
+        """(used_memory, maxmemory) in bytes; maxmemory 0 means no ceiling."""
+        info = await self.redis.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))

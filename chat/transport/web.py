@@ -11,8 +11,10 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from chat import metrics
 from chat.errors import UNAUTHENTICATED, ApiError
 from chat.runtime import Runtime
+from chat.store import failures
 from chat.transport.http import json
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -47,6 +49,12 @@ async def metrics_endpoint(request: Request) -> Response:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not secrets.compare_digest(given, expected):
             raise ApiError(UNAUTHENTICATED, "The metrics endpoint needs DMHUB_METRICS_TOKEN.")
+    try:
+        memory = await rt.store.memory()
+        metrics.REDIS_USED_MEMORY.set(memory[0])
+        metrics.REDIS_MAXMEMORY.set(memory[1])
+    except failures.STORAGE_UNAVAILABLE:
+        pass  # the process's own metrics are still worth a scrape
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat import limits, metrics
@@ -24,7 +21,7 @@ from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
 from chat.protocol.validation import stream_id
 from chat.runtime import Runtime
-from chat.store import accounts
+from chat.store import accounts, failures
 from chat.store.store import public_user, stored_quick_replies
 from chat.transport import auth
 from chat.transport.http import json
@@ -32,21 +29,10 @@ from chat.transport.uvicorn_ws import direct_write
 
 log = logging.getLogger("dmhub.ws")
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-WARN_EVERY_S = 5.0
+REDIS_DOWN = failures.STORAGE_UNAVAILABLE
 RESTARTING = ApiError(
     "unavailable", "The server is restarting; reconnect and retry with the same client_id."
 )
-_last_warning = 0.0
-
-
-def _storage_warning(exc: BaseException) -> None:
-    """Say why sends fail, without a log line per failed send during an outage."""
-    global _last_warning
-    now = time.monotonic()
-    if now - _last_warning >= WARN_EVERY_S:
-        _last_warning = now
-        log.warning("storage unavailable, answering sends with 'unavailable': %s", exc)
 
 
 async def deny(websocket: WebSocket, error: ApiError) -> None:
@@ -94,7 +80,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except ApiError as error:
         await deny(websocket, error)
         return
-    except REDIS_DOWN:
+    except REDIS_DOWN as exc:
+        failures.note(exc, "handshake")
         await deny(websocket, unavailable())
         return
     # Checked and counted with no await in between, so concurrent handshakes
@@ -288,7 +275,7 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
         conn.push(frames.error_frame(error, client_id))
         return frames.frame_code(error.code)
     except REDIS_DOWN as exc:
-        _storage_warning(exc)
+        failures.note(exc, "frame")
         conn.push(frames.error_frame(unavailable(), client_id))
         return "unavailable"
     except RecursionError:
