@@ -208,10 +208,11 @@ async def test_while_valkey_loads_requests_get_503_and_one_warning_not_traceback
             assert (handshake.value.status, handshake.value.code) == (503, "unavailable")
             assert ready == 503
             assert not tracebacks(caplog), tracebacks(caplog)
-            # One line for the eleven refusals, one from pub/sub: no line per request.
+            # One line for the eleven refusals; background tasks (pub/sub, webhooks)
+            # say once each that Redis is loading: no line per request.
             said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             assert len([m for m in said if "answering 'unavailable'" in m]) == 1, said
-            assert len(said) <= 3, said
+            assert len(said) <= 5, said
 
             # Loaded: everything works again, on the sockets that stayed open.
             async def ready_again() -> bool:
