@@ -236,9 +236,10 @@ class Client:
         )
 
     async def post_message(
-        self, peer: str, text: str, client_id: str | None = None
+        self, peer: str, text: str, client_id: str | None = None, **fields: Any
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": text}
+        """`fields`: a send's optional fields (`ref`, `quick_reply`, `quick_replies`)."""
+        body: dict[str, Any] = {"text": text, **fields}
         if client_id is not None:
             body["client_id"] = client_id
         data = await self.request("POST", f"/api/conversations/{quote(peer)}/messages", body)
@@ -368,9 +369,17 @@ class Socket:
         await self.connection.send(json.dumps(frame))
 
     async def send(
-        self, to: str, text: str, client_id: str | None = None, attempts: int = SEND_ATTEMPTS
+        self,
+        to: str,
+        text: str,
+        client_id: str | None = None,
+        attempts: int = SEND_ATTEMPTS,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Send and wait for the ack; retries with the same client_id, so never twice."""
+        """Send and wait for the ack; retries with the same client_id, so never twice.
+
+        `fields`: a send's optional fields (`ref`, `quick_reply`, `quick_replies`).
+        """
         client_id = client_id or uuid.uuid4().hex
         delay = 0.1
         for attempt in range(attempts):
@@ -379,7 +388,7 @@ class Socket:
                 waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
                 self._acks[client_id] = waiter
                 await self.send_frame(
-                    {"type": "send", "to": to, "text": text, "client_id": client_id}
+                    {**fields, "type": "send", "to": to, "text": text, "client_id": client_id}
                 )
                 frame = await asyncio.wait_for(waiter, self.timeout)
             except (ConnectionError, ConnectionClosed, TimeoutError):

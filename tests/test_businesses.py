@@ -294,3 +294,14 @@ async def test_button_js_is_small_cacheable_and_versioned(server: RunningServer)
     assert "max-age=300" in bare.headers["cache-control"]
     assert again.status_code == 304
     assert len(versioned.content) < 8 * 1024
+
+
+async def test_the_python_client_sends_the_business_fields(server: RunningServer) -> None:
+    shop = await shop_with_replies(server)
+    fan = await new_user(server.url)
+    sent = await fan.post_message(handle(shop), "Track my order", quick_reply="intent:track")
+    assert sent["quick_reply"] == "intent:track"
+    offer = [{"label": "Yes", "metadata": "yes"}]
+    async with shop.socket() as socket:
+        reply = await socket.send(handle(fan), "Anything else?", quick_replies=offer, ref="bot")
+    assert reply["quick_replies"] == offer and reply["ref"] == "bot"

@@ -282,6 +282,12 @@ def test_welcome_quick_replies_and_replies_on_a_message(
     chips = welcome.get_by_role("group", name="Quick replies").get_by_role("button")
     expect(chips).to_have_text([r["label"] for r in REPLIES])
     page.locator(".thread").screenshot(path=str(SHOTS / "welcome-quick-replies.png"))
+    # The profile shows the badge and the greeting too.
+    page.get_by_role("button", name="Profile and actions").click()
+    profile = page.get_by_role("dialog")
+    expect(profile.locator(".person-name .tag")).to_have_text("Business")
+    expect(profile.locator(".greeting-text")).to_have_text("Hi! How can we help today?")
+    profile.get_by_role("button", name="Close").click()
 
     chips.filter(has_text="Track my order").click()
     expect(message(page, "Track my order")).to_have_attribute("data-status", "sent")
@@ -349,6 +355,11 @@ def test_generator_shows_each_error_next_to_its_field(
     expect(page.locator("#gen-snippet")).to_contain_text("ref=footer")
     page.get_by_label("Small").check()
     expect(page.locator("#gen-snippet")).to_contain_text('data-size="small"')
+
+    # The error's Settings link opens Settings over the inbox.
+    page.goto("/#/settings")
+    expect(page.get_by_role("dialog")).to_contain_text("Greeting")
+    expect(page).to_have_url(re.compile(r"/#/$"))
 
 
 def test_button_script_on_a_busy_host_page(
