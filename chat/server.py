@@ -25,6 +25,7 @@ from chat import runtime as runtime_module
 from chat.config import Settings
 from chat.store import persistence
 from chat.store.embedded import EmbeddedValkey, EmbeddedValkeyError
+from chat.transport.origins import configuration_warning
 from chat.transport.uvicorn_ws import DmhubWebSocketProtocol
 
 log = logging.getLogger("dmhub")
@@ -90,6 +91,9 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = Settings.from_env()
+    origin_warning = configuration_warning(settings.public_url, settings.secure_cookies)
+    if origin_warning:
+        log.warning(origin_warning)
     embedded: EmbeddedValkey | None = None
     gave_up: list[str] = []
     if settings.redis_url is None:

@@ -11,7 +11,14 @@ from websockets.asyncio.client import connect
 
 from chat.client import Client
 from chat.config import Settings
-from chat.transport.origins import Origin, OriginPolicy, parse_origin, served_origins
+from chat.transport.origins import (
+    Origin,
+    OriginPolicy,
+    configuration_warning,
+    parse_origin,
+    refusal_detail,
+    served_origins,
+)
 from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
 from tests.test_websocket import recv, refused
 
@@ -73,6 +80,20 @@ def test_a_public_url_replaces_the_served_address_and_the_list_adds_to_it() -> N
     assert not policy.allows("http://127.0.0.1:8000", LOOPBACK)
 
 
+def test_a_refusal_names_the_origin_and_the_settings_that_allow_one() -> None:
+    assert "Origin header" in refusal_detail(None)
+    detail = refusal_detail("https://127.0.0.1:8000")
+    assert "https://127.0.0.1:8000" in detail and "DMHUB_PUBLIC_URL" in detail
+    assert len(refusal_detail("http://" + "a" * 10_000)) < 300
+
+
+def test_secure_cookies_without_a_public_url_are_warned_about() -> None:
+    warning = configuration_warning(None, secure_cookies=True)
+    assert warning is not None and "DMHUB_PUBLIC_URL" in warning
+    assert configuration_warning("https://chat.example.com", secure_cookies=True) is None
+    assert configuration_warning(None, secure_cookies=False) is None
+
+
 def test_settings_refuse_a_public_url_or_origin_that_is_not_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -119,6 +140,19 @@ async def test_cookie_writes_check_scheme_host_and_port(server: RunningServer) -
     assert await cookie_patch(server, alice, rebind_port) == 403
     assert await cookie_patch(server, alice, {"Origin": server.url}) == 200
     assert await cookie_patch(server, alice, {"Origin": f"http://localhost:{port}"}) == 200
+
+
+async def test_a_refused_write_says_which_origin_was_refused(server: RunningServer) -> None:
+    alice = await new_user(server.url)
+    cookie = {"Cookie": f"dmhub_session={alice.token}"}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        foreign = await http.patch(
+            "/api/me", json={}, headers={**cookie, "Origin": "https://evil.example"}
+        )
+        bare = await http.patch("/api/me", json={}, headers=cookie)
+    assert foreign.json()["error"]["detail"] == refusal_detail("https://evil.example")
+    assert bare.json()["error"]["detail"] == refusal_detail(None)
+    await alice.aclose()
 
 
 async def test_cookie_handshakes_check_scheme_host_and_port(server: RunningServer) -> None:

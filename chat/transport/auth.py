@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat.errors import FORBIDDEN_ORIGIN, UNAUTHENTICATED, ApiError
 from chat.store.store import Store
-from chat.transport.origins import OriginPolicy
+from chat.transport.origins import OriginPolicy, refusal_detail
 
 COOKIE_NAME = "dmhub_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -95,6 +95,14 @@ def credentials(headers: Mapping[str, str], cookies: dict[str, str]) -> tuple[st
     return None
 
 
+def check_origin(
+    origins: OriginPolicy, origin: str | None, server: tuple[str, int | None] | None
+) -> None:
+    """The one Origin check of cookie requests and handshakes: 403 forbidden_origin."""
+    if not origins.allows(origin, server):
+        raise ApiError(FORBIDDEN_ORIGIN, refusal_detail(origin))
+
+
 async def authenticate(
     store: Store,
     headers: Mapping[str, str],
@@ -109,8 +117,8 @@ async def authenticate(
     if found is None:
         raise ApiError(UNAUTHENTICATED, "Sign in first: send a bearer token or the session cookie.")
     token, via_cookie = found
-    if via_cookie and needs_origin and not origins.allows(headers.get("origin"), server):
-        raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
+    if via_cookie and needs_origin:
+        check_origin(origins, headers.get("origin"), server)
     digest = token_hash(token)
     user = await store.session_user(digest)
     if user is None:

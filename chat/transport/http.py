@@ -14,7 +14,6 @@ from chat import metrics, signin
 from chat.config import DEFAULT_PAGE_LIMIT, LOGIN_WINDOW_S, MAX_PAGE_LIMIT, SIGNUP_WINDOW_S
 from chat.errors import (
     BAD_CREDENTIALS,
-    FORBIDDEN_ORIGIN,
     HANDLE_TAKEN,
     NOT_ALLOWED,
     NOT_FOUND,
@@ -82,8 +81,8 @@ async def signed_in(request: Request) -> auth.Principal:
 def check_login_origin(request: Request) -> None:
     """Sign-up and sign-in set a cookie: refuse them from foreign pages (login CSRF)."""
     origin = request.headers.get("origin")
-    if origin and not runtime(request).origins.allows(origin, request.scope.get("server")):
-        raise ApiError(FORBIDDEN_ORIGIN, "This request must come from an allowed Origin.")
+    if origin:
+        auth.check_origin(runtime(request).origins, origin, request.scope.get("server"))
 
 
 def session_response(request: Request, user: dict[str, Any], token: str, status: int) -> Response:

@@ -21,6 +21,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 SERVED_SCHEME = "http"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 LOOPBACK_NAMES = ("localhost",)
+# How much of a refused Origin header a refusal repeats.
+MAX_ECHOED_ORIGIN = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +99,28 @@ class OriginPolicy:
         if origin in self.allowed or origin == self.public:
             return True
         return self.public is None and origin in served_origins(server)
+
+
+def refusal_detail(origin_header: str | None) -> str:
+    """Why a cookie request was refused, in words that point the operator at the fix."""
+    if not origin_header:
+        return (
+            "A request that uses the session cookie to change something, or to open "
+            "a socket, must carry an Origin header."
+        )
+    return (
+        f"Pages at {origin_header[:MAX_ECHOED_ORIGIN]} may not use this server's session "
+        "cookie. The operator allows an origin with DMHUB_PUBLIC_URL or DMHUB_ALLOWED_ORIGINS."
+    )
+
+
+def configuration_warning(public_url: str | None, secure_cookies: bool) -> str | None:
+    """What `dmhub serve` says at start-up about a set-up that refuses every browser."""
+    if secure_cookies and not public_url:
+        return (
+            "DMHUB_SECURE_COOKIES is on but DMHUB_PUBLIC_URL is not set: the session "
+            "cookie's pages are https, this server's own origin is its http address, so "
+            "browsers will get 403 forbidden_origin. Set DMHUB_PUBLIC_URL to the https URL "
+            "people open."
+        )
+    return None
