@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
             event_retention=settings.event_retention,
             lane=lane,
             limits=settings.send_limits,
+            client_id_ttl_s=settings.client_id_ttl_s,
         )
         hub = Hub(store, redis_url)
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)

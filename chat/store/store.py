@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 
-from chat.config import SendLimits
+from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys
@@ -182,11 +182,14 @@ class Store:
         event_retention: int,
         lane: Lane | None = None,
         limits: SendLimits | None = None,
+        client_id_ttl_s: int = DEFAULT_CLIENT_ID_TTL_S,
     ) -> None:
         # The client decodes responses to str; redis-py's annotations cannot say
         # so (they promise bytes | str everywhere), hence Any rather than casts.
         self.redis: Any = client
         self.event_retention = event_retention
+        # How long a client_id is remembered, i.e. a retry honoured (0: forever).
+        self.client_id_ttl_s = client_id_ttl_s
         limits = limits or SendLimits()
         self._limit_args = [
             limits.messages_per_min,
@@ -452,6 +455,7 @@ class Store:
                 origin,
                 extra_fields(extra),
                 *self._limit_args,
+                self.client_id_ttl_s,
             ],
         )
         status = result[0]

@@ -12,6 +12,7 @@
 --       9 optional message fields as JSON text (',"ref":"x"'...) or ''
 --       10 messages burst   11 its period (ms)   12 new conversations   13 their window (ms)
 --       14 requests received   15 their window (ms); a limit of 0 is off
+--       16 seconds a client_id is remembered (0: forever)
 -- Returns {1, id, message JSON, folder} for a new message; {0, id, peer} when
 -- client_id was seen before; {2, reason, recipient's handle or ''} when the rule
 -- refuses; {3, limit name, milliseconds to wait} when a limit refuses. Only the
@@ -126,6 +127,12 @@ redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s)
 redis.call('SADD', KEYS[10], r)
 if client_id ~= '' then
   redis.call('HSET', KEYS[1], client_id, id .. '|' .. r)
+  -- Each client_id expires on its own (HEXPIRE: Valkey 9, Redis 7.4); on older
+  -- servers the whole map expires that long after the sender's last such send.
+  local ttl = tonumber(ARGV[16])
+  if ttl > 0 and not pcall(redis.call, 'HEXPIRE', KEYS[1], ttl, 'FIELDS', 1, client_id) then
+    redis.call('EXPIRE', KEYS[1], ttl)
+  end
 end
 
 -- Writing to someone accepts their request, so the sender's side is always inbox;
