@@ -207,3 +207,22 @@ async def test_argon2_work_is_bounded_to_spare_a_core(monkeypatch: pytest.Monkey
     results = await asyncio.gather(*(auth.verify_password(None, WRONG) for _ in range(8)))
     assert results == [False] * 8
     assert 1 <= peak <= auth.ARGON2_CONCURRENCY < max(2, os.cpu_count() or 2)
+
+
+async def test_concurrent_guesses_cannot_slip_past_the_ip_limit(proxied: RunningServer) -> None:
+    """Each attempt is counted before its argon2 check waits for a slot."""
+    async with httpx.AsyncClient(base_url=proxied.url) as http:
+        results = await asyncio.gather(
+            *(sign_in(http, unique_handle(f"c{i}"), WRONG, "192.0.2.77") for i in range(20))
+        )
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(401) == 6 and codes.count(429) == 14
+
+
+async def test_right_passwords_spend_no_budget(proxied: RunningServer) -> None:
+    alice = unique_handle("alice")
+    async with httpx.AsyncClient(base_url=proxied.url) as http:
+        await http.post("/api/accounts", json={"handle": alice, "password": PASSWORD})
+        for _ in range(10):
+            assert (await sign_in(http, alice, PASSWORD, "192.0.2.88")).status_code == 200
+        assert (await sign_in(http, alice, WRONG, "192.0.2.88")).status_code == 401

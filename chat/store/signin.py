@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from chat.store import keys
-
-
-@dataclass(frozen=True, slots=True)
-class SigninState:
-    ip_failures: int
-    ip_window_left_s: int
-    account_failures: int
-    account_last_failure_ms: int
 
 
 class SigninStore:
     def __init__(self, client: Any) -> None:
         self.redis = client
 
-    async def state(self, ip: str, lc: str) -> SigninState:
-        # Two slots (the IP's and the account's): separate commands, not a script.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.ip_login_failures(ip))
-            pipe.ttl(keys.ip_login_failures(ip))
-            ip_count, ttl = await pipe.execute()
-        n, last = await self.redis.hmget(keys.account_login_failures(lc, ip), ["n", "t"])
-        return SigninState(int(ip_count or 0), max(int(ttl), 1), int(n or 0), int(last or 0))
-
-    async def failed(self, ip: str, lc: str, now_ms: int, window_s: int) -> None:
+    async def begin(self, ip: str, window_s: int) -> tuple[int, int]:
+        """Count one sign-in attempt from the IP; (attempts in the window, seconds left)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(keys.ip_login_failures(ip))
             pipe.expire(keys.ip_login_failures(ip), window_s, nx=True)
-            await pipe.execute()
+            pipe.ttl(keys.ip_login_failures(ip))
+            count, _, ttl = await pipe.execute()
+        return int(count), max(int(ttl), 1)
+
+    async def account_failures(self, ip: str, lc: str) -> tuple[int, int]:
+        """(failures of this IP on this account, when the last was, ms)."""
+        n, last = await self.redis.hmget(keys.account_login_failures(lc, ip), ["n", "t"])
+        return int(n or 0), int(last or 0)
+
+    async def failed(self, ip: str, lc: str, now_ms: int, window_s: int) -> None:
+        # The IP's attempt stays counted (begin); the account remembers the IP.
         account = keys.account_login_failures(lc, ip)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(account, "n", 1)
@@ -41,10 +34,16 @@ class SigninStore:
             pipe.expire(account, window_s)
             await pipe.execute()
 
-    async def succeeded(self, ip: str, lc: str) -> None:
-        # The IP's own count stays: signing in to an account of one's own must not
-        # reset the budget for guessing at others.
-        await self.redis.delete(keys.account_login_failures(lc, ip))
+    async def succeeded(self, ip: str, lc: str, had_failures: bool, window_s: int) -> None:
+        """A right password: the attempt is given back, and this IP's backoff on the
+        account ends. Failures on other accounts stay counted."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.decr(keys.ip_login_failures(ip))
+            # The window may have ended meanwhile: never leave a key without a TTL.
+            pipe.expire(keys.ip_login_failures(ip), window_s, nx=True)
+            if had_failures:
+                pipe.delete(keys.account_login_failures(lc, ip))
+            await pipe.execute()
 
     async def count_signup(self, ip: str, window_s: int) -> tuple[int, int]:
         """Counts one sign-up attempt; (attempts in the window, seconds left in it)."""

@@ -161,25 +161,46 @@ async def create_session(request: Request) -> Response:
         # No account can match: answer without counting anything, so that junk
         # handles cannot grow Redis or spend anyone's budget.
         raise bad_credentials()
-    rt = runtime(request)
-    lc, ip = handle.lower(), client_ip(request)
-    state = await rt.store.signin.state(ip, lc)
-    now_ms = int(time.time() * 1000)
-    refused = signin.ip_refusal(
-        state.ip_failures, rt.settings.limit_login_failures, state.ip_window_left_s
-    ) or signin.account_refusal(state.account_failures, state.account_last_failure_ms, now_ms)
-    if refused is not None:
-        raise limited("logins", refused.retry_after_s, refused.detail)
-    found = await rt.store.password_hash(lc)
-    ok = await auth.verify_password(found[1] if found else None, password)
-    if not ok or found is None:
-        await rt.store.signin.failed(ip, lc, now_ms, LOGIN_WINDOW_S)
+    lc = handle.lower()
+    found = await checked_password(request, lc, password)
+    if found is None:
         raise bad_credentials()
-    if state.account_failures:
-        await rt.store.signin.succeeded(ip, lc)
     token = auth.new_token()
     await start_session(request, token, lc)
     return session_response(request, public_user(found[0]), token, 200)
+
+
+async def checked_password(
+    request: Request, lc: str, password: str
+) -> tuple[dict[str, str], str] | None:
+    """(user row, hash) when the password is the account's, else None; 429 when
+    the `logins` limit says this IP may not try now.
+
+    The attempt is counted against the IP before the password is checked, and
+    given back when it was right: concurrent guesses cannot slip past the limit
+    while their argon2 checks wait for a slot.
+    """
+    rt = runtime(request)
+    limit = rt.settings.limit_login_failures
+    ip = client_ip(request)
+    failures_before = 0
+    if limit > 0:
+        attempts, window_left = await rt.store.signin.begin(ip, LOGIN_WINDOW_S)
+        now_ms = int(time.time() * 1000)
+        failures_before, last_ms = await rt.store.signin.account_failures(ip, lc)
+        refused = signin.ip_refusal(attempts - 1, limit, window_left) or signin.account_refusal(
+            failures_before, last_ms, now_ms
+        )
+        if refused is not None:
+            raise limited("logins", refused.retry_after_s, refused.detail)
+    found = await rt.store.password_hash(lc)
+    ok = await auth.verify_password(found[1] if found else None, password)
+    if limit > 0:
+        if ok and found is not None:
+            await rt.store.signin.succeeded(ip, lc, failures_before > 0, LOGIN_WINDOW_S)
+        else:
+            await rt.store.signin.failed(ip, lc, int(time.time() * 1000), LOGIN_WINDOW_S)
+    return found if ok else None
 
 
 async def start_session(request: Request, token: str, lc: str) -> None:

@@ -17,8 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from chat import signin
-from chat.config import LOGIN_WINDOW_S
 from chat.errors import NOT_FOUND, UNAUTHENTICATED, ApiError, invalid
 from chat.protocol import validation
 from chat.store import accounts, keys
@@ -26,9 +24,8 @@ from chat.store.store import gone_user, iso_ms, public_user
 from chat.transport import auth
 from chat.transport.http import (
     body,
-    client_ip,
+    checked_password,
     json,
-    limited,
     me_body,
     no_content,
     runtime,
@@ -53,22 +50,11 @@ def new_password(value: object) -> str:
 
 
 async def check_password(request: Request, lc: str, password: object, field: str) -> None:
-    """The account's current password, or 422 naming the field; failures count
-    against the caller's IP as failed sign-ins do."""
-    rt = runtime(request)
+    """The account's current password, or 422 naming the field; checked as a
+    sign-in is (argon2 slots, the IP's `logins` limit)."""
     if not isinstance(password, str) or len(password) > validation.MAX_PASSWORD:
         raise invalid("Type your current password.", field)
-    ip = client_ip(request)
-    state = await rt.store.signin.state(ip, lc)
-    now_ms = int(time.time() * 1000)
-    refused = signin.ip_refusal(
-        state.ip_failures, rt.settings.limit_login_failures, state.ip_window_left_s
-    ) or signin.account_refusal(state.account_failures, state.account_last_failure_ms, now_ms)
-    if refused is not None:
-        raise limited("logins", refused.retry_after_s, refused.detail)
-    found = await rt.store.password_hash(lc)
-    if not await auth.verify_password(found[1] if found else None, password):
-        await rt.store.signin.failed(ip, lc, now_ms, LOGIN_WINDOW_S)
+    if await checked_password(request, lc, password) is None:
         raise invalid("That is not your current password.", field)
 
 
