@@ -20,7 +20,7 @@ from chat.config import Settings, WebhookSettings
 from chat.store import keys
 from chat.webhooks import verify
 from chat.webhooks.policy import MAX_WEBHOOKS_PER_ACCOUNT
-from tests.support import RunningServer, new_user, running_server, settings_for
+from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
 from tests.webhook_receiver import Delivery, receiver
 
 FAST = WebhookSettings(
@@ -100,6 +100,22 @@ async def test_create_list_get_delete_and_the_secret_is_shown_once(
         await webhook(alice, hook["id"])
     assert (gone.value.status, gone.value.code) == (404, "not_found")
     assert await alice.request("GET", "/api/webhooks") == {"webhooks": []}
+
+
+async def test_deleting_the_account_deletes_its_webhooks(
+    server: RunningServer, redis_url: str
+) -> None:
+    alice = await new_user(server.url)
+    assert alice.user
+    await create(alice, "https://hooks.example.com/a")
+    await create(alice, "https://hooks.example.com/b")
+    await alice.request("DELETE", "/api/me", {"password": PASSWORD})
+    client = aioredis.Redis.from_url(redis_url)
+    lc = alice.user["handle"].lower()
+    assert await client.exists(keys.webhook_ids(lc)) == 0
+    assert not await client.sismember(keys.webhook_index(keys.webhook_index_shard(lc)), lc)
+    assert await client.keys(f"wh:{{{lc}}}:*") == []
+    await client.aclose()
 
 
 async def test_another_account_cannot_see_or_touch_a_webhook(server: RunningServer) -> None:

@@ -23,6 +23,7 @@ import msgspec
 
 from chat.store import keys
 from chat.store.store import Store, iso_ms
+from chat.store.webhooks import WebhookStore
 
 MAX_SESSIONS_PER_USER = 50
 # Public ids of sessions: a prefix of the token's hash, enough to tell them apart.
@@ -169,6 +170,7 @@ async def delete_account(store: Store, lc: str) -> bool:
         return False
     await end_all_sessions(store, lc)
     redis = _redis(store)
+    await WebhookStore(redis).delete_all(lc)
     # Each edge list of the account names the reverse entries to remove elsewhere.
     for own, reverse in (
         (keys.following(lc), keys.followers),

@@ -87,6 +87,12 @@ class WebhookStore:
             await self._unindex(lc)
         return bool(removed)
 
+    async def delete_all(self, lc: str) -> None:
+        """An account's end: every webhook goes, and their holders stop."""
+        for webhook_id in await self.ids(lc):
+            await self.delete(lc, webhook_id)
+        await self.redis.publish(keys.webhook_wake(lc), "*")
+
     async def _unindex(self, lc: str) -> None:
         """Drop an account without webhooks from the index, safely against a
         create running at the same time: remove, then look again, and put it
