@@ -251,3 +251,15 @@ async def test_account_routes_need_credentials(server: RunningServer) -> None:
             response = await http.request(method, path, json={})
             assert response.status_code == 401, (method, path)
             assert response.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_session_index_keys_expire_with_the_newest_session(
+    server: RunningServer, redis_url: str
+) -> None:
+    alice = await new_user(server.url)
+    await second_session(server, alice)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    lc = h(alice).lower()
+    ttls = [client.ttl(keys.session_index(lc)), client.ttl(keys.session_info(lc))]
+    client.close()
+    assert all(0 < ttl <= 30 * 24 * 3600 for ttl in ttls), ttls

@@ -69,19 +69,17 @@ async def start_session(
     """A new session and its index entry; past the cap, the oldest session ends."""
     now = int(time.time() * 1000)
     info = _encoder.encode({"created": now, "ip": ip, "agent": agent[:MAX_AGENT_CHARS]})
+    # The index first: a session that exists is always one "sign out everywhere" finds.
     async with _redis(store).pipeline(transaction=True) as pipe:
-        pipe.set(keys.session(token_hash), lc, ex=ttl_s)
         pipe.zadd(keys.session_index(lc), {token_hash: now + ttl_s * 1000})
         pipe.hset(keys.session_info(lc), token_hash, info)
-        pipe.expire(keys.session_index(lc), ttl_s, gt=True)
-        pipe.expire(keys.session_info(lc), ttl_s, gt=True)
+        for key in (keys.session_index(lc), keys.session_info(lc)):
+            # GT never sets a first TTL (no TTL counts as infinite); NX does.
+            pipe.expire(key, ttl_s, gt=True)
+            pipe.expire(key, ttl_s, nx=True)
         pipe.zcard(keys.session_index(lc))
         results = await pipe.execute()
-    # EXPIRE GT never sets a first TTL on a key without one.
-    async with _redis(store).pipeline(transaction=False) as pipe:
-        pipe.expire(keys.session_index(lc), ttl_s, nx=True)
-        pipe.expire(keys.session_info(lc), ttl_s, nx=True)
-        await pipe.execute()
+    await _redis(store).set(keys.session(token_hash), lc, ex=ttl_s)
     count = int(results[-1])
     if count > MAX_SESSIONS_PER_USER:
         oldest = await _redis(store).zrange(

@@ -37,7 +37,8 @@ class SigninStore:
     async def succeeded(self, ip: str, lc: str, had_failures: bool, window_s: int) -> None:
         """A right password: the attempt is given back, and this IP's backoff on the
         account ends. Failures on other accounts stay counted."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # Two slots (the IP's and the account's): a plain pipeline, not MULTI.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.decr(keys.ip_login_failures(ip))
             # The window may have ended meanwhile: never leave a key without a TTL.
             pipe.expire(keys.ip_login_failures(ip), window_s, nx=True)
