@@ -102,9 +102,15 @@
   w.dmhub = { render: render, version: 1 };
   render();
   if (w.MutationObserver) {
+    // Only additions that are or hold a button link cost a scan, so a busy
+    // page's own DOM churn stays cheap.
     new MutationObserver(function (records) {
       for (var i = 0; i < records.length; i++) {
-        if (records[i].addedNodes.length) { later(); return; }
+        var added = records[i].addedNodes;
+        for (var j = 0; j < added.length; j++) {
+          var n = added[j];
+          if (n.nodeType === 1 && (n.matches(SEL) || n.querySelector(SEL))) { later(); return; }
+        }
       }
     }).observe(d.documentElement, { childList: true, subtree: true });
   }

@@ -430,10 +430,17 @@ def test_button_script_size_and_render_time(
         f'<p><a class="dmhub-message-button" href="{compose}&amp;ref=p{i}"></a></p>'
         for i in range(20)
     )
-    url = host_site.page("/timing", f'{links}<script src="{server}/button.js"></script>')
+    url = host_site.page("/timing", f'{links}<script async src="{server}/button.js"></script>')
     page = new_page()
-    firsts, per_render = [], []
+    firsts, runs, per_render = [], [], []
     page.add_init_script(TIME_RENDER)
+    # When button.js defines its namespace, just before its first render().
+    page.add_init_script(
+        """(() => { let value;
+            Object.defineProperty(window, 'dmhub', {configurable: true, enumerable: true,
+              get: () => value, set: (v) => { window.__started = performance.now(); value = v; }});
+        })()"""
+    )
     for _ in range(5):
         page.goto(url)
         expect(page.locator("dmhub-button")).to_have_count(20)
@@ -443,6 +450,7 @@ def test_button_script_size_and_render_time(
                 ".find((e) => e.name.includes('/button.js')).responseEnd"
             )
         )
+        runs.append(page.evaluate("window.__rendered - window.__started"))
         per_render.append(
             page.evaluate(
                 """() => { const box = document.createElement('div'); document.body.append(box);
@@ -458,7 +466,8 @@ def test_button_script_size_and_render_time(
     print(
         f"\nbutton.js: {len(body)} bytes, {gzipped} gzipped (-9);"
         f" 20 buttons on screen {statistics.median(firsts):.1f} ms (median of 5) after the"
-        f" script arrived; render() {statistics.median(per_render) * 1000:.0f} µs per button"
+        f" script arrived, of which the script's own first render {statistics.median(runs):.1f}"
+        f" ms; render() {statistics.median(per_render) * 1000:.0f} µs per button"
     )
     with contextlib.suppress(Exception):
         page.close()

@@ -13,6 +13,7 @@
 //                       ref (where the link was) goes with the first message
 
 const listeners = new Set();
+const REF_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export function parse(loc = window.location) {
   if (loc.pathname.replace(/\/+$/, '') === '/messages/compose') {
@@ -21,7 +22,9 @@ export function parse(loc = window.location) {
       name: 'new',
       peer: (q.get('recipient') || '').replace(/^@+/, ''),
       text: q.get('text') || '',
-      ref: q.get('ref') || '',
+      // A malformed ref (a hand-edited link) is dropped rather than let the
+      // server refuse the customer's first message over it.
+      ref: REF_RE.test(q.get('ref') || '') ? q.get('ref') : '',
       deepLink: true,
     };
   }
