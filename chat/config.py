@@ -32,6 +32,21 @@ DEFAULT_CLIENT_ID_TTL_S = 24 * 3600
 DEFAULT_SESSION_TTL_S = 30 * 24 * 3600
 DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_SOCKET_QUEUE = 512
+# A socket's outbox in bytes too: 512 frames of 64 KiB would be 32 MiB. 1 MiB, as
+# Centrifugo's client_queue_max_size, holds 16 maximum-size messages.
+DEFAULT_SOCKET_QUEUE_BYTES = 1024 * 1024
+# A write that waits this long for room means the client stopped reading: 1013.
+DEFAULT_WRITE_DEADLINE_S = 10.0
+# After the server's close frame, the client has this long to answer before the
+# connection is aborted (a client that does not read never answers).
+DEFAULT_CLOSE_DEADLINE_S = 5.0
+# The kernel's send buffer of each WebSocket (Linux doubles it for bookkeeping).
+# Left alone, it grows to 4 MiB even for a client that reads nothing.
+SOCKET_SEND_BUFFER = 128 * 1024
+# A replay reads the event stream in pages of at most this many bytes (and
+# REPLAY_PAGE_EVENTS events), so a resuming socket holds one page, not its backlog.
+REPLAY_PAGE_BYTES = 256 * 1024
+REPLAY_PAGE_EVENTS = 500
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_INVALID_FRAMES = 20
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
@@ -160,6 +175,9 @@ class Settings:
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
     event_retention: int = DEFAULT_EVENT_RETENTION
     socket_queue: int = DEFAULT_SOCKET_QUEUE
+    socket_queue_bytes: int = DEFAULT_SOCKET_QUEUE_BYTES
+    write_deadline_s: float = DEFAULT_WRITE_DEADLINE_S
+    close_deadline_s: float = DEFAULT_CLOSE_DEADLINE_S
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_invalid_frames: int = DEFAULT_MAX_INVALID_FRAMES
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
@@ -206,6 +224,9 @@ class Settings:
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),
+            socket_queue_bytes=_int("DMHUB_SOCKET_QUEUE_BYTES", DEFAULT_SOCKET_QUEUE_BYTES),
+            write_deadline_s=_float("DMHUB_WRITE_DEADLINE", DEFAULT_WRITE_DEADLINE_S),
+            close_deadline_s=_float("DMHUB_CLOSE_DEADLINE", DEFAULT_CLOSE_DEADLINE_S),
             max_invalid_frames=_int("DMHUB_MAX_INVALID_FRAMES", DEFAULT_MAX_INVALID_FRAMES),
             drain_timeout_s=_float("DMHUB_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S),
             limit_login_failures=_int("DMHUB_LIMIT_LOGIN_FAILURES", DEFAULT_LIMIT_LOGIN_FAILURES),

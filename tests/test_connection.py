@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from chat import metrics
-from chat.hub.connection import Connection
+from chat.hub.connection import Connection, Limits
 from chat.protocol import closecodes
 
 
-def make(send_text, closes: list[int], queue_size: int = 1) -> Connection:  # type: ignore[no-untyped-def]
+def make(send_text, closes: list[int], queue_size: int = 1, **limits) -> Connection:  # type: ignore[no-untyped-def]
     async def close(code: int, reason: str) -> None:
         closes.append(code)
 
     return Connection(
         user="u", session="s", peer=None,
-        send_text=send_text, close=close, queue_size=queue_size,
+        send_text=send_text, close=close, limits=Limits(queue_frames=queue_size, **limits),
     )  # fmt: skip
 
 
@@ -73,7 +73,7 @@ async def test_direct_writes_keep_order_behind_frames_that_had_to_wait() -> None
 
     conn = Connection(
         user="u", session="s", peer=None,
-        send_text=send_text, close=_no_close, queue_size=8, write_now=write_now,
+        send_text=send_text, close=_no_close, limits=Limits(queue_frames=8), write_now=write_now,
     )  # fmt: skip
     conn.push("1")  # no room: queued, and a writer starts
     conn.push("2")  # room now or not, "1" is still waiting: queued behind it
@@ -89,7 +89,7 @@ async def test_an_idle_socket_with_a_direct_write_carries_no_task_or_queue() -> 
     sent: list[str] = []
     conn = Connection(
         user="u", session="s", peer=None,
-        send_text=_never_called, close=_no_close, queue_size=8,
+        send_text=_never_called, close=_no_close, limits=Limits(queue_frames=8),
         write_now=lambda frame: sent.append(frame) is None,
     )  # fmt: skip
     await conn.put("ready")
@@ -104,3 +104,105 @@ async def _no_close(code: int, reason: str) -> None:
 
 async def _never_called(frame: str) -> None:
     raise AssertionError("frames should have gone out directly")
+
+
+async def test_the_outbox_is_bounded_in_bytes_not_only_in_frames() -> None:
+    never = asyncio.Event()
+
+    async def send_text(frame: str) -> None:
+        await never.wait()
+
+    closes: list[int] = []
+    conn = make(send_text, closes, queue_size=512, queue_bytes=100_000)
+    conn.syncing = False
+    big = "x" * 30_000
+    for n in range(1, 6):  # the writer holds the first; three fit in 100 kB
+        conn.push_event((n, 0), f"{n}-0", big)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    assert closes == [closecodes.TRY_AGAIN_LATER]
+    assert conn.queued_bytes == 0  # what was queued is let go at once
+
+
+async def test_non_ascii_frames_are_counted_in_encoded_bytes() -> None:
+    never = asyncio.Event()
+
+    async def send_text(frame: str) -> None:
+        await never.wait()
+
+    closes: list[int] = []
+    conn = make(send_text, closes, queue_size=512, queue_bytes=100_000)
+    conn.push("first")  # taken by the writer
+    await asyncio.sleep(0)
+    conn.push("\U0001f600" * 20_000)  # 20,000 characters, 80,000 bytes
+    assert conn.queued_bytes == 80_000
+    conn.push("\U0001f600" * 6_000)  # 24,000 more bytes: over
+    await asyncio.sleep(0.05)
+    assert closes == [closecodes.TRY_AGAIN_LATER]
+
+
+async def test_live_events_held_during_a_replay_are_bounded_in_bytes() -> None:
+    closes: list[int] = []
+    conn = make(_never_called, closes, queue_size=512, queue_bytes=50_000)
+    assert conn.syncing
+    conn.push_event((1, 0), "1-0", "x" * 30_000)
+    conn.push_event((2, 0), "2-0", "x" * 30_000)
+    await asyncio.sleep(0.05)
+    assert closes == [closecodes.TRY_AGAIN_LATER] and conn.closed
+
+
+async def test_a_write_that_waits_past_the_deadline_closes_with_1013_and_aborts() -> None:
+    never = asyncio.Event()
+
+    async def send_text(frame: str) -> None:
+        await never.wait()
+
+    closes: list[int] = []
+    aborted: list[float] = []
+    loop = asyncio.get_running_loop()
+    conn = make(send_text, closes, queue_size=8, write_deadline_s=0.1, close_deadline_s=0.1)
+    conn._abort = lambda: aborted.append(loop.time())
+    started = loop.time()
+    conn.push("stuck")
+    putting = asyncio.create_task(conn.put("a replay frame"))
+    await asyncio.wait_for(putting, 2)  # the deadline released the waiting replay too
+    await asyncio.sleep(0.3)
+    assert closes == [closecodes.TRY_AGAIN_LATER]
+    assert len(aborted) == 1 and 0.15 <= aborted[0] - started < 1
+
+
+async def test_a_close_stuck_behind_unread_frames_goes_out_at_the_deadline() -> None:
+    never = asyncio.Event()
+
+    async def send_text(frame: str) -> None:
+        await never.wait()
+
+    closes: list[int] = []
+    conn = make(send_text, closes, queue_size=8, write_deadline_s=0.1)
+    conn.push("stuck")
+    conn.close(closecodes.SESSION_ENDED, "session ended")
+    await asyncio.sleep(0.3)
+    assert closes == [closecodes.SESSION_ENDED]
+
+
+async def test_a_replay_waits_for_room_by_bytes() -> None:
+    gate = asyncio.Event()
+    sent: list[int] = []
+
+    async def send_text(frame: str) -> None:
+        await gate.wait()
+        sent.append(len(frame))
+
+    conn = make(send_text, [], queue_size=512, queue_bytes=50_000)
+    for _ in range(3):
+        await asyncio.wait_for(conn.put("x" * 20_000), 1)
+    putting = asyncio.create_task(conn.put("x" * 20_000))
+    await asyncio.sleep(0.05)
+    assert not putting.done() and conn.queued_bytes == 40_000
+    gate.set()
+    await asyncio.wait_for(putting, 1)
+    for _ in range(100):
+        if conn.writer is None:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == [20_000] * 4 and not conn.closed and conn.queued_bytes == 0

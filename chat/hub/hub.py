@@ -17,6 +17,7 @@ import logging
 from collections import Counter, defaultdict
 
 from chat import metrics
+from chat.config import REPLAY_PAGE_BYTES, REPLAY_PAGE_EVENTS
 from chat.hub.connection import Connection
 from chat.protocol import closecodes
 from chat.protocol.frames import with_cursor
@@ -27,7 +28,6 @@ from chat.store.store import Store, cursor_key
 
 log = logging.getLogger("dmhub.hub")
 
-REPLAY_PAGE = 500
 # After pub/sub comes back, how long the resync waits for Redis to answer
 # commands (a restarted Redis answers LOADING while it reads its data) before
 # giving up and asking every socket to reconnect.
@@ -110,14 +110,20 @@ class Hub:
             while not conn.closed:
                 # If this raises, the socket stays in `syncing` and the caller
                 # closes it: going live after a partial replay would leave a gap.
-                events = await self.store.events_after(conn.user, conn.last_cursor, REPLAY_PAGE)
+                # Pages are bounded in bytes, and `put` waits for the socket to
+                # take each frame (or for the write deadline to close it), so a
+                # client that does not read pins one page, not its backlog.
+                events, more = await self.store.events_page(
+                    conn.user, conn.last_cursor, REPLAY_PAGE_EVENTS, REPLAY_PAGE_BYTES
+                )
                 for cursor, peer, origin, body in events:
                     conn.set_position(cursor)
                     if conn.wants(peer) and origin != conn.id:
                         await conn.put(with_cursor(body, cursor))
-                if len(events) < REPLAY_PAGE:
+                del events
+                if not more:
                     break
-            pending, conn.pending = conn.pending, []
+            pending = conn.take_pending()
             conn.syncing = False
             for key, cursor, frame in pending:
                 conn.push_event(key, cursor, frame)

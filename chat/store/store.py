@@ -207,6 +207,7 @@ class Store:
         self._facts = client.register_script(_script("facts.lua"))
         self._bounds = client.register_script(_script("stream_bounds.lua"))
         self._counter = client.register_script(_script("counter.lua"))
+        self._events_page = client.register_script(_script("events_page.lua"))
         # The hot path (facts, send, session lookups) goes through the pipelined
         # lane when there is one; everything else uses the ordinary client.
         self.lane = lane
@@ -626,6 +627,18 @@ class Store:
 
     async def count_typing(self, lc: str, window_ms: int) -> tuple[int, int]:
         return await self.count_in_window(keys.typing_count(lc), window_ms)
+
+    async def events_page(
+        self, lc: str, cursor: str, count: int, max_bytes: int
+    ) -> tuple[list[tuple[str, str, str, str]], bool]:
+        """Like `events_after`, and at most about `max_bytes`; True when more may follow."""
+        reply = await self._events_page(keys=[keys.events(lc)], args=[cursor, count, max_bytes])
+        events = []
+        for index in range(1, len(reply), 2):
+            flat = reply[index + 1]
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            events.append((reply[index], fields["p"], fields.get("o", "-"), fields["f"]))
+        return events, bool(reply[0])
 
     async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
         await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")

@@ -21,16 +21,32 @@ What it changes, each measured under `dmhub loadtest` (docs/performance.md):
 
 It also marks the handshake done after a denial response (401, 403, 404 over
 HTTP), so uvicorn does not log an error for a refusal that went out correctly.
+
+And it releases clients that stop reading. uvicorn waits for room in the
+transport before it writes a close frame, and room never comes from a client
+that does not read: the close was never sent and the socket stayed open, its
+buffers full. Here a close frame is written at once (it is a few bytes past a
+buffer that is bounded anyway), and every way a connection ends (our close,
+the keepalive's, the app returning, server shutdown) aborts the transport if
+the client has not let it go `close_timeout` later: a graceful close would wait
+for the buffer to drain, which it never does. The app can abort sooner
+(`transport_abort`, used by `chat.hub.connection` with its close deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.protocol import State
+
+from chat.config import DEFAULT_CLOSE_DEADLINE_S, SOCKET_SEND_BUFFER
 
 # Messages a client may have waiting unread before the server stops reading its
 # socket (TCP then pushes back). One is uvicorn's own choice.
@@ -107,6 +123,17 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
+        self.close_timeout = DEFAULT_CLOSE_DEADLINE_S
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linux grows a socket's send buffer up to tcp_wmem's maximum (4 MiB)
+            # even while the peer reads nothing: a fixed size bounds what the
+            # kernel holds for a client that stopped reading.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -117,7 +144,7 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
             # Offered to the app (the ASGI task starts on the next loop turn).
             extensions = self.scope["extensions"]
             assert extensions is not None
-            extensions[DIRECT_WRITE] = {"write_now": self.try_send_text}
+            extensions[DIRECT_WRITE] = {"write_now": self.try_send_text, "abort": self.abort}
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -168,7 +195,58 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         return True
 
+    def abort(self) -> None:
+        """Drop the connection now, buffered data and all (a client that stopped reading)."""
+        if not self.disconnected:
+            self.transport.abort()
+
+    def _abort_later(self) -> None:
+        """The transport is closing gracefully; make sure it is gone after `close_timeout`."""
+        if not self.disconnected:
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.abort)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self._abort_later()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._abort_later()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        if self.close_timer is None:
+            self._abort_later()
+
+    def _send_close_now(self, code: int, reason: str) -> None:
+        """uvicorn's close, without first waiting for room the client may never make."""
+        if self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self._abort_later()
+
     async def send(self, message: ASGISendEvent) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+        ):
+            if self.disconnected:
+                raise ClientDisconnected()
+            self._send_close_now(message.get("code", 1000), message.get("reason", "") or "")
+            return
         await super().send(message)
         kind = message["type"]
         if kind == "websocket.accept":
@@ -181,3 +259,9 @@ def direct_write(scope: Any) -> Any:
     """The server's direct write for this socket, or None (other ASGI servers)."""
     extension = (scope.get("extensions") or {}).get(DIRECT_WRITE)
     return extension["write_now"] if extension else None
+
+
+def transport_abort(scope: Any) -> Any:
+    """Drops this socket's connection at once, or None (other ASGI servers)."""
+    extension = (scope.get("extensions") or {}).get(DIRECT_WRITE)
+    return extension["abort"] if extension else None

@@ -15,8 +15,10 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chat import limits, metrics
+from chat.config import Settings
 from chat.errors import INVALID, ApiError, unavailable, unknown_user
 from chat.hub import Connection, actions
+from chat.hub.connection import Limits
 from chat.protocol import closecodes, frames
 from chat.protocol.frames import PingFrame, ReadFrame, SendFrame, TypingFrame
 from chat.protocol.validation import stream_id
@@ -25,7 +27,7 @@ from chat.store import accounts, failures
 from chat.store.store import public_user, stored_quick_replies
 from chat.transport import auth
 from chat.transport.http import json
-from chat.transport.uvicorn_ws import direct_write
+from chat.transport.uvicorn_ws import direct_write, transport_abort
 
 log = logging.getLogger("dmhub.ws")
 
@@ -105,8 +107,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         peer=peer_lc,
         send_text=websocket.send_text,
         close=lambda code, reason: websocket.close(code, reason),
-        queue_size=rt.settings.socket_queue,
+        limits=socket_limits(rt.settings),
         write_now=direct_write(websocket.scope),
+        abort=transport_abort(websocket.scope),
     )
     expiry: asyncio.TimerHandle | None = None
     try:
@@ -175,6 +178,25 @@ async def session_expiry(rt: Runtime, conn: Connection) -> asyncio.TimerHandle |
         return None
     loop = asyncio.get_running_loop()
     return loop.call_later(left_ms / 1000, conn.close, closecodes.SESSION_ENDED, "session expired")
+
+
+_limits: tuple[Settings, Limits] | None = None
+
+
+def socket_limits(settings: Settings) -> Limits:
+    """The outbox limits of every socket of this process: one shared object."""
+    global _limits
+    if _limits is None or _limits[0] is not settings:
+        _limits = (
+            settings,
+            Limits(
+                queue_frames=settings.socket_queue,
+                queue_bytes=settings.socket_queue_bytes,
+                write_deadline_s=settings.write_deadline_s,
+                close_deadline_s=settings.close_deadline_s,
+            ),
+        )
+    return _limits[1]
 
 
 def release_handshake(websocket: WebSocket) -> None:
