@@ -23,8 +23,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import redis.asyncio as aioredis
 from websockets.sync.client import connect
 
+from chat.store import keys
+from chat.store.store import Store
 from tests.support import PASSWORD, DmhubProcess, unique_handle
 
 pytestmark = pytest.mark.timeout(120)
@@ -296,3 +299,31 @@ def test_non_reading_sockets_are_released_and_memory_levels_off(
             s.close()
         server.http.close()
         process.terminate()
+
+
+async def test_replay_pages_are_bounded_in_bytes_and_cover_the_stream(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = Store(client, event_retention=1000)
+    key = keys.events("pager")
+    sizes = [10, 60_000, 60_000, 100, 200_000, 5, 5, 5, 70_000, 70_000, 70_000, 1]
+    for n, size in enumerate(sizes, start=1):
+        await client.xadd(key, {"p": "bob", "f": "x" * size}, id=f"{n}-0")
+    try:
+        cursor, seen, pages = "0-0", [], 0
+        while True:
+            events, more = await store.events_page("pager", cursor, 500, 100_000)
+            pages += 1
+            # Over the budget only when one event alone is (it still goes, alone).
+            total = sum(len(body) + 3 for _, _, _, body in events)
+            assert total <= 100_000 or len(events) == 1, total
+            seen += [len(body) for _, _, _, body in events]
+            if events:
+                cursor = events[-1][0]
+            if not more:
+                break
+        assert seen == sizes and pages == 6
+        # A count cap says "more" even when the bytes would allow the rest.
+        events, more = await store.events_page("pager", "0-0", 1, 100_000)
+        assert len(events) == 1 and more
+    finally:
+        await client.aclose()
