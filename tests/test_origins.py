@@ -62,6 +62,10 @@ def test_by_default_the_served_address_is_the_origin_and_localhost_is_loopback()
     assert not policy.allows("http://rebind.evil:8000", LOOPBACK)
     assert not policy.allows("null", LOOPBACK)
     assert not policy.allows(None, LOOPBACK)
+    # A dual-stack socket reports IPv4 clients as IPv4-mapped IPv6 addresses.
+    assert policy.allows("http://127.0.0.1:8000", ("::ffff:127.0.0.1", 8000))
+    assert policy.allows("http://localhost:8000", ("::ffff:127.0.0.1", 8000))
+    assert policy.allows("http://10.0.0.5:8000", ("::ffff:10.0.0.5", 8000))
     # A unix socket has no address a browser could name.
     assert served_origins(("/run/dmhub.sock", None)) == ()
 

@@ -13,13 +13,13 @@ in on, over `http` (dmhub itself does not terminate TLS); on a loopback address
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 SERVED_SCHEME = "http"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 LOOPBACK_NAMES = ("localhost",)
 # How much of a refused Origin header a refusal repeats.
 MAX_ECHOED_ORIGIN = 100
@@ -63,9 +63,19 @@ def served_origins(server: tuple[str, int | None] | None) -> tuple[Origin, ...]:
     """
     if server is None or server[1] is None:
         return ()
-    host, port = server[0].lower(), server[1]
-    names = (host, *LOOPBACK_NAMES) if host in LOOPBACK_HOSTS else (host,)
-    return tuple(Origin(SERVED_SCHEME, name, port) for name in dict.fromkeys(names))
+    return tuple(Origin(SERVED_SCHEME, name, server[1]) for name in host_names(server[0]))
+
+
+def host_names(address: str) -> tuple[str, ...]:
+    """The names a browser may use for a local address: a dual-stack socket reports
+    IPv4 clients as `::ffff:a.b.c.d`, and a loopback address is also `localhost`."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return (address.lower(),)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.compressed, *LOOPBACK_NAMES) if ip.is_loopback else (ip.compressed,)
 
 
 @dataclass(frozen=True, slots=True)
