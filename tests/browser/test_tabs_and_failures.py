@@ -68,6 +68,8 @@ def test_failed_send_shows_why_and_retry_reuses_client_id(new_page, server):
 
     r = b.client.delete(f"/api/blocks/{a.handle}")
     assert r.status_code == 204
+    # The block ended the follows both ways: b follows a again to let a in.
+    b.follow(a.handle)
     failed.get_by_role("button", name="Retry").click()
     expect(failed).to_have_attribute("data-status", re.compile("sent|seen"))
     stored = [m for m in b.history(a.handle) if m["text"] == "are you there?"]
@@ -192,7 +194,11 @@ def test_profile_card_follow_block_and_report(new_page, server):
     expect(pa.locator(".cant-box")).to_contain_text(f"You blocked @{b.handle}")
     expect(composer(pa, b.handle)).to_be_hidden()
     pa.locator(".cant-box").get_by_role("button", name=f"Unblock @{b.handle}").click()
-    expect(composer(pa, b.handle)).to_be_visible()
+    # The block ended the follows both ways, so b's DMs are closed to a again.
+    expect(pa.locator(".cant-box")).to_contain_text(
+        "only receives messages from people they follow"
+    )
+    expect(composer(pa, b.handle)).to_be_hidden()
 
     # Report: works, or (on a server without reports yet) says so plainly.
     pa.get_by_role("button", name="Profile and actions").click()
