@@ -122,7 +122,7 @@ async def test_the_session_index_is_capped(
 async def test_export_has_profile_follows_blocks_and_every_message(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(accounts, "BATCH", 2)  # several pages of everything
+    monkeypatch.setattr(accounts, "BATCH", 1)  # a page per conversation, edge and message
     alice, bob, carol, dan = [await new_user(server.url) for _ in range(4)]
     for a, b in ((alice, bob), (bob, alice), (alice, carol), (carol, alice)):
         await a.follow(h(b))

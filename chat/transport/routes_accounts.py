@@ -161,16 +161,19 @@ async def export_chunks(request: Request, lc: str, row: dict[str, str]) -> Async
         yield b"]"
     yield b',"conversations":['
     peers = await accounts.conversation_peers(store, lc)
-    rows = await store.users(peers) if peers else []
-    for index, (peer, peer_row) in enumerate(zip(peers, rows, strict=True)):
-        peer_object = public_user(peer_row) if peer_row else gone_user(peer)
-        yield (b"," if index else b"") + b'{"peer":' + _encoder.encode(peer_object)
-        yield b',"messages":['
-        first = True
-        async for messages in accounts.conversation_messages(store, lc, peer):
-            yield (b"" if first else b",") + ",".join(messages).encode()
-            first = False
-        yield b"]}"
+    for start in range(0, len(peers), accounts.BATCH):
+        batch = peers[start : start + accounts.BATCH]
+        for index, (peer, peer_row) in enumerate(
+            zip(batch, await store.users(batch), strict=True), start
+        ):
+            peer_object = public_user(peer_row) if peer_row else gone_user(peer)
+            yield (b"," if index else b"") + b'{"peer":' + _encoder.encode(peer_object)
+            yield b',"messages":['
+            first = True
+            async for messages in accounts.conversation_messages(store, lc, peer):
+                yield (b"" if first else b",") + ",".join(messages).encode()
+                first = False
+            yield b"]}"
     yield b"]}"
 
 
