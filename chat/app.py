@@ -30,7 +30,7 @@ from chat.store import failures
 from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
-from chat.transport import http, routes_accounts, routes_buttons, routes_webhooks, web, ws
+from chat.transport import auth, http, routes_accounts, routes_buttons, routes_webhooks, web, ws
 from chat.transport.security import SecurityHeaders
 from chat.webhooks.dispatcher import Dispatcher
 
@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        auth.set_argon2_concurrency(settings.argon2_concurrency)
         client = redis_client(redis_url)
         lane = Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
         store = Store(

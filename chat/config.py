@@ -54,6 +54,9 @@ DEFAULT_DRAIN_TIMEOUT_S = 10.0
 DEFAULT_LIMIT_LOGIN_FAILURES = 50
 LOGIN_WINDOW_S = 15 * 60
 DEFAULT_LIMIT_SIGNUPS_PER_HOUR = 20
+# Password hashing runs in threads; at most this many at once, one core short of
+# all of them, so that a sign-in flood never starves the event loop.
+DEFAULT_ARGON2_CONCURRENCY = max(1, (os.cpu_count() or 2) - 1)
 SIGNUP_WINDOW_S = 3600
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
@@ -183,6 +186,7 @@ class Settings:
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     limit_login_failures: int = DEFAULT_LIMIT_LOGIN_FAILURES
     limit_signups_per_hour: int = DEFAULT_LIMIT_SIGNUPS_PER_HOUR
+    argon2_concurrency: int = DEFAULT_ARGON2_CONCURRENCY
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     secure_cookies: bool = False
     metrics_token: str | None = None
@@ -234,6 +238,7 @@ class Settings:
                 "DMHUB_LIMIT_SIGNUPS_PER_HOUR", DEFAULT_LIMIT_SIGNUPS_PER_HOUR
             ),
             trusted_proxies=_proxies(os.environ.get("DMHUB_TRUSTED_PROXIES", "")),
+            argon2_concurrency=max(1, _int("DMHUB_ARGON2_CONCURRENCY", DEFAULT_ARGON2_CONCURRENCY)),
             secure_cookies=os.environ.get("DMHUB_SECURE_COOKIES", "").lower() in ("1", "true"),
             metrics_token=os.environ.get("DMHUB_METRICS_TOKEN") or None,
             webhooks=WebhookSettings.from_env(),

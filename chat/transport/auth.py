@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 import weakref
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from chat.config import DEFAULT_ARGON2_CONCURRENCY
 from chat.errors import FORBIDDEN_ORIGIN, UNAUTHENTICATED, ApiError
 from chat.store.store import Store
 from chat.transport.origins import OriginPolicy, refusal_detail
@@ -32,14 +32,20 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # Verified against when the handle does not exist, so timing does not tell.
 _DUMMY_HASH = _hasher.hash("dmhub-no-such-account")
-# Hashing runs in threads that release the GIL; at most this many at once, one
-# core short of all of them, so a sign-in flood queues here instead of starving
-# the event loop that carries everyone's messages.
-ARGON2_CONCURRENCY = max(1, (os.cpu_count() or 2) - 1)
+# Hashing runs in threads that release the GIL; at most this many at once
+# (DMHUB_ARGON2_CONCURRENCY, set by the app at start-up), so a sign-in flood
+# queues here instead of starving the event loop that carries everyone's messages.
+ARGON2_CONCURRENCY = DEFAULT_ARGON2_CONCURRENCY
 # One semaphore per event loop: a semaphore is bound to the loop it first waited on.
 _argon2_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def set_argon2_concurrency(slots: int) -> None:
+    global ARGON2_CONCURRENCY
+    ARGON2_CONCURRENCY = max(1, slots)
+    _argon2_slots.clear()
 
 
 def _slots() -> asyncio.Semaphore:
