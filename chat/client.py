@@ -219,6 +219,15 @@ class Client:
     async def unblock(self, handle: str) -> None:
         await self.request("DELETE", f"/api/blocks/{quote(handle)}")
 
+    async def report(
+        self, handle: str, reason: str = "spam", message_id: str | None = None
+    ) -> None:
+        """Report an account (which also blocks it); 202 even when reported before."""
+        body: dict[str, Any] = {"handle": handle, "reason": reason}
+        if message_id is not None:
+            body["message_id"] = message_id
+        await self.request("POST", "/api/reports", body)
+
     # -- conversations -------------------------------------------------------------
 
     async def conversations(

@@ -24,7 +24,7 @@ from chat.protocol.frames import with_cursor
 from chat.pubsub import Broker
 from chat.store import keys
 from chat.store.failures import STORAGE_UNAVAILABLE
-from chat.store.store import Store, cursor_key
+from chat.store.store import EVERY_SESSION, Store, cursor_key
 
 log = logging.getLogger("dmhub.hub")
 
@@ -195,7 +195,7 @@ class Hub:
                     conn.push(frame)
         elif kind == "x":
             for conn in list(conns):
-                if conn.session == frame:
+                if conn.session == frame or frame == EVERY_SESSION:
                     conn.close(closecodes.SESSION_ENDED, "session ended")
         else:
             key = cursor_key(cursor)

@@ -42,6 +42,9 @@ LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
 SEND_LUA = RULE_LUA + "\n" + LIMITS_LUA + "\n" + _script("send.lua")
 
 
+# A session-end event for every session of the user (a suspension).
+EVERY_SESSION = "*"
+
 _iso_second = -1
 _iso_prefix = ""
 
@@ -644,6 +647,7 @@ class Store:
         await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")
 
     async def publish_session_end(self, lc: str, token_hash: str) -> None:
+        """Close the sockets of that session on every process (EVERY_SESSION: all of lc's)."""
         await self.redis.publish(keys.channel(lc), f"x - - -\n{token_hash}")
 
     async def ping(self) -> bool:

@@ -18,6 +18,7 @@ from chat.errors import (
     NOT_ALLOWED,
     NOT_FOUND,
     UNAUTHENTICATED,
+    SUSPENDED,
     ApiError,
     invalid,
     rate_limited,
@@ -26,7 +27,7 @@ from chat.errors import (
 from chat.hub import actions
 from chat.protocol import validation
 from chat.runtime import Runtime
-from chat.store import accounts, business, keys
+from chat.store import accounts, business, keys, safety
 from chat.store.store import FollowResult, public_user
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
@@ -165,6 +166,9 @@ async def create_session(request: Request) -> Response:
     found = await checked_password(request, lc, password)
     if found is None:
         raise bad_credentials()
+    # Told only to whoever knows the password.
+    if found[0].get("active") == "0":
+        raise ApiError(SUSPENDED, f"@{found[0]['handle']} is suspended by an operator.")
     token = auth.new_token()
     await start_session(request, token, lc)
     return session_response(request, public_user(found[0]), token, 200)
@@ -246,7 +250,13 @@ async def get_me(request: Request) -> Response:
     row = await runtime(request).store.user(principal.user)
     if row is None:
         raise ApiError("unauthenticated", "This account no longer exists.")
-    return json(me_body(row))
+    return json(await with_standing(request, principal.user, me_body(row)))
+
+
+async def with_standing(request: Request, lc: str, me: dict[str, Any]) -> dict[str, Any]:
+    """`GET /api/me` says whether the account is restricted (v1.1)."""
+    me["restricted"] = await safety.is_restricted(runtime(request).store, lc)
+    return me
 
 
 async def current_session(request: Request) -> Response:
@@ -298,7 +308,7 @@ async def patch_me(request: Request) -> Response:
     await store.update_user(principal.user, changes, removed)
     row = await store.user(principal.user)
     assert row is not None
-    return json(me_body(row))
+    return json(await with_standing(request, principal.user, me_body(row)))
 
 
 async def get_user(request: Request) -> Response:
