@@ -30,7 +30,17 @@ from chat.store import failures
 from chat.store.lane import Lane
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
-from chat.transport import auth, http, routes_accounts, routes_buttons, routes_webhooks, web, ws
+from chat.transport import (
+    auth,
+    http,
+    routes_accounts,
+    routes_admin,
+    routes_buttons,
+    routes_reports,
+    routes_webhooks,
+    web,
+    ws,
+)
 from chat.transport.security import SecurityHeaders
 from chat.webhooks.dispatcher import Dispatcher
 
@@ -151,6 +161,8 @@ def create_app(settings: Settings) -> Starlette:
             *routes_accounts.routes,
             *routes_buttons.routes,
             *routes_webhooks.routes,
+            *routes_reports.routes,
+            *routes_admin.routes,
             *web.routes,
         ],
         middleware=[Middleware(SecurityHeaders, https=settings.secure_cookies)],

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         help="protocol: dmhub, or module:Class for another system (bench/)",
     )
 
+    from chat.admin import add_parser as add_admin_parser
+
+    add_admin_parser(commands)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         from chat.server import serve as run_server
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         except EmbeddedValkeyError as exc:
             print(f"dmhub: {exc}", file=sys.stderr)
             return 1
+    elif args.command == "admin":
+        from chat.admin import main_from_args as admin_main
+
+        return admin_main(args)
     elif args.command == "loadtest":
         from chat.loadtest.runner import main_from_args
 

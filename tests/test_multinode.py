@@ -24,7 +24,11 @@ def nodes(
 ) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
     """Node A and node B. Each test makes its own users, so no flush is needed."""
     logs = tmp_path_factory.mktemp("multinode")
-    env = {"REDIS_URL": shared_valkey.url, "DMHUB_DATA_DIR": str(logs)}
+    env = {
+        "REDIS_URL": shared_valkey.url,
+        "DMHUB_DATA_DIR": str(logs),
+        "DMHUB_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     a = DmhubProcess(env)
     b = DmhubProcess(env)
     try:
@@ -34,6 +38,9 @@ def nodes(
     finally:
         a.kill()
         b.kill()
+
+
+ADMIN_TOKEN = "multinode-admin"
 
 
 def ids(frames: list[dict[str, Any]]) -> list[str]:
@@ -282,3 +289,29 @@ async def test_account_controls_on_node_a_close_sockets_on_node_b_with_4401(
         assert await tablet_ws.wait_closed(5) == 4401
     for client in (alice, laptop, phone, tablet):
         await client.aclose()
+
+
+async def test_a_suspension_on_node_a_closes_every_socket_on_node_b_with_4401(
+    nodes: tuple[DmhubProcess, DmhubProcess],
+) -> None:
+    node_a, node_b = nodes
+    mallory = await new_user(node_b.url)
+    assert mallory.user
+    phone = Client(node_b.url)
+    await phone.sign_in(mallory.user["handle"], PASSWORD)
+    sockets = [mallory.socket(), phone.socket(), (await on(node_a, mallory)).socket()]
+    for sock in sockets:
+        await sock.connect()
+    async with httpx.AsyncClient() as http:
+        answer = await http.put(
+            f"{node_a.url}/api/admin/suspensions/{mallory.user['handle']}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert answer.status_code == 200
+    for sock in sockets:
+        assert await sock.wait_closed(5) == 4401
+    with pytest.raises(ClientError) as raised:
+        await Client(node_b.url).sign_in(mallory.user["handle"], PASSWORD)
+    assert raised.value.code == "suspended"
+    await mallory.aclose()
+    await phone.aclose()

