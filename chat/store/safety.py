@@ -157,11 +157,13 @@ async def restrict(store: Store, target: str, at_ms: int, counted: tuple[str, ..
     log = await report_log(store, target)
     wanted = set(counted)
     why = [e for e in log if str(e.get("reporter", "")).lower() in wanted]
-    async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(keys.user(target), "restricted", str(at_ms))
+    # The user hash and restriction:{lc} live in different slots, so no MULTI:
+    # the why is written first, so that a restricted account always has one.
+    async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hsetnx(keys.restriction(target), "since", str(at_ms))
         pipe.hsetnx(keys.restriction(target), "reports", _encoder.encode(why))
-        first, _, _ = await pipe.execute()
+        pipe.hsetnx(keys.user(target), "restricted", str(at_ms))
+        _, _, first = await pipe.execute()
     return bool(first)
 
 
@@ -187,9 +189,10 @@ async def restriction(store: Store, lc: str) -> Restriction | None:
 async def clear(store: Store, lc: str, at_ms: int) -> Restriction | None:
     """Lift a restriction; reports made before now stop counting. Returns what it was."""
     was = await restriction(store, lc)
-    async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.hdel(keys.user(lc), "restricted")
+    # Two slots (the user hash, and lc's own keys): the flag goes first.
+    async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hset(keys.user(lc), "cleared", str(at_ms))
+        pipe.hdel(keys.user(lc), "restricted")
         pipe.delete(keys.restriction(lc), keys.reporters(lc))
         await pipe.execute()
     return was
@@ -204,7 +207,7 @@ async def suspend(store: Store, lc: str, at_ms: int) -> None:
 
 
 async def unsuspend(store: Store, lc: str) -> None:
-    async with store.redis.pipeline(transaction=True) as pipe:
+    async with store.redis.pipeline(transaction=True) as pipe:  # one key, one slot
         pipe.hset(keys.user(lc), "active", "1")
         pipe.hdel(keys.user(lc), "suspended")
         await pipe.execute()
