@@ -408,6 +408,16 @@ def print_summary(result: dict[str, Any], console: Console) -> None:
         rows.append(("slow readers closed by server", f"{result['slow_readers_closed']:,}"))
     errors = ", ".join(f"{k} {v}" for k, v in sorted(result["errors"].items())) or "none"
     rows.append(("errors", errors))
+    if result["errors"].get("rate_limited"):
+        # The server's limits (PROTOCOL.md v1.1) stay on under load; a test
+        # meant to measure throughput sets them above its per-sender rate.
+        rows.append(
+            (
+                "rate_limited?",
+                "the server refused sends by its limits: start it with "
+                "DMHUB_LIMIT_MESSAGES_PER_MIN above each sender's rate per minute",
+            )
+        )
     server = result["server"]
     if server:
         rows.append(("server RSS (peak)", f"{server['rss_mb']} MB ({server['rss_peak_mb']} MB)"))
