@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -14,10 +15,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat import runtime as runtime_module
@@ -109,6 +109,14 @@ class DmhubApp(Starlette):
     renders its own refusals and closes.
     """
 
+    def __init__(self, *args: Any, https: bool = False, **kwargs: Any) -> None:
+        self.https = https
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's error layer, so that a 500 carries the headers too.
+        return SecurityHeaders(super().build_middleware_stack(), https=self.https)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
             scope["app"] = self
@@ -165,7 +173,7 @@ def create_app(settings: Settings) -> Starlette:
             *routes_admin.routes,
             *web.routes,
         ],
-        middleware=[Middleware(SecurityHeaders, https=settings.secure_cookies)],
+        https=settings.secure_cookies,
         exception_handlers={
             ApiError: api_error,
             RedisConnectionError: storage_down,

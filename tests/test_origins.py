@@ -7,10 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from websockets.asyncio.client import connect
 
 from chat.client import Client
 from chat.config import Settings
+from chat.transport import http as http_routes
 from chat.transport.origins import (
     Origin,
     OriginPolicy,
@@ -19,6 +23,7 @@ from chat.transport.origins import (
     refusal_detail,
     served_origins,
 )
+from chat.transport.security import CONTENT_SECURITY_POLICY
 from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
 from tests.test_websocket import recv, refused
 
@@ -241,3 +246,19 @@ async def test_hsts_is_sent_when_cookies_are_secure(redis_url: str, tmp_path: Pa
             for path in ("/", "/api/me", "/healthz"):
                 hsts = (await http.get(path)).headers.get("strict-transport-security")
                 assert hsts == "max-age=31536000", path
+
+
+async def test_even_an_unexpected_500_carries_the_headers(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(http_routes, "routes", [*http_routes.routes, Route("/api/broken", broken)])
+    async with running_server(settings_for(redis_url, tmp_path, secure_cookies=True)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.get("/api/broken")
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
