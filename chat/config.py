@@ -271,3 +271,12 @@ class Settings:
             new_conversations_per_day=self.limit_new_conversations_per_day,
             requests_per_hour=self.limit_requests_per_hour,
         )
+
+
+# Teams (v1.1): agents per business, teams per agent, notes kept per
+# conversation (oldest dropped), and how many conversations one filtered team
+# listing looks at before it returns a shorter page with a `next` cursor.
+MAX_TEAM_SIZE = 50
+MAX_TEAMS_PER_AGENT = 20
+MAX_NOTES_PER_CONVERSATION = 1000
+TEAM_FILTER_SCAN = 2000

@@ -180,3 +180,25 @@ def reporters(lc: str) -> str:
 def restriction(lc: str) -> str:
     """Why lc is restricted (exists only while it is)."""
     return f"restriction:{{{lc}}}"
+
+
+# Teams (v1.1): a business's agents, the teams an agent belongs to, the team's
+# state of each conversation and its internal notes. Each key lives in the slot
+# of the user it belongs to (hash tag); membership is written to both sides,
+# the business's set being the one that authorizes.
+
+
+def team(business: str) -> str:
+    return f"team:{{{business}}}"
+
+
+def teams_of(agent: str) -> str:
+    return f"teams:{{{agent}}}"
+
+
+def team_conversations(business: str) -> str:
+    return f"tconv:{{{business}}}"
+
+
+def notes(business: str, peer: str) -> str:
+    return f"notes:{{{business}}}:{peer}"

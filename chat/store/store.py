@@ -171,6 +171,15 @@ def extra_fields(extra: dict[str, Any] | None) -> str:
     )
 
 
+def reader_copy(fields: dict[str, str], reader: str) -> str:
+    """A stored message as `reader` sees it: the agent who wrote it for a business
+    (field `a`, see send.lua) only on the business's side."""
+    agent = fields.get("a")
+    if agent is None or fields.get("s") != reader:
+        return fields["j"]
+    return f'{fields["j"][:-1]},"agent":{_json.encode(agent).decode()}}}'
+
+
 def cursor_key(cursor: str) -> tuple[int, int]:
     """Stream ids compare as (milliseconds, sequence)."""
     ms, _, seq = cursor.partition("-")
@@ -403,12 +412,14 @@ class Store:
         client_id: str | None,
         origin: str,
         extra: dict[str, Any] | None = None,
+        agent: str | None = None,
     ) -> SendResult | SendRefused | SendLimited:
         """Decide, store and publish in one round trip; a refusal writes nothing.
 
         `sender` and `recipient` are lower case; `text`, `client_id` and the
         optional message fields in `extra` (`ref`, `quick_reply`,
-        `quick_replies`) are validated already.
+        `quick_replies`) are validated already. `agent` is the handle of the
+        team member sending for the business `sender`, if one is.
         """
         if sender == recipient:
             # No conversation to script: the rule's first clause refuses, except
@@ -445,6 +456,7 @@ class Store:
                 keys.message_rate(sender),
                 keys.new_conversations(sender),
                 keys.requests_received(recipient),
+                keys.team_conversations(recipient),
             ],
             [
                 client_id or "",
@@ -460,6 +472,7 @@ class Store:
                 extra_fields(extra),
                 *self._limit_args,
                 self.client_id_ttl_s,
+                agent or "",
             ],
         )
         status = result[0]
@@ -488,7 +501,7 @@ class Store:
         entries = await self.redis.xrange(
             keys.conversation(a, b), f"{message_id}-0", f"{message_id}-0"
         )
-        return entries[0][1]["j"] if entries else None
+        return reader_copy(entries[0][1], a) if entries else None
 
     async def peer_read_up_to(self, me: str, peer: str) -> str | None:
         """How far `peer` has read my conversation with them, if receipts may say so."""
@@ -511,7 +524,7 @@ class Store:
         entries = await self.redis.xrevrange(keys.conversation(me, peer), top, bottom, limit + 1)
         page, more = entries[:limit], len(entries) > limit
         next_id = page[-1][0].split("-")[0] if more and page else None
-        return [fields["j"] for _, fields in reversed(page)], next_id
+        return [reader_copy(fields, me) for _, fields in reversed(page)], next_id
 
     async def conversation_page(
         self, me: str, folder: str, limit: int, before: int | None
@@ -537,7 +550,9 @@ class Store:
                 {
                     # A deleted account's conversations stay with the other side.
                     "peer": public_user(row) if row is not None else gone_user(page[index][0]),
-                    "last_message": msgspec.json.decode(last[0][1]["j"]) if last else None,
+                    "last_message": msgspec.json.decode(reader_copy(last[0][1], me))
+                    if last
+                    else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,
                 }
@@ -645,6 +660,10 @@ class Store:
 
     async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
         await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")
+
+    async def publish_team_typing(self, business: str, peer: str, origin: str, frame: str) -> None:
+        """An agent typing to `peer`, told to the business's other sockets."""
+        await self.redis.publish(keys.channel(business), f"t - {peer} {origin}\n{frame}")
 
     async def publish_session_end(self, lc: str, token_hash: str) -> None:
         """Close the sockets of that session on every process (EVERY_SESSION: all of lc's)."""

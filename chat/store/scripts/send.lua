@@ -6,6 +6,7 @@
 --       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 wrote:{s}   11 seq   12 ch:{s}   13 ch:{r}
 --       14 rd:{s}   15 unread:{s}   16 user:{s}   17 user:{r}   18 blk:{s}   19 blk:{r}
 --       20 fwing:{r}   21 wrote:{r}   22 msgrate:{s}   23 newconv:{s}   24 reqrecv:{r}
+--       25 tconv:{r}
 -- ARGV: 1 client_id or ''   2 sender (lower case)   3 recipient (lower case), not the sender
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON (string or null)
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -13,6 +14,7 @@
 --       10 messages burst   11 its period (ms)   12 new conversations   13 their window (ms)
 --       14 requests received   15 their window (ms); a limit of 0 is off
 --       16 seconds a client_id is remembered (0: forever)
+--       17 the agent's handle when an agent sends for the business, or ''
 -- Returns {1, id, message JSON, folder} for a new message; {0, id, peer} when
 -- client_id was seen before; {2, reason, recipient's handle or ''} when the rule
 -- refuses; {3, limit name, milliseconds to wait} when a limit refuses. Only the
@@ -123,7 +125,15 @@ local id = tostring(redis.call('INCR', KEYS[11]))
 local message = '{"id":"' .. id .. '","from":' .. json_handle(sender[1])
   .. ',"to":' .. json_handle(recipient[1]) .. ',"text":' .. ARGV[4]
   .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. ARGV[9] .. '}'
-redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s)
+-- An agent's name is for the business's team only: the history keeps it apart
+-- ('a'), the customer's event has the message without it.
+local own = message
+if ARGV[17] ~= '' then
+  own = string.sub(message, 1, -2) .. ',"agent":' .. json_handle(ARGV[17]) .. '}'
+  redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s, 'a', ARGV[17])
+else
+  redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s)
+end
 redis.call('SADD', KEYS[10], r)
 if client_id ~= '' then
   redis.call('HSET', KEYS[1], client_id, id .. '|' .. r)
@@ -153,7 +163,7 @@ end
 redis.call('HINCRBY', KEYS[9], s, 1)
 
 local retention = ARGV[7]
-local sender_body = '{"type":"message","message":' .. message .. ',"folder":"inbox"'
+local sender_body = '{"type":"message","message":' .. own .. ',"folder":"inbox"'
 local recipient_body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
 -- The sender's event remembers the socket it came from (o), so that a replay to
 -- that same socket skips it, as live delivery does: that socket had the ack.
@@ -166,4 +176,21 @@ redis.call('PUBLISH', KEYS[12], 'm ' .. sender_cursor .. ' ' .. r .. ' ' .. ARGV
 redis.call('PUBLISH', KEYS[13], 'm ' .. recipient_cursor .. ' ' .. s .. ' -\n'
   .. recipient_body .. ',"cursor":"' .. recipient_cursor .. '"}')
 
-return {1, id, message, folder}
+-- A customer writing again reopens the conversation for the business's team,
+-- in this same step, so no agent can see the message and a stale "resolved".
+local team_state = redis.call('HGET', KEYS[25], s)
+if team_state then
+  local ok, state = pcall(cjson.decode, team_state)
+  if ok and type(state) == 'table' and state.status == 'resolved' then
+    state.status = 'open'
+    local assignee = state.assignee or cjson.null
+    redis.call('HSET', KEYS[25], s, cjson.encode({status = 'open', assignee = assignee}))
+    local body = '{"type":"conversation","peer":' .. json_handle(sender[1])
+      .. ',"status":"open","assignee":' .. cjson.encode(assignee) .. ',"by":null'
+    local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)
+    redis.call('PUBLISH', KEYS[13], 'c ' .. cursor .. ' ' .. s .. ' -\n'
+      .. body .. ',"cursor":"' .. cursor .. '"}')
+  end
+end
+
+return {1, id, own, folder}
