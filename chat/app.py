@@ -37,6 +37,7 @@ from chat.transport import (
     routes_admin,
     routes_buttons,
     routes_reports,
+    routes_team,
     routes_webhooks,
     web,
     ws,
@@ -165,6 +166,7 @@ def create_app(settings: Settings) -> Starlette:
     return DmhubApp(
         # /ws is served by DmhubApp itself, in front of routing.
         routes=[
+            *routes_team.routes,
             *http.routes,
             *routes_accounts.routes,
             *routes_buttons.routes,

@@ -265,10 +265,14 @@ class Client:
 
     # -- sockets ---------------------------------------------------------------------
 
-    def socket(self, peer: str | None = None, since: str | None = None) -> Socket:
+    def socket(
+        self, peer: str | None = None, since: str | None = None, act_as: str | None = None
+    ) -> Socket:
         if self.token is None:
             raise RuntimeError("sign up or sign in before opening a socket")
-        return Socket(self.base_url, self.token, peer=peer, since=since, timeout=self.timeout)
+        return Socket(
+            self.base_url, self.token, peer=peer, since=since, timeout=self.timeout, act_as=act_as
+        )
 
 
 class Socket:
@@ -282,8 +286,11 @@ class Socket:
         peer: str | None = None,
         since: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        act_as: str | None = None,
     ) -> None:
         self.ws_url = "ws" + base_url.removeprefix("http") + "/ws"
+        # `as=BUSINESS`: a team socket, acting for a business (Teams).
+        self.act_as = act_as
         self.token = token
         self.peer = peer
         self.cursor = since
@@ -308,7 +315,8 @@ class Socket:
         await self.close()
 
     def _url(self) -> str:
-        query = {k: v for k, v in (("peer", self.peer), ("since", self.cursor)) if v is not None}
+        pairs = (("peer", self.peer), ("since", self.cursor), ("as", self.act_as))
+        query = {k: v for k, v in pairs if v is not None}
         return self.ws_url + ("?" + urlencode(query) if query else "")
 
     async def connect(self) -> dict[str, Any]:

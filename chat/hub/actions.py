@@ -75,11 +75,13 @@ async def send_message(
     client_id: object,
     origin: str = "-",
     options: dict[str, Any] | None = None,
+    agent: str | None = None,
 ) -> SendResult:
     """Store a message and publish it; returns once it is durably written.
 
     `options` holds the optional fields of a send (`ref`, `quick_reply`,
-    `quick_replies`) as the client gave them.
+    `quick_replies`) as the client gave them. `agent`: the team member sending
+    for the business `sender` (it signs the business's copy only).
     """
     started = time.perf_counter()
     outcome = "error"
@@ -95,6 +97,7 @@ async def send_message(
             client_id=cid,
             origin=origin,
             extra=extra,
+            agent=agent,
         )
         if isinstance(result, SendRefused):
             outcome = "refused"
@@ -148,8 +151,16 @@ async def business_fields(
     return extra if any(v is not None for v in extra.values()) else None
 
 
-async def send_typing(store: Store, sender: str, to: object, limit: int = 0) -> None:
-    """Relay a typing event; past `limit` per 10 s they are dropped.
+async def send_typing(
+    store: Store,
+    sender: str,
+    to: object,
+    limit: int = 0,
+    agent: str | None = None,
+    origin: str = "-",
+) -> None:
+    """Relay a typing event; past `limit` per 10 s they are dropped. From an agent
+    (a team socket), the rest of the team hears it too.
 
     Only the first dropped one of a window raises (one error frame per window);
     the rest are dropped without a word.
@@ -165,9 +176,20 @@ async def send_typing(store: Store, sender: str, to: object, limit: int = 0) -> 
             return
     pair = await store.pair_facts(sender, recipient)
     require_allowed(pair, recipient)
+    if pair.sender_handle is None:
+        return
+    if agent is not None and pair.recipient is not None:
+        # Colleagues see who is answering even before the customer may see typing.
+        team_frame = {
+            "type": "typing",
+            "from": pair.sender_handle,
+            "peer": pair.recipient["handle"],
+            "agent": agent,
+        }
+        await store.publish_team_typing(sender, recipient, origin, frames.encode(team_frame))
     # While the sender has not accepted the recipient's request, the recipient
     # must not learn that it is being looked at (PRODUCT.md).
-    if pair.a_has_request or pair.sender_handle is None:
+    if pair.a_has_request:
         return
     frame = frames.encode({"type": "typing", "from": pair.sender_handle})
     await store.publish_typing(sender, recipient, frame)

@@ -78,6 +78,8 @@ class Connection:
         "_send_text",
         "_sync_lock",
         "_write_now",
+        "agent",
+        "agent_handle",
         "busy",
         "close_code",
         "closed",
@@ -107,9 +109,15 @@ class Connection:
         limits: Limits,
         write_now: WriteNow | None = None,
         abort: Abort | None = None,
+        agent: str | None = None,
+        agent_handle: str | None = None,
     ) -> None:
         self.id = f"{_PROCESS}.{next(_ids)}"
+        # `user` is whose events the socket carries: for a team socket (`?as=`),
+        # the business; `agent` is then the signed-in account acting for it.
         self.user = user
+        self.agent = agent
+        self.agent_handle = agent_handle
         self.session = session
         self.peer = peer
         self._send_text = send_text

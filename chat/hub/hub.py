@@ -5,8 +5,10 @@ Payloads published by the store scripts look like
 the short header and forwards the frame text untouched, so one event costs no
 JSON work here however many sockets receive it.
 
-Kinds: `m` message, `r` read receipt (both stored, with a cursor), `t` typing
-(ephemeral, no cursor), `x` a session ended (the frame is the session id).
+Kinds: `m` message, `r` read receipt, `c` a conversation's status or assignee,
+`n` a team note (all stored, with a cursor), `t` typing (ephemeral, no cursor),
+`x` a session ended (the frame is the session id), `k` an agent left a
+business's team (the frame is the agent; its team sockets close with 4401).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chat.pubsub import Broker
 from chat.store import keys
 from chat.store.failures import STORAGE_UNAVAILABLE
 from chat.store.store import EVERY_SESSION, Store, cursor_key
+from chat.store.teams import team_store
 
 log = logging.getLogger("dmhub.hub")
 
@@ -43,6 +46,8 @@ class Hub:
         # Handshakes accepted but not attached yet, per user: the `sockets` limit
         # counts them too.
         self.opening: Counter[str] = Counter()
+        # Team sockets by the agent signed in on them: its logout closes them too.
+        self.by_agent: dict[str, set[Connection]] = defaultdict(set)
         self.broker = Broker(
             redis_url,
             on_message=self.dispatch,
@@ -81,6 +86,9 @@ class Hub:
         """Register a socket; returns once its user's channel is live on Redis."""
         self.by_user[conn.user].add(conn)
         metrics.SOCKETS.inc()
+        if conn.agent is not None:
+            self.by_agent[conn.agent].add(conn)
+            await self.broker.subscribe(keys.channel(conn.agent))
         # Returns at once when the channel is already live for another socket.
         await self.broker.subscribe(keys.channel(conn.user))
 
@@ -93,7 +101,19 @@ class Hub:
         metrics.SOCKETS.dec()
         if not conns:
             del self.by_user[conn.user]
-            await self.broker.unsubscribe(keys.channel(conn.user))
+        if conn.agent is not None:
+            agent_conns = self.by_agent.get(conn.agent)
+            if agent_conns is not None:
+                agent_conns.discard(conn)
+                if not agent_conns:
+                    del self.by_agent[conn.agent]
+            await self._release(conn.agent)
+        await self._release(conn.user)
+
+    async def _release(self, lc: str) -> None:
+        """Unsubscribe from `lc`'s channel once no socket here needs it."""
+        if lc not in self.by_user and lc not in self.by_agent:
+            await self.broker.unsubscribe(keys.channel(lc))
 
     # -- catching a socket up ---------------------------------------------------
 
@@ -172,6 +192,7 @@ class Hub:
         for conn in conns:
             if conn.session not in live:
                 conn.close(closecodes.SESSION_ENDED, "session ended")
+        await self._recheck_teams([c for c in conns if c.agent is not None and not c.closed])
         targets = [c for c in conns if not c.closed]
         results = await asyncio.gather(*(self.sync(c) for c in targets), return_exceptions=True)
         failed = [c for c, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
@@ -180,23 +201,40 @@ class Hub:
             for conn in failed:
                 conn.close(closecodes.SERVICE_RESTART, "could not catch up; reconnect")
 
+    async def _recheck_teams(self, conns: list[Connection]) -> None:
+        """An agent removed while pub/sub was away: its team sockets end now."""
+        teams = team_store(self.store)
+        for conn in conns:
+            assert conn.agent is not None
+            if not await teams.is_member(conn.user, conn.agent) and conn.user != conn.agent:
+                conn.close(closecodes.SESSION_ENDED, "no longer in the team")
+
     # -- fan-out ------------------------------------------------------------------
 
     def dispatch(self, channel: str, payload: str) -> None:
         """Called by the broker for every pub/sub message, in publish order."""
-        conns = self.by_user.get(channel[len(CHANNEL_PREFIX) :])
+        lc = channel[len(CHANNEL_PREFIX) :]
+        conns = self.by_user.get(lc)
+        if payload.startswith("x "):
+            # A session ended: its own sockets, and its team sockets (`?as=`).
+            session = payload.partition("\n")[2]
+            for conn in [*(conns or ()), *self.by_agent.get(lc, ())]:
+                if conn.session == session or session == EVERY_SESSION:
+                    conn.close(closecodes.SESSION_ENDED, "session ended")
+            metrics.EVENTS_DISPATCHED.inc()
+            return
         if not conns:
             return
         header, _, frame = payload.partition("\n")
         kind, cursor, peer, origin = header.split(" ", 3)
         if kind == "t":
             for conn in conns:
-                if conn.wants(peer) and not conn.syncing:
+                if conn.wants(peer) and not conn.syncing and conn.id != origin:
                     conn.push(frame)
-        elif kind == "x":
+        elif kind == "k":
             for conn in list(conns):
-                if conn.session == frame or frame == EVERY_SESSION:
-                    conn.close(closecodes.SESSION_ENDED, "session ended")
+                if conn.agent == frame:
+                    conn.close(closecodes.SESSION_ENDED, "no longer in the team")
         else:
             key = cursor_key(cursor)
             for conn in conns:

@@ -29,10 +29,13 @@ from chat.protocol import validation
 from chat.runtime import Runtime
 from chat.store import accounts, business, keys, safety
 from chat.store.store import FollowResult, public_user
+from chat.teams.authz import acting_account, agent_handle
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
 
 MAX_BODY_BYTES = 64 * 1024
+# `?as=BUSINESS`: an agent acting for a business whose team it is in (Teams).
+AS_PARAM = "as"
 _encoder = msgspec.json.Encoder()
 
 
@@ -76,6 +79,14 @@ async def signed_in(request: Request) -> auth.Principal:
         needs_origin=request.method not in auth.SAFE_METHODS,
         origins=rt.origins,
         server=request.scope.get("server"),
+    )
+
+
+async def acting(request: Request, principal: auth.Principal) -> str:
+    """The account a conversation request acts for: the caller's, or `?as=`'s
+    business when the caller is in its team (chat/teams/authz.py); else 403."""
+    return await acting_account(
+        runtime(request).store, principal.user, request.query_params.get(AS_PARAM)
     )
 
 
@@ -370,6 +381,7 @@ def edge_list(key_of: Any) -> Any:
 
 
 async def list_conversations(request: Request) -> Response:
+    """The v1 listing; routes_team.list_conversations decides when it applies."""
     principal = await signed_in(request)
     folder = validation.folder(request.query_params.get("folder"))
     before = page_cursor(request.query_params.get("before"))
@@ -392,13 +404,14 @@ async def conversation_peer(request: Request, me: str) -> str:
 
 async def list_messages(request: Request) -> Response:
     principal = await signed_in(request)
-    peer = await conversation_peer(request, principal.user)
+    me = await acting(request, principal)
+    peer = await conversation_peer(request, me)
     before = request.query_params.get("before")
     if before is not None:
         before = validation.message_id(before, "before")
     store = runtime(request).store
-    messages, next_id = await store.message_page(principal.user, peer, page_limit(request), before)
-    seen = await store.peer_read_up_to(principal.user, peer)
+    messages, next_id = await store.message_page(me, peer, page_limit(request), before)
+    seen = await store.peer_read_up_to(me, peer)
     next_json = f'"{next_id}"' if next_id else "null"
     seen_json = f'"{seen}"' if seen else "null"
     return raw_json(
@@ -408,39 +421,45 @@ async def list_messages(request: Request) -> Response:
 
 async def post_message(request: Request) -> Response:
     principal = await signed_in(request)
+    me = await acting(request, principal)
     data = await body(request)
+    store = runtime(request).store
     result = await actions.send_message(
-        runtime(request).store,
-        principal.user,
+        store,
+        me,
         request.path_params["peer"],
         data.get("text"),
         data.get("client_id"),
         options=actions.send_options(data),
+        agent=await agent_handle(store, principal.user, me),
     )
     return raw_json(f'{{"message":{result.message_json}}}', 201 if result.created else 200)
 
 
 async def read_conversation(request: Request) -> Response:
     principal = await signed_in(request)
+    me = await acting(request, principal)
     data = await body(request)
     await actions.mark_read(
-        runtime(request).store, principal.user, request.path_params["peer"], data.get("up_to")
+        runtime(request).store, me, request.path_params["peer"], data.get("up_to")
     )
     return no_content()
 
 
 async def accept_conversation(request: Request) -> Response:
     principal = await signed_in(request)
-    peer = await conversation_peer(request, principal.user)
-    if not await runtime(request).store.accept(principal.user, peer):
+    me = await acting(request, principal)
+    peer = await conversation_peer(request, me)
+    if not await runtime(request).store.accept(me, peer):
         raise ApiError(NOT_FOUND, "That conversation is not in your requests or inbox.")
     return no_content()
 
 
 async def delete_conversation(request: Request) -> Response:
     principal = await signed_in(request)
-    peer = await conversation_peer(request, principal.user)
-    await runtime(request).store.hide_conversation(principal.user, peer)
+    me = await acting(request, principal)
+    peer = await conversation_peer(request, me)
+    await runtime(request).store.hide_conversation(me, peer)
     return no_content()
 
 

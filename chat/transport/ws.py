@@ -25,6 +25,8 @@ from chat.protocol.validation import stream_id
 from chat.runtime import Runtime
 from chat.store import accounts, failures
 from chat.store.store import public_user, stored_quick_replies
+from chat.store.teams import team_store
+from chat.teams.authz import acting_account
 from chat.transport import auth
 from chat.transport.http import json
 from chat.transport.uvicorn_ws import direct_write, transport_abort
@@ -48,8 +50,10 @@ async def deny(websocket: WebSocket, error: ApiError) -> None:
 
 async def handshake(
     rt: Runtime, websocket: WebSocket
-) -> tuple[auth.Principal, dict[str, Any], Any]:
-    """Authenticate and authorize; returns (principal, my user row, peer facts or None)."""
+) -> tuple[auth.Principal, dict[str, Any], Any, str]:
+    """Authenticate and authorize; returns (principal, the user row of the account the
+    socket acts for, peer facts or None, that account's lc). With `?as=BUSINESS`
+    the socket is the business's, through the same check as every `as=` route."""
     principal = await auth.authenticate(
         rt.store,
         websocket.headers,
@@ -58,18 +62,19 @@ async def handshake(
         origins=rt.origins,
         server=websocket.scope.get("server"),
     )
-    me = await rt.store.user(principal.user)
+    acting = await acting_account(rt.store, principal.user, websocket.query_params.get("as"))
+    me = await rt.store.user(acting)
     if me is None:
         raise ApiError("unauthenticated", "This account no longer exists.")
     peer = websocket.query_params.get("peer")
     pair = None
     if peer is not None:
         peer_lc = actions.peer_key(peer)
-        pair = await rt.store.pair_facts(principal.user, peer_lc)
+        pair = await rt.store.pair_facts(acting, peer_lc)
         if pair.recipient is None:
             raise unknown_user(peer)
         actions.require_allowed(pair, peer)
-    return principal, me, pair
+    return principal, me, pair, acting
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -78,7 +83,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await deny(websocket, ApiError("unavailable", "The server is restarting.", status=503))
         return
     try:
-        principal, me, pair = await handshake(rt, websocket)
+        principal, me, pair, acting = await handshake(rt, websocket)
     except ApiError as error:
         await deny(websocket, error)
         return
@@ -101,8 +106,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     finally:
         rt.hub.opened(principal.user)
     peer_lc = pair.recipient["handle"].lower() if pair is not None else None
+    agent = principal.user if acting != principal.user else None
+    agent_row = await rt.store.user(agent) if agent is not None else None
     conn = Connection(
-        user=principal.user,
+        user=acting,
+        agent=agent,
+        agent_handle=agent_row["handle"] if agent_row is not None else None,
         session=principal.session,
         peer=peer_lc,
         send_text=websocket.send_text,
@@ -117,13 +126,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # Checked again now that the channel is live: a sign-out that landed
         # between the handshake and the subscription published its 4401 to nobody.
         expiry = await session_expiry(rt, conn)
+        if conn.agent is not None:
+            await still_in_team(rt, conn)
         if conn.closed:
             return
-        start, reset = await starting_point(rt, principal.user, websocket.query_params.get("since"))
+        start, reset = await starting_point(rt, acting, websocket.query_params.get("since"))
         ready: dict[str, Any] = {"type": "ready", "user": public_user(me), "cursor": start}
         if pair is not None and peer_lc is not None:
             ready["peer"] = public_user(pair.recipient)
-            ready.update(await welcome(rt, principal.user, pair.recipient))
+            ready.update(await welcome(rt, acting, pair.recipient))
         await conn.put(frames.encode(ready))
         # This frame lives as long as the socket: keep only what it still needs.
         del principal, me, pair, ready
@@ -197,6 +208,14 @@ def socket_limits(settings: Settings) -> Limits:
             ),
         )
     return _limits[1]
+
+
+async def still_in_team(rt: Runtime, conn: Connection) -> None:
+    """Checked again once the channel is live: a removal that landed between the
+    handshake and the subscription published its 4401 to nobody."""
+    assert conn.agent is not None
+    if not await team_store(rt.store).is_member(conn.user, conn.agent):
+        conn.close(closecodes.SESSION_ENDED, "no longer in the team")
 
 
 def release_handshake(websocket: WebSocket) -> None:
@@ -280,11 +299,17 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
                 frame.client_id,
                 origin=conn.id,
                 options=frame.options(),
+                agent=conn.agent_handle,
             )
             conn.push(actions.ack_frame(frame.client_id, result.message_json))
         elif isinstance(frame, TypingFrame):
             await actions.send_typing(
-                rt.store, conn.user, frame.to, rt.settings.limit_typing_per_10s
+                rt.store,
+                conn.user,
+                frame.to,
+                rt.settings.limit_typing_per_10s,
+                agent=conn.agent_handle,
+                origin=conn.id,
             )
         elif isinstance(frame, ReadFrame):
             await actions.mark_read(rt.store, conn.user, frame.peer, frame.up_to)
