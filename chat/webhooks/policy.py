@@ -18,6 +18,10 @@ from chat.protocol.validation import MAX_STREAM_PART, stream_id
 from chat.store.store import iso_ms
 
 EVENT_TYPES = ("message", "read")
+# A business's team events (Teams): delivered only to webhooks that ask for them,
+# so the contract's default stays message and read.
+TEAM_EVENT_TYPES = ("conversation", "note")
+KNOWN_EVENT_TYPES = EVENT_TYPES + TEAM_EVENT_TYPES
 PING = "ping"
 # A handful per account: enough for a help desk, a CRM and a bot side by side,
 # and it bounds what one account can make the dispatcher do.
@@ -86,9 +90,12 @@ def events(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise invalid('events is a non-empty list of "message" and "read".', "events")
     for item in value:
-        if item not in EVENT_TYPES:
-            raise invalid(f'Unknown event type {item!r}: use "message" or "read".', "events")
-    return tuple(t for t in EVENT_TYPES if t in value)
+        if item not in KNOWN_EVENT_TYPES:
+            raise invalid(
+                f'Unknown event type {item!r}: use "message", "read", "conversation" or "note".',
+                "events",
+            )
+    return tuple(t for t in KNOWN_EVENT_TYPES if t in value)
 
 
 def replay_cursor(value: object) -> str:
