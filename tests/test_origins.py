@@ -217,6 +217,19 @@ async def test_with_a_public_url_only_it_and_the_list_may_use_the_cookie(
         await alice.aclose()
 
 
+async def test_button_snippets_point_at_the_public_origin(redis_url: str, tmp_path: Path) -> None:
+    settings = settings_for(redis_url, tmp_path, public_url="HTTPS://Chat.Example.com:443/dm/")
+    async with running_server(settings) as server:
+        shop = await new_user(server.url, open_dms=True, kind="business")
+        assert shop.user is not None
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            answer = await http.get("/api/buttons", params={"handle": shop.user["handle"]})
+        await shop.aclose()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["compose_url"].startswith("https://chat.example.com/messages/compose?")
+    assert 'src="https://chat.example.com/button.js' in answer.json()["snippet"]
+
+
 # -- headers -------------------------------------------------------------------------
 
 

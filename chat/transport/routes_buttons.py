@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 from functools import cache
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
@@ -40,10 +40,9 @@ def button_script() -> tuple[bytes, str]:
 
 def origin_of(request: Request) -> str:
     """Where snippets point: DMHUB_PUBLIC_URL's origin, else the one asked."""
-    configured = runtime(request).settings.public_url
-    if configured:
-        parts = urlsplit(configured)
-        return f"{parts.scheme}://{parts.netloc}"
+    configured = runtime(request).origins.public
+    if configured is not None:
+        return str(configured)
     return f"{request.url.scheme}://{request.url.netloc}"
 
 
