@@ -386,7 +386,10 @@ class Worker:
             await self._wait(self._retry_at - loop.time(), control_only=True)
             return True
         if not self._batch:
-            return await self._fetch(row, gen)
+            keep = await self._fetch(row, gen)
+            if not self._batch:
+                return keep
+            # Events were there: deliver the first now, on the state just read.
         wanted = row.get("events", "").split(",")
         skipped: str | None = None
         while self._batch and self._batch[0][1] not in wanted:
