@@ -149,6 +149,7 @@ async def test_bad_input_is_refused_with_the_field(server: RunningServer) -> Non
         ({"url": "https://hooks.example.com/", "events": []}, "events"),
         ({"url": "https://hooks.example.com/", "events": ["typing"]}, "events"),
         ({"url": "https://hooks.example.com/", "events": "message"}, "events"),
+        ({"url": "https://hooks.example.com/", "event": ["message"]}, "event"),
     ]
     for body, field in cases:
         response = await alice.http.post(
@@ -308,6 +309,29 @@ async def test_a_receiver_that_never_answers_does_not_hold_up_another(
         # Well within the 1 s timeout the stuck one is waiting on.
         await quick.wait_for(lambda: len(quick.delivered) >= 5, timeout=0.8)
         assert len(stuck.requests) == 1
+
+
+async def test_redirects_are_not_followed_and_metrics_count_outcomes(
+    server: RunningServer,
+) -> None:
+    alice, bob = await pair(server.url)
+    async with receiver(lambda n: 302 if n <= 2 else 200) as hooks:
+        hook = (await create(bob, hooks.url))["webhook"]
+        await alice.post_message(bob.user["handle"], "moved?")  # type: ignore[index]
+
+        async def redirected() -> bool:
+            error = (await webhook(bob, hook["id"]))["last_error"]
+            return error is not None and "redirect" in error
+
+        await until(redirected)
+        await hooks.wait_for(lambda: len(hooks.delivered) >= 1)
+        # Retried at the same URL, never at a Location (the receiver sends none anyway).
+        assert {d.headers["dmhub-delivery"] for d in hooks.requests} == {hooks.delivered[0].id}
+    metrics = (await alice.http.get("/metrics")).text
+    assert 'dmhub_webhook_deliveries_total{outcome="delivered"}' in metrics
+    assert 'dmhub_webhook_deliveries_total{outcome="http_error"}' in metrics
+    assert "dmhub_webhook_delivery_seconds_bucket" in metrics
+    assert "dmhub_webhooks_failing " in metrics and "dmhub_webhooks_served " in metrics
 
 
 async def test_a_cursor_past_retention_is_reported_and_delivery_resumes(

@@ -106,6 +106,13 @@ def test_the_event_filter() -> None:
         assert refused.value.field == "events"
 
 
+def test_unknown_fields_are_refused() -> None:
+    policy.known_fields({"url": "x", "events": []}, policy.CREATE_FIELDS)
+    with pytest.raises(ApiError) as refused:
+        policy.known_fields({"url": "x", "secret": "mine"}, policy.CREATE_FIELDS)
+    assert refused.value.field == "secret"
+
+
 def test_replay_cursors() -> None:
     assert policy.replay_cursor("1700000000000-3") == "1700000000000-3"
     for bad in [None, 5, "", "5", "a-b", "1-2-3", "99999999999999999999999-0"]:

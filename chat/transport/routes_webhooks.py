@@ -44,6 +44,7 @@ async def owned(request: Request, lc: str) -> tuple[str, dict[str, str]]:
 async def create_webhook(request: Request) -> Response:
     principal = await http.signed_in(request)
     data = await http.body(request)
+    policy.known_fields(data, policy.CREATE_FIELDS)
     events = policy.events(data.get("events"))
     settings = http.runtime(request).settings.webhooks
     url = await check_url(data.get("url"), allow_private=settings.allow_private)
@@ -107,6 +108,7 @@ async def replay_webhook(request: Request) -> Response:
     principal = await http.signed_in(request)
     webhook_id, _ = await owned(request, principal.user)
     data = await http.body(request)
+    policy.known_fields(data, policy.REPLAY_FIELDS)
     since = policy.replay_cursor(data.get("since"))
     d = dispatcher(request)
     if cursor_key(since) > cursor_key(await d.store.newest_event(principal.user)):

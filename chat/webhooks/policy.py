@@ -46,6 +46,17 @@ class _Typed(msgspec.Struct):
 _type_decoder = msgspec.json.Decoder(_Typed)
 
 
+CREATE_FIELDS = frozenset({"url", "events"})
+REPLAY_FIELDS = frozenset({"since"})
+
+
+def known_fields(data: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse a field we do not know rather than ignore it (a typo would look saved)."""
+    for name in data:
+        if name not in allowed:
+            raise invalid(f"Unknown field {str(name)[:40]!r}.", str(name)[:40])
+
+
 def parse_url(value: object, *, allow_private: bool) -> tuple[str, str]:
     """(url, host) of a webhook URL, or `422 invalid` with field `url`."""
     if not isinstance(value, str) or not value.strip():
