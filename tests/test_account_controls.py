@@ -194,6 +194,10 @@ async def deleting_an_account(server: RunningServer, redis_url: str) -> None:
     assert conversation["peer"]["handle"] == h(alice).lower()
     assert conversation["peer"]["deleted"] is True
     assert [m["id"] for m in (await bob.messages(h(alice)))["messages"]] == [said["id"]]
+    # Bob can still read what the deleted account wrote; his unread count clears.
+    assert conversation["unread"] == 1
+    await bob.mark_read(h(alice), said["id"])
+    assert (await bob.conversations())["conversations"][0]["unread"] == 0
 
 
 async def test_a_socket_closes_with_4401_when_its_session_expires(

@@ -569,9 +569,17 @@ class Store:
             pipe.zscore(keys.requests(peer), me)
             pipe.zscore(keys.blocking(me), peer)
             pipe.zscore(keys.blocking(peer), me)
-            mine, theirs, my_request, their_request, i_block, they_block = await pipe.execute()
-        if mine[0] is None or theirs[0] is None:
+            pipe.hexists(keys.user(peer), "deleted")
+            found = await pipe.execute()
+        mine, theirs, my_request, their_request, i_block, they_block, peer_deleted = found
+        if mine[0] is None:
             return None
+        if theirs[0] is None:
+            if not peer_deleted:
+                return None
+            # A deleted account: its conversations can still be read, and no
+            # receipt goes anywhere.
+            return ReceiptFacts(mine[0], peer, both_on=False, is_request=False)
         return ReceiptFacts(
             reader_handle=mine[0],
             peer_handle=theirs[0],
