@@ -45,6 +45,9 @@ from chat.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, signature_h
 log = logging.getLogger("dmhub.webhooks")
 
 EVENT_BATCH = 100
+# What one worker holds in memory at most (at least one event): a page of
+# 10,000-character messages would otherwise be megabytes per webhook.
+MAX_BATCH_BYTES = 256 * 1024
 # Wake-ups come from pub/sub; this re-check only covers one lost in a reconnect.
 IDLE_RECHECK_S = 15.0
 REDIS_RETRY_S = 1.0
@@ -412,6 +415,8 @@ class Worker:
                 self._attempt, self._retry_at = 0, 0.0
             return keep_serving(result)
         self._attempt += 1
+        # A failing receiver may stay down for hours: hold only the event it owes.
+        del self._batch[1:]
         delay = policy.backoff_delay(
             self._attempt, self.d.settings.backoff_first_s, self.d.settings.backoff_max_s,
             random.random(),
@@ -443,7 +448,12 @@ class Worker:
         if not page.events:
             await self._wait(IDLE_RECHECK_S, control_only=False)
             return True
-        self._batch = [(c, policy.event_type(f), f) for c, f in page.events]
+        size = 0
+        for cursor, frame in page.events:
+            size += len(frame)
+            if self._batch and size > MAX_BATCH_BYTES:
+                break
+            self._batch.append((cursor, policy.event_type(frame), frame))
         return True
 
     async def _advance(self, row: dict[str, str], gen: str, cursor: str) -> int:
