@@ -54,3 +54,28 @@ def test_sign_out_everywhere_asks_once_more_then_signs_out(new_page, server):
     expect(page.locator("#app")).to_be_visible()
     dialog.get_by_role("button", name="Sign out on every device, this one too?").click()
     expect(page.locator("#auth-root")).to_be_visible()
+
+
+def test_the_other_sessions_are_listed_and_can_be_signed_out(new_page, server):
+    page = new_page()
+    handle = new_handle("devs")
+    sign_up(page, handle)
+    wait_inbox(page)
+    other = httpx.post(
+        f"{server}/api/sessions",
+        json={"handle": handle, "password": PASSWORD},
+        headers={"User-Agent": "PhoneApp/1.0"},
+        timeout=10,
+    )
+    assert other.status_code == 200
+    token = other.json()["token"]
+
+    page.get_by_role("button", name=re.compile("^Settings")).click()
+    sessions = page.get_by_role("list", name="Where you are signed in")
+    expect(sessions.locator("li")).to_have_count(2)
+    expect(sessions).to_contain_text("This device")
+    phone = sessions.locator("li", has_text="PhoneApp/1.0")
+    phone.get_by_role("button", name=re.compile("^Sign out")).click()
+    expect(sessions.locator("li")).to_have_count(1)
+    gone = httpx.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert gone.status_code == 401

@@ -85,6 +85,8 @@ export const signIn = (handle, password) =>
 export const signOut = () => request('DELETE', '/api/sessions/current', undefined, { quiet401: true });
 export const changePassword = (current, next) =>
   request('PUT', '/api/me/password', { current_password: current, new_password: next });
+export const sessions = () => request('GET', '/api/sessions');
+export const endSession = (id) => request('DELETE', `/api/sessions/${encodeURIComponent(id)}`);
 export const signOutEverywhere = () => request('DELETE', '/api/sessions', undefined, { quiet401: true });
 export const deleteAccount = (password) =>
   request('DELETE', '/api/me', { password }, { quiet401: true });

@@ -7,7 +7,8 @@
 
 import * as api from '../api.js';
 import * as store from '../store.js';
-import { h, avatar, uid } from '../dom.js';
+import { h, avatar, mount, uid } from '../dom.js';
+import { fullTime } from '../format.js';
 import { businessSettings } from './business-settings.js';
 
 export function openSettings({ onSignOut, onSignedOut = () => location.replace('/') }) {
@@ -99,6 +100,37 @@ export function openSettings({ onSignOut, onSignedOut = () => location.replace('
     onSignedOut();
   }
 
+  // Where you are signed in, each with its own sign-out (this device: use Sign out).
+  const sessionList = h('ul', { class: 'session-list', 'aria-label': 'Where you are signed in' });
+  async function drawSessions() {
+    let found;
+    try {
+      found = (await api.sessions()).sessions;
+    } catch (e) {
+      mount(sessionList, h('li', { class: 'setting-desc' }, e.detail));
+      return;
+    }
+    mount(sessionList, found.map((s) => h('li', { class: 'session' },
+      h('div', { class: 'session-text' },
+        h('p', { class: 'session-agent' }, s.user_agent || 'Unknown browser or app'),
+        h('p', { class: 'setting-desc' }, `${s.ip || 'unknown address'} · since ${fullTime(s.created_at)}`)),
+      s.current
+        ? h('span', { class: 'session-current' }, 'This device')
+        : h('button', {
+          class: 'btn', type: 'button', 'aria-label': `Sign out ${s.user_agent || 'session'} ${s.id}`,
+          onclick: async () => {
+            try {
+              await api.endSession(s.id);
+              status.textContent = 'Signed out there.';
+            } catch (e) {
+              status.textContent = e.detail;
+            }
+            drawSessions();
+          },
+        }, 'Sign out'))));
+  }
+  drawSessions();
+
   const [deleteField, deleteInput] = passwordField('settings-delete-password', 'Your password, to confirm', 'current-password');
   const deleteForm = h('form', { class: 'setting setting-name setting-delete', novalidate: true, hidden: true },
     h('p', { class: 'setting-desc' },
@@ -142,6 +174,8 @@ export function openSettings({ onSignOut, onSignedOut = () => location.replace('
       me.kind === 'business' && businessSettings(status),
       h('h3', { class: 'setting-group' }, 'Account'),
       passwordForm,
+      h('h3', { class: 'setting-group' }, 'Where you are signed in'),
+      sessionList,
       h('div', { class: 'setting setting-actions' },
         h('a', { class: 'btn', href: api.EXPORT_URL, download: '' }, 'Download my data'),
         h('button', { class: 'btn', type: 'button', onclick: everywhere }, 'Sign out everywhere'),
