@@ -226,3 +226,19 @@ async def test_right_passwords_spend_no_budget(proxied: RunningServer) -> None:
         for _ in range(10):
             assert (await sign_in(http, alice, PASSWORD, "192.0.2.88")).status_code == 200
         assert (await sign_in(http, alice, WRONG, "192.0.2.88")).status_code == 401
+
+
+async def test_the_load_tester_says_which_limit_stopped_its_sign_ups(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from chat.loadtest.adapters import DmhubAdapter
+
+    settings = settings_for(redis_url, tmp_path, limit_signups_per_hour=1)
+    async with running_server(settings) as server:
+        adapter = DmhubAdapter()
+        try:
+            with pytest.raises(RuntimeError) as stopped:
+                await adapter.create_accounts(server.url, [unique_handle() for _ in range(3)])
+        finally:
+            await adapter.aclose()
+    assert "DMHUB_LIMIT_SIGNUPS_PER_HOUR" in str(stopped.value)

@@ -116,6 +116,15 @@ class DmhubAdapter:
             response = await http.post("/api/accounts", json=body)
             if response.status_code == 409:  # a reused run: sign in instead
                 response = await http.post("/api/sessions", json=body)
+            if response.status_code == 429:
+                # Every load-test account signs up from this machine's IP;
+                # `dmhub loadtest` prints this as "set-up failed: ...".
+                raise RuntimeError(
+                    "the server refused sign-ups from this IP (limit "
+                    f"{response.json().get('error', {}).get('limit')!r}); raise "
+                    "DMHUB_LIMIT_SIGNUPS_PER_HOUR (and DMHUB_LIMIT_LOGIN_FAILURES) "
+                    "on the server for the load test"
+                )
             response.raise_for_status()
             return Account(handle, response.json()["token"])
 
