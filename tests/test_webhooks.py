@@ -298,17 +298,20 @@ async def test_deactivated_past_the_deadline_and_a_ping_reactivates(
 
 
 async def test_a_receiver_that_never_answers_does_not_hold_up_another(
-    server: RunningServer,
+    redis_url: str, tmp_path: Path
 ) -> None:
-    alice, bob = await pair(server.url)
-    async with receiver(lambda n: None) as stuck, receiver() as quick:
-        await create(bob, stuck.url)
-        await create(bob, quick.url)
-        for i in range(5):
-            await alice.post_message(bob.user["handle"], f"q{i}")  # type: ignore[index]
-        # Well within the 1 s timeout the stuck one is waiting on.
-        await quick.wait_for(lambda: len(quick.delivered) >= 5, timeout=0.8)
-        assert len(stuck.requests) == 1
+    # The contract's 5 s timeout: were the stuck receiver holding the other one
+    # up, the quick one would wait 5 s per event.
+    settings = settings_for(redis_url, tmp_path, webhooks=replace(FAST, timeout_s=5.0))
+    async with running_server(settings) as server:
+        alice, bob = await pair(server.url)
+        async with receiver(lambda n: None) as stuck, receiver() as quick:
+            await create(bob, stuck.url)
+            await create(bob, quick.url)
+            for i in range(5):
+                await alice.post_message(bob.user["handle"], f"q{i}")  # type: ignore[index]
+            await quick.wait_for(lambda: len(quick.delivered) >= 5, timeout=3.0)
+            assert len(stuck.requests) == 1 and stuck.delivered == []
 
 
 async def test_redirects_are_not_followed_and_metrics_count_outcomes(
