@@ -129,3 +129,30 @@ export const markRead = (peer, upTo) =>
   request('POST', `/api/conversations/${enc(peer)}/read`, { up_to: upTo });
 export const accept = (peer) => request('POST', `/api/conversations/${enc(peer)}/accept`);
 export const deleteConversation = (peer) => request('DELETE', `/api/conversations/${enc(peer)}`);
+
+// Teams: an agent acts for a business with ?as=BUSINESS ----------------------
+
+function asQuery(business, params = {}) {
+  const q = new URLSearchParams({ as: business });
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== '') q.set(k, v);
+  return q;
+}
+
+export const team = (business = null) =>
+  request('GET', business ? `/api/team?${asQuery(business)}` : '/api/team');
+export const addAgent = (handle) => request('PUT', `/api/team/${enc(handle)}`);
+export const removeAgent = (handle) => request('DELETE', `/api/team/${enc(handle)}`);
+export const teamConversations = (business, { status = null, assignee = null, limit = 50 } = {}) =>
+  request('GET', `/api/conversations?${asQuery(business, { status, assignee, limit: String(limit) })}`);
+export const teamMessages = (business, peer, { limit = 40 } = {}) =>
+  request('GET', `/api/conversations/${enc(peer)}/messages?${asQuery(business, { limit: String(limit) })}`);
+export const teamNotes = (business, peer) =>
+  request('GET', `/api/conversations/${enc(peer)}/notes?${asQuery(business, { limit: '100' })}`);
+export const teamSend = (business, peer, text, clientId) =>
+  request('POST', `/api/conversations/${enc(peer)}/messages?${asQuery(business)}`, { text, client_id: clientId });
+export const teamNote = (business, peer, text) =>
+  request('POST', `/api/conversations/${enc(peer)}/notes?${asQuery(business)}`, { text });
+export const teamUpdate = (business, peer, patch) =>
+  request('PATCH', `/api/conversations/${enc(peer)}?${asQuery(business)}`, patch);
+export const teamRead = (business, peer, upTo) =>
+  request('POST', `/api/conversations/${enc(peer)}/read?${asQuery(business)}`, { up_to: upTo });

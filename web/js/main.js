@@ -11,6 +11,7 @@ import { createSidebar } from './views/inbox.js';
 import { createConversation } from './views/conversation.js';
 import { createCompose } from './views/compose.js';
 import { openSettings } from './views/settings.js';
+import { createTeamView, teamSwitcher } from './views/team.js';
 
 const app = document.getElementById('app');
 const authRoot = document.getElementById('auth-root');
@@ -22,6 +23,11 @@ let sidebar = null;
 let pane = null; // the view in the main pane: {destroy, focusDefault}
 let paneRoute = '';
 let started = false;
+// The team inbox, when acting for a business (#/team/BIZ): it replaces the
+// whole app, and "me" comes back unchanged when the agent switches back.
+let teamView = null;
+let teamRoot = null;
+let teams = [];
 
 export async function start() {
   api.onUnauthenticated(() => sessionEnded());
@@ -130,6 +136,52 @@ function startApp(me, prefetched) {
   router.onChange(route);
   route(router.parse());
   drawBanner();
+  loadTeams();
+}
+
+/** The businesses whose team I am in: a switch in the sidebar when there are any. */
+async function loadTeams() {
+  try {
+    teams = (await api.me()).teams || [];
+  } catch {
+    teams = [];
+  }
+  if (!teams.length) return;
+  const actions = document.getElementById('sidebar-actions');
+  actions.prepend(teamSwitcher(store.state.me, teams));
+  const r = router.parse();
+  if (r.name === 'team') {
+    // Drawn before the list of teams came: again, with the switch complete.
+    leaveTeam();
+    paneRoute = '';
+    route(r);
+  }
+}
+
+function routeTeam(r) {
+  if (!teamRoot) {
+    teamRoot = document.createElement('div');
+    teamRoot.id = 'team-root';
+    document.body.appendChild(teamRoot);
+  }
+  app.hidden = true;
+  teamRoot.hidden = false;
+  if (teamView && teamView.business.toLowerCase() === r.business.toLowerCase()) {
+    teamView.show(r.peer);
+    return;
+  }
+  if (teamView) teamView.destroy();
+  const known = teams.find((b) => b.toLowerCase() === r.business.toLowerCase()) || r.business;
+  teamView = createTeamView(teamRoot, { business: known, peer: r.peer, me: store.state.me, teams });
+  document.title = `@${known} · Team · dmhub`;
+}
+
+function leaveTeam() {
+  if (!teamView) return;
+  teamView.destroy();
+  teamView = null;
+  teamRoot.hidden = true;
+  app.hidden = false;
 }
 
 // The skip link must not touch location.hash: the hash is our router, and
@@ -144,6 +196,11 @@ function route(r) {
   const sig = JSON.stringify(r);
   if (sig === paneRoute) return;
   paneRoute = sig;
+  if (r.name === 'team') {
+    routeTeam(r);
+    return;
+  }
+  leaveTeam();
   sidebar.setRoute(r);
   app.classList.toggle('show-main', r.name !== 'list');
   if (pane) pane.destroy();

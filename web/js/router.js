@@ -9,6 +9,7 @@
 //   /#/c/HANDLE         conversation with HANDLE
 //   /#/new[/HANDLE]     new message
 //   /#/settings         inbox, with the settings dialog open
+//   /#/team/BIZ[/HANDLE] acting for business BIZ (its team inbox, a conversation)
 //   /messages/compose?recipient=H&text=T&ref=R   new message, prefilled (deep link);
 //                       ref (where the link was) goes with the first message
 
@@ -31,6 +32,7 @@ export function parse(loc = window.location) {
   const parts = loc.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(safeDecode);
   if (parts[0] === 'requests') return { name: 'list', folder: 'requests' };
   if (parts[0] === 'c' && parts[1]) return { name: 'thread', peer: parts[1], folder: null };
+  if (parts[0] === 'team' && parts[1]) return { name: 'team', business: parts[1], peer: parts[2] || null };
   if (parts[0] === 'settings') return { name: 'list', folder: 'inbox', settings: true };
   if (parts[0] === 'new') return { name: 'new', peer: parts[1] || '', text: '' };
   return { name: 'list', folder: 'inbox' };
@@ -49,6 +51,7 @@ export const hrefFor = {
   requests: () => '/#/requests',
   thread: (handle) => `/#/c/${encodeURIComponent(handle)}`,
   settings: () => '/#/settings',
+  team: (business, handle) => `/#/team/${encodeURIComponent(business)}${handle ? `/${encodeURIComponent(handle)}` : ''}`,
   compose: (handle) => (handle ? `/#/new/${encodeURIComponent(handle)}` : '/#/new'),
 };
 

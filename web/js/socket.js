@@ -30,8 +30,10 @@ export class LiveSocket {
    *        handshake keeps failing; the browser hides the HTTP status of a
    *        refused upgrade, so we ask the HTTP API whether the session lives.
    */
-  constructor({ cursor = null, onFrame, onState, stillSignedIn }) {
+  constructor({ cursor = null, onFrame, onState, stillSignedIn, actAs = null }) {
     this.cursor = cursor;
+    // A team socket (`/ws?as=BUSINESS`): the business's events, for an agent.
+    this.actAs = actAs;
     this.readyCursor = null;
     this.onFrame = onFrame;
     this.onState = onState;
@@ -109,7 +111,11 @@ export class LiveSocket {
     clearTimeout(this.retryTimer);
     this._setState(navigator.onLine === false ? 'offline' : 'connecting');
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = this.cursor ? `?since=${encodeURIComponent(this.cursor)}` : '';
+    const params = new URLSearchParams();
+    if (this.cursor) params.set('since', this.cursor);
+    if (this.actAs) params.set('as', this.actAs);
+    const qs = params.toString();
+    const q = qs ? `?${qs}` : '';
     let ws;
     try {
       ws = new WebSocket(`${proto}//${location.host}/ws${q}`);

@@ -3,6 +3,7 @@
 // to the Message-button generator.
 
 import * as store from '../store.js';
+import * as api from '../api.js';
 import { h, mount } from '../dom.js';
 
 const MAX_REPLIES = 10;
@@ -84,8 +85,66 @@ export function businessSettings(status) {
     h('h3', { class: 'setting-group' }, 'Business'),
     greetingForm,
     repliesForm,
+    teamSettings(status),
     h('div', { class: 'setting-block' },
       h('p', { class: 'setting-label' }, 'Message button'),
       h('p', { class: 'setting-desc' }, 'Put a “Message” button on your website that opens a conversation with you.'),
       h('div', null, h('a', { class: 'btn btn-primary btn-sm', href: '/buttons' }, 'Make a Message button'))));
+}
+
+// The team: agents answer as the business with their own logins.
+function teamSettings(status) {
+  const listBox = h('ul', { class: 'team-members', 'aria-label': 'Agents' });
+  const input = h('input', {
+    id: 'settings-agent', class: 'input', type: 'text', placeholder: 'handle',
+    autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false',
+  });
+  const form = h('form', { class: 'setting-block', novalidate: true },
+    h('p', { class: 'setting-label' }, 'Team'),
+    h('p', { class: 'setting-desc' },
+      'Agents answer your customers as you, each with their own sign-in. They see who wrote what and can leave internal notes.'),
+    listBox,
+    h('div', { class: 'qr-actions' },
+      h('label', { for: 'settings-agent', class: 'sr-only' }, 'Handle of a new agent'),
+      input, h('button', { class: 'btn', type: 'submit' }, 'Add agent')));
+
+  async function load() {
+    try {
+      const res = await api.team();
+      mount(listBox, res.users.length
+        ? res.users.map((u) => h('li', { class: 'team-member' },
+          h('span', null, `@${u.handle}`),
+          h('button', {
+            class: 'btn btn-ghost btn-sm', type: 'button', 'aria-label': `Remove @${u.handle} from the team`,
+            onclick: async () => {
+              try {
+                await api.removeAgent(u.handle);
+                status.textContent = `@${u.handle} left the team.`;
+                load();
+              } catch (e) {
+                status.textContent = e.detail;
+              }
+            },
+          }, 'Remove')))
+        : h('li', { class: 'setting-desc' }, 'No agents yet.'));
+    } catch (e) {
+      status.textContent = e.detail;
+    }
+  }
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const handle = input.value.trim().replace(/^@+/, '');
+    if (!handle) return;
+    status.textContent = 'Adding…';
+    try {
+      await api.addAgent(handle);
+      input.value = '';
+      status.textContent = `@${handle} is in the team.`;
+      load();
+    } catch (e) {
+      status.textContent = e.detail;
+    }
+  });
+  load();
+  return form;
 }
