@@ -267,3 +267,22 @@ async def test_session_index_keys_expire_with_the_newest_session(
     ttls = [client.ttl(keys.session_index(lc)), client.ttl(keys.session_info(lc))]
     client.close()
     assert all(0 < ttl <= 30 * 24 * 3600 for ttl in ttls), ttls
+
+
+async def test_sign_out_everywhere_closes_sockets_of_sessions_the_index_never_knew(
+    server: RunningServer, redis_url: str
+) -> None:
+    """A session from before the index (written as dmhub used to): its sockets
+    close too, through the user-wide session-end event."""
+    from chat.transport import auth
+
+    alice = await new_user(server.url)
+    old_token = auth.new_token()
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.session(auth.token_hash(old_token)), h(alice).lower(), ex=3600)
+    client.close()
+    old = Client(server.url, token=old_token)
+    async with old.socket() as old_ws:
+        await alice.sign_out_everywhere()
+        assert await old_ws.wait_closed(5) == 4401
+    await old.aclose()

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from chat.store import keys
-from chat.store.store import Store, iso_ms
+from chat.store.store import EVERY_SESSION, Store, iso_ms
 from chat.store.webhooks import WebhookStore
 
 MAX_SESSIONS_PER_USER = 50
@@ -167,6 +167,8 @@ async def delete_account(store: Store, lc: str) -> bool:
     if not deleted:
         return False
     await end_all_sessions(store, lc)
+    # Sockets of sessions the index does not know (older than it) close too.
+    await store.publish_session_end(lc, EVERY_SESSION)
     redis = _redis(store)
     await WebhookStore(redis).delete_all(lc)
     # Each edge list of the account names the reverse entries to remove elsewhere.

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from chat.errors import NOT_FOUND, UNAUTHENTICATED, ApiError, invalid
 from chat.protocol import validation
 from chat.store import accounts, keys
-from chat.store.store import gone_user, iso_ms, public_user
+from chat.store.store import EVERY_SESSION, gone_user, iso_ms, public_user
 from chat.transport import auth
 from chat.transport.http import (
     body,
@@ -81,8 +81,10 @@ async def end_every_session(request: Request) -> Response:
     principal = await signed_in(request)
     store = runtime(request).store
     await accounts.end_all_sessions(store, principal.user)
-    # A session made before the index existed is not in it: end this one by name.
+    # A session made before the index existed is not in it: end this one by
+    # name, and close every socket of the user whatever its session.
     await accounts.end_sessions(store, principal.user, [principal.session])
+    await store.publish_session_end(principal.user, EVERY_SESSION)
     return signed_out(no_content())
 
 
