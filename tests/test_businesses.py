@@ -12,6 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from chat.client import Client
+from chat.store import safety
 from tests.support import RunningServer, new_user
 
 REPLIES = [
@@ -305,3 +306,36 @@ async def test_the_python_client_sends_the_business_fields(server: RunningServer
     async with shop.socket() as socket:
         reply = await socket.send(handle(fan), "Anything else?", quick_replies=offer, ref="bot")
     assert reply["quick_replies"] == offer and reply["ref"] == "bot"
+
+
+async def test_optional_fields_are_the_same_bytes_in_ack_delivery_and_history(
+    server: RunningServer,
+) -> None:
+    shop = await shop_with_replies(server)
+    fan = await new_user(server.url)
+    headers = {"Authorization": f"Bearer {shop.token}"}
+    async with (
+        connect(server.ws_url, additional_headers={"Authorization": f"Bearer {fan.token}"}) as a,
+        connect(server.ws_url, additional_headers=headers) as b,
+    ):
+        await a.recv(), await b.recv()
+        frame = {"type": "send", "to": handle(shop), "text": "Track my order", "client_id": "c1"}
+        await a.send(json.dumps({**frame, "ref": "pricing-page", "quick_reply": "intent:track"}))
+        ack, delivery = str(await a.recv()), str(await b.recv())
+    in_ack = ack[ack.index('"message":') + len('"message":') : -1]
+    in_delivery = delivery[len('{"type":"message","message":') : delivery.rindex(',"folder":')]
+    response = await shop.http.get(f"/api/conversations/{handle(fan)}/messages", headers=headers)
+    in_history = response.text[len('{"messages":[') : response.text.index('],"next":')]
+    assert in_ack == in_delivery == in_history
+    # After the v1 fields, in the order the send gave them a place.
+    assert in_ack.endswith(',"client_id":"c1","ref":"pricing-page","quick_reply":"intent:track"}')
+
+
+async def test_buttons_of_a_suspended_account_say_strangers_cannot_write(
+    server: RunningServer,
+) -> None:
+    shop = await shop_with_replies(server)
+    await safety.suspend(server.app.state.runtime.store, handle(shop).lower(), 1)
+    status, body = await buttons(server, handle=handle(shop))
+    assert status == 422 and body["error"]["code"] == "dms_closed"
+    assert body["error"]["field"] == "handle" and "suspend" not in body["error"]["detail"]

@@ -60,7 +60,16 @@ async def check_button(request: Request) -> Response:
     if row is None:
         raise ApiError(UNKNOWN_USER, f"There is no account @{wanted.handle}.", field="handle")
     handle = row["handle"]
-    if row.get("open_dms") != "1" or row.get("active") == "0":
+    if row.get("active") == "0":
+        # Suspended: nobody can write to it. Said without the reason, as the
+        # permission rule's `cannot_receive` does.
+        raise ApiError(
+            DMS_CLOSED,
+            f"@{handle} cannot receive messages from strangers right now, so a customer "
+            "clicking this button could not write.",
+            field="handle",
+        )
+    if row.get("open_dms") != "1":
         raise ApiError(
             DMS_CLOSED,
             f"@{handle} receives messages only from people it follows, so a customer "
