@@ -286,3 +286,22 @@ async def test_sign_out_everywhere_closes_sockets_of_sessions_the_index_never_kn
         await alice.sign_out_everywhere()
         assert await old_ws.wait_closed(5) == 4401
     await old.aclose()
+
+
+async def test_a_deleted_account_leaves_every_team(server: RunningServer, redis_url: str) -> None:
+    shop = await new_user(server.url, kind="business")
+    agent, other_shop = await new_user(server.url), await new_user(server.url, kind="business")
+    await shop.request("PUT", f"/api/team/{h(agent)}")
+    await other_shop.request("PUT", f"/api/team/{h(agent)}")
+    assert sorted((await agent.me())["teams"]) == sorted([h(shop), h(other_shop)])
+
+    await agent.delete_account(PASSWORD)
+    assert (await shop.request("GET", "/api/team"))["users"] == []
+    await other_shop.request("PUT", f"/api/team/{h(shop)}")  # shop becomes an agent
+    await shop.delete_account(PASSWORD)
+    assert (await other_shop.request("GET", "/api/team"))["users"] == []
+    client = redis.Redis.from_url(redis_url)
+    leftovers = [keys.team(h(shop).lower()), keys.teams_of(h(agent).lower())]
+    assert client.exists(*leftovers) == 0
+    assert client.scard(keys.team(h(other_shop).lower())) == 0
+    client.close()

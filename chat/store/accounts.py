@@ -23,6 +23,7 @@ import msgspec
 
 from chat.store import keys
 from chat.store.store import EVERY_SESSION, Store, iso_ms
+from chat.store.teams import team_store
 from chat.store.webhooks import WebhookStore
 
 MAX_SESSIONS_PER_USER = 50
@@ -170,6 +171,13 @@ async def delete_account(store: Store, lc: str) -> bool:
     # Sockets of sessions the index does not know (older than it) close too.
     await store.publish_session_end(lc, EVERY_SESSION)
     redis = _redis(store)
+    # Out of every team, both ways: as an agent, and as a business with agents
+    # (whose sockets acting for it close).
+    teams = team_store(store)
+    for business in await redis.smembers(keys.teams_of(lc)):
+        await teams.remove_agent(business, lc)
+    for agent in await redis.smembers(keys.team(lc)):
+        await teams.remove_agent(lc, agent)
     await WebhookStore(redis).delete_all(lc)
     # Each edge list of the account names the reverse entries to remove elsewhere.
     for own, reverse in (
@@ -198,6 +206,8 @@ async def delete_account(store: Store, lc: str) -> bool:
         keys.events(lc),
         keys.session_index(lc),
         keys.session_info(lc),
+        keys.team(lc),
+        keys.teams_of(lc),
     )
     return True
 
