@@ -85,7 +85,7 @@ def private_dir(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.info("data folder %s was mode %o; making it private (700)", path, mode)
-        path.chmod(mode & 0o700 | 0o700)
+        path.chmod(PRIVATE_DIR_MODE)
 
 
 def socket_dir_for(data_dir: Path) -> Path | None:
