@@ -25,10 +25,12 @@ from chat.transport.web import WEB_DIR
 BUTTON_JS = WEB_DIR / "button.js"
 BUTTONS_PAGE = WEB_DIR / "buttons.html"
 BUTTON_CLASS = "dmhub-message-button"
-# With the version in its URL the script never changes, so browsers keep it
-# for a year; the bare URL is revalidated (ETag) every few minutes.
+# Snippets are pasted once and live for years, so they name the bare URL: a
+# new button.js reaches every site within minutes, and in between browsers use
+# their copy and revalidate it by ETag (a 304). `?v=VERSION` (the ETag's
+# value) names one version for good and is cached for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
-REVALIDATE = "public, max-age=300"
+REVALIDATE = "public, max-age=300, stale-while-revalidate=86400"
 
 
 @cache
@@ -83,7 +85,7 @@ async def check_button(request: Request) -> Response:
         query["ref"] = wanted.ref
     origin = origin_of(request)
     compose_url = f"{origin}/messages/compose?{urlencode(query)}"
-    script_url = f"{origin}/button.js?v={button_script()[1]}"
+    script_url = f"{origin}/button.js"
     label = wanted.label or f"Message @{handle}"
     return json(
         {
