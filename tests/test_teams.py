@@ -5,15 +5,18 @@ by route."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from chat.client import Client, ClientError, Socket
+from chat.store import keys, safety
 from chat.store.store import cursor_key
-from tests.support import RunningServer, new_user
+from tests.support import PASSWORD, RunningServer, new_user
 
 
 def handle(client: Client) -> str:
@@ -458,3 +461,42 @@ async def test_the_business_itself_may_use_as_and_see_team_fields(server: Runnin
     await shop.accept(handle(customer))
     listed = (await shop.conversations())["conversations"]
     assert (listed[0]["status"], listed[0]["assignee"]) == ("open", None)
+
+
+# -- accounts that go away ------------------------------------------------------------------
+
+
+async def test_deleting_a_business_or_an_agent_takes_the_team_with_it(
+    server: RunningServer,
+) -> None:
+    shop, (ann, bob), customer = await team_of(server)
+    b, c = handle(shop), handle(customer)
+    await call(ann, "POST", f"/api/conversations/{c}/notes", {"text": "x"}, **{"as": b})
+    await call(ann, "PATCH", f"/api/conversations/{c}", {"status": "pending"}, **{"as": b})
+    # An agent deletes its account: it leaves the team.
+    assert (await call(bob, "DELETE", "/api/me", {"password": PASSWORD}))[0] == 204
+    _, body = await call(shop, "GET", "/api/team")
+    assert [u["handle"] for u in body["users"]] == [handle(ann)]
+    # The business deletes its account: its team state and notes go, and its
+    # agents no longer list it.
+    assert (await call(shop, "DELETE", "/api/me", {"password": PASSWORD}))[0] == 204
+    assert (await ann.me())["teams"] == []
+    status, answer = await call(ann, "GET", "/api/conversations", **{"as": b})
+    assert (status, answer["error"]["code"]) == (403, "not_allowed")
+    redis = aioredis.Redis.from_url(server.app.state.runtime.settings.redis_url)
+    try:
+        lc = b.lower()
+        for key in (keys.team(lc), keys.team_conversations(lc), keys.notes(lc, c.lower())):
+            assert not await redis.exists(key), key
+        assert not await redis.exists(keys.teams_of(handle(ann).lower()))
+    finally:
+        await redis.aclose()
+
+
+async def test_nobody_acts_for_a_suspended_business(server: RunningServer) -> None:
+    shop, (ann,), _ = await team_of(server, agents=1)
+    await safety.suspend(
+        server.app.state.runtime.store, handle(shop).lower(), int(time.time() * 1000)
+    )
+    status, answer = await call(ann, "GET", "/api/conversations", **{"as": handle(shop)})
+    assert (status, answer["error"]["code"]) == (403, "not_allowed")

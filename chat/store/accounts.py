@@ -179,6 +179,7 @@ async def delete_account(store: Store, lc: str) -> bool:
     for agent in await redis.smembers(keys.team(lc)):
         await teams.remove_agent(lc, agent)
     await WebhookStore(redis).delete_all(lc)
+    await team_store(store).forget(lc)
     # Each edge list of the account names the reverse entries to remove elsewhere.
     for own, reverse in (
         (keys.following(lc), keys.followers),

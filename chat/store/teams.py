@@ -98,6 +98,26 @@ class TeamStore:
         await self.redis.srem(keys.teams_of(agent), business)
         await self.redis.publish(keys.channel(business), f"k - - -\n{agent}")
 
+    async def forget(self, lc: str) -> None:
+        """An account is deleted: its team, its place in others' teams, its
+        conversations' team state and notes go. Called before its folders are."""
+        agents = await self.redis.smembers(keys.team(lc))
+        businesses = await self.redis.smembers(keys.teams_of(lc))
+        peers: set[str] = set(await self.redis.hkeys(keys.team_conversations(lc)))
+        for folder in FOLDERS:
+            peers.update(await self.redis.zrange(keys.folder_key(lc, folder), 0, -1))
+        peers.update(await self.redis.hkeys(keys.cleared(lc)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent in agents:
+                pipe.srem(keys.teams_of(agent), lc)
+            for business in businesses:
+                pipe.srem(keys.team(business), lc)
+                pipe.publish(keys.channel(business), f"k - - -\n{lc}")
+            for peer in peers:
+                pipe.delete(keys.notes(lc, peer))
+            pipe.delete(keys.team(lc), keys.teams_of(lc), keys.team_conversations(lc))
+            await pipe.execute()
+
     async def members(self, business: str) -> list[dict[str, str]]:
         agents = sorted(await self.redis.smembers(keys.team(business)))
         rows = await self.store.users(agents)

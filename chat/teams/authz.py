@@ -29,7 +29,8 @@ async def acting_account(store: Store, principal: str, as_param: str | None) -> 
         raise not_member(as_param[:32])
     business = as_param.lower()
     row = await store.user(business)
-    if row is None or row.get("kind") != "business":
+    # A suspended business answers nobody, through its agents neither.
+    if row is None or row.get("kind") != "business" or row.get("active") == "0":
         raise not_member(as_param)
     if business == principal or await TeamStore(store).is_member(business, principal):
         return business
