@@ -29,6 +29,7 @@ from chat.protocol import validation
 from chat.runtime import Runtime
 from chat.store import accounts, business, keys, safety
 from chat.store.store import FollowResult, public_user
+from chat.store.teams import team_store
 from chat.teams.authz import acting_account, agent_handle
 from chat.transport import auth
 from chat.transport import client_ip as client_ip_module
@@ -265,8 +266,11 @@ async def get_me(request: Request) -> Response:
 
 
 async def with_standing(request: Request, lc: str, me: dict[str, Any]) -> dict[str, Any]:
-    """`GET /api/me` says whether the account is restricted (v1.1)."""
-    me["restricted"] = await safety.is_restricted(runtime(request).store, lc)
+    """`GET /api/me` says whether the account is restricted, and the teams it
+    answers for (v1.1)."""
+    store = runtime(request).store
+    me["restricted"] = await safety.is_restricted(store, lc)
+    me["teams"] = await team_store(store).teams(lc)
     return me
 
 

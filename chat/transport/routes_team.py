@@ -78,17 +78,6 @@ async def list_members(request: Request) -> Response:
     return json({"users": [public_user(row) for row in rows]})
 
 
-async def get_me(request: Request) -> Response:
-    """GET /api/me, with `teams`: the businesses whose team this account is in."""
-    principal = await signed_in(request)
-    store = runtime(request).store
-    row = await store.user(principal.user)
-    if row is None:
-        raise ApiError("unauthenticated", "This account no longer exists.")
-    teams = await team_store(store).teams(principal.user)
-    return json({**v1.me_body(row), "teams": teams})
-
-
 # -- the team's listing -----------------------------------------------------------------
 
 
@@ -184,7 +173,6 @@ async def list_notes(request: Request) -> Response:
 # Registered before http.routes: GET /api/me and GET /api/conversations here
 # extend the v1 handlers, which they call.
 routes = [
-    Route("/api/me", get_me, methods=["GET"]),
     Route("/api/conversations", list_conversations, methods=["GET"]),
     Route("/api/team", list_members, methods=["GET"]),
     Route("/api/team/{handle}", change_member, methods=["PUT", "DELETE"]),
