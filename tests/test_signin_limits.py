@@ -105,7 +105,6 @@ async def test_a_correct_password_from_a_clean_ip_works_during_a_brute_force(
                 error = response.json()["error"]
                 assert error["limit"] == "logins" and error["retry_after"] >= 1
                 assert int(response.headers["Retry-After"]) >= 1
-                await asyncio.sleep(min(error["retry_after"], 1.2))
             mine = await sign_in(http, alice, PASSWORD, "198.51.100.1")
             assert mine.status_code == 200, mine.text
         # The attacker's IP is throttled on alice, even with the right password.
