@@ -49,9 +49,11 @@ def origin_of(request: Request) -> str:
 
 
 def snippet(compose_url: str, script_url: str, label: str, size: str) -> str:
+    # Same tab, as a plain link would; a site that wants a new tab adds
+    # target="_blank" and the button honours it.
     link = (
-        f'<a class="{BUTTON_CLASS}" href="{html.escape(compose_url)}" data-size="{size}" '
-        f'target="_blank" rel="noopener">{html.escape(label, quote=False)}</a>'
+        f'<a class="{BUTTON_CLASS}" href="{html.escape(compose_url)}" data-size="{size}">'
+        f"{html.escape(label, quote=False)}</a>"
     )
     return f'{link}\n<script async src="{html.escape(script_url)}"></script>'
 

@@ -240,9 +240,8 @@ def test_business_front_door_from_sign_up_to_a_customer_message(
     )
 
     # 4. The customer clicks (Enter), signs up, and lands on the prefilled message.
-    with pc.context.expect_page() as opened:
-        pc.keyboard.press("Enter")
-    customer_page = opened.value
+    pc.keyboard.press("Enter")
+    customer_page = pc
     expect(customer_page).to_have_url(re.compile(r"/messages/compose\?recipient="))
     expect(customer_page.locator(".auth-note")).to_contain_text(f"@{shop}")
     customer = new_handle("cust")
@@ -371,7 +370,7 @@ def test_button_script_on_a_busy_host_page(
     script = f'<script async src="{server}/button.js"></script>'
     url = host_site.page(
         "/many",
-        f'<p><a class="dmhub-message-button" href="{compose}" data-size="small">'
+        f'<p><a class="dmhub-message-button" href="{compose}" data-size="small" target="_blank">'
         "Chat with us</a></p>"
         f'<p><a class="dmhub-message-button" href="{compose}" data-theme="dark"></a></p>'
         f'<p><a class="dmhub-message-button" href="{server}/messages/compose?recipient=no%20such!">'
@@ -384,6 +383,9 @@ def test_button_script_on_a_busy_host_page(
     hosts = page.locator("dmhub-button")
     expect(hosts).to_have_count(4)  # the script twice still makes one button per link
     expect(hosts.nth(0).locator(BTN)).to_have_text("Chat with us")
+    expect(hosts.nth(0).locator(BTN)).to_have_attribute("target", "_blank")
+    expect(hosts.nth(0).locator(BTN)).to_have_attribute("rel", "noopener")
+    expect(hosts.nth(1).locator(BTN)).not_to_have_attribute("target", "_blank")
     expect(hosts.nth(1).locator(BTN)).to_have_text(f"Message @{shop.handle}")
     expect(hosts.nth(2).locator(BTN)).to_have_text("Message @no such!")
     expect(hosts.nth(3).locator(BTN)).to_have_text("Message")
