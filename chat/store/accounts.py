@@ -150,6 +150,9 @@ async def end_all_sessions(store: Store, lc: str, keep: str | None = None) -> in
 
 async def session_ttl_ms(store: Store, token_hash: str) -> int:
     """Milliseconds the session has left; -2 when it is gone, -1 when it never ends."""
+    # Every socket asks once as it opens: the pipelined lane, as for the session itself.
+    if store.lane is not None:
+        return int(await store.lane.execute("PTTL", keys.session(token_hash)))
     return int(await _redis(store).pttl(keys.session(token_hash)))
 
 
