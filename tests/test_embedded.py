@@ -215,8 +215,13 @@ async def test_a_valkey_killed_under_serve_is_restarted_on_the_same_data_and_soc
     a_h, b_h = alice.user["handle"], bob.user["handle"]
     await bob.follow(a_h)
     async with alice.socket() as alice_sock, bob.socket() as bob_sock:
+        bob_phone = bob.socket()
+        await bob_phone.connect()
         before = [await alice_sock.send(b_h, f"before {i}", f"b-{i}") for i in range(5)]
         assert [e["message"] for e in await messages_until(bob_sock, before[-1]["id"])] == before
+        # Bob's phone saw the first three, then lost its connection.
+        seen = [await next_message(bob_phone) for _ in range(3)]
+        await bob_phone.close()
 
         os.kill(valkey_pid, signal.SIGKILL)
         replacement = await eventually(
@@ -229,6 +234,11 @@ async def test_a_valkey_killed_under_serve_is_restarted_on_the_same_data_and_soc
         after = await alice_sock.send(b_h, "after the restart", "a-0")
         assert (await next_message(bob_sock, 20))["message"] == after
         assert alice_sock.close_code is None and bob_sock.close_code is None
+        # The phone resumes by cursor: exactly what it missed, across the restart.
+        await bob_phone.reconnect()
+        missed = await messages_until(bob_phone, after["id"])
+        assert [e["message"] for e in seen + missed] == [*before, after]
+        await bob_phone.close()
     assert await history(bob, a_h) == [*before, after]
     assert node.process is not None and node.process.poll() is None
     assert "starting it again" in node.log()
