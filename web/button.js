@@ -55,7 +55,7 @@
   }
 
   function one(a) {
-    if ((done && done.has(a)) || a.getAttribute('data-dmhub') === 'on') return;
+    if ((done && done.has(a)) || !a.parentNode) return;
     if (done) done.add(a);
     var handle = handleOf(a);
     var text = (a.textContent || '').replace(/\s+/g, ' ').trim() ||
@@ -69,20 +69,18 @@
     if (!host.attachShadow) return; // very old browser: the plain link stays
     var root = host.attachShadow({ mode: 'open' });
     styles(root);
-    var b = d.createElement('a');
-    b.href = a.href;
-    b.setAttribute('part', 'button');
-    if (a.target) { b.target = a.target; b.rel = a.rel || 'noopener'; }
-    b.appendChild(icon());
+    // The link itself becomes the button: it moves into the shadow root, where
+    // the page's selectors and styles do not reach it, and keeps its href,
+    // target and class. One element, one name, one tab stop.
+    a.parentNode.insertBefore(host, a);
+    a.textContent = '';
+    a.appendChild(icon());
     var label = d.createElement('span');
     label.textContent = text;
-    b.appendChild(label);
-    root.appendChild(b);
-    // The original link moves inside the host, unslotted: not shown, not focusable,
-    // still in the page for scripts that look for it.
-    a.setAttribute('data-dmhub', 'on');
-    a.parentNode.insertBefore(host, a);
-    host.appendChild(a);
+    a.appendChild(label);
+    a.setAttribute('part', 'button');
+    if (a.target && !a.rel) a.rel = 'noopener';
+    root.appendChild(a);
   }
 
   function render(scope) {

@@ -127,8 +127,7 @@ def open_settings(page: Page, handle: str) -> None:
     expect(page.get_by_role("dialog")).to_be_visible()
 
 
-# The button button.js draws in each host's shadow root (the original link
-# is in the host too, unslotted, so "a" alone would match both).
+# The link as button.js makes it a button, inside its host's shadow root.
 BTN = "a[part=button]"
 
 
@@ -210,6 +209,11 @@ def test_business_front_door_from_sign_up_to_a_customer_message(
     pc.goto(page_url)
     button = shadow_button(pc)
     expect(button).to_have_text(f"Message @{shop}")
+    # One element whichever way a test or a tool looks for it.
+    expect(pc.locator("a.dmhub-message-button")).to_have_count(1)
+    expect(pc.locator("a.dmhub-message-button")).to_be_visible()
+    expect(pc.get_by_text(f"Message @{shop}")).to_be_visible()
+    expect(pc.get_by_role("link", name=f"Message @{shop}")).to_be_visible()
     # Styled by its own sheet despite the CSP and the host's rules.
     style = pc.evaluate(
         """() => { const a = document.querySelector('dmhub-button').shadowRoot.querySelector('a');
