@@ -297,7 +297,8 @@ def button_request(params: Mapping[str, str]) -> ButtonRequest:
     handle_value = params.get("handle", "").strip().removeprefix("@")
     if not HANDLE_RE.match(handle_value):
         raise invalid("A handle is 1 to 15 letters, digits or underscores.", "handle")
-    prefill = params.get("text", "").strip() or None
+    # Trimmed as a message is, so the limit is the one the customer's send meets.
+    prefill = trim(params.get("text", "")) or None
     if prefill is not None and len(prefill) > MAX_TEXT:
         raise ApiError(
             TOO_LONG,
