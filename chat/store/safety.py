@@ -54,14 +54,6 @@ class Restriction:
         }
 
 
-def _script(store: Store) -> Any:
-    script = getattr(store, "_report_script", None)
-    if script is None:
-        script = store.redis.register_script(REPORT_LUA)
-        store._report_script = script  # type: ignore[attr-defined]
-    return script
-
-
 async def record_report(
     store: Store,
     reporter: str,
@@ -76,7 +68,8 @@ async def record_report(
     entry = _encoder.encode(
         {"reporter": reporter_handle, "reason": reason, "message_id": message_id, "at": at_ms}
     )
-    added = await _script(store)(
+    # Reports are rare: hashing the script per call costs less than a cache would say.
+    added = await store.redis.register_script(REPORT_LUA)(
         keys=[keys.reporters(target), keys.reports(target)],
         args=[reporter, at_ms, window_ms, entry, REPORTS_KEPT, REPORTERS_KEPT],
     )
