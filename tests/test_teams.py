@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from chat.client import Client, ClientError, Socket
 from chat.store import keys, safety
 from chat.store.store import cursor_key
-from tests.support import PASSWORD, RunningServer, new_user
+from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
 
 
 def handle(client: Client) -> str:
@@ -500,3 +501,24 @@ async def test_nobody_acts_for_a_suspended_business(server: RunningServer) -> No
     )
     status, answer = await call(ann, "GET", "/api/conversations", **{"as": handle(shop)})
     assert (status, answer["error"]["code"]) == (403, "not_allowed")
+
+
+async def test_team_sockets_count_against_the_agent_who_opened_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    async with running_server(settings_for(redis_url, tmp_path, limit_sockets_per_user=2)) as srv:
+        shop, (ann,), _ = await team_of(srv, agents=1)
+        assert ann.token and shop.token
+        b = handle(shop)
+        async with (
+            Socket(srv.url, ann.token, act_as=b),
+            Socket(srv.url, ann.token, act_as=b),
+            Socket(srv.url, shop.token),
+            Socket(srv.url, shop.token),
+        ):
+            with pytest.raises(ClientError) as refused:
+                await Socket(srv.url, ann.token).connect()
+            assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+            with pytest.raises(ClientError) as refused:
+                await Socket(srv.url, shop.token).connect()
+            assert refused.value.status == 429

@@ -70,9 +70,11 @@ class Hub:
     # -- sockets arriving and leaving -----------------------------------------
 
     def sockets_of(self, user: str) -> int:
-        """Sockets of this user on this process, open or being opened."""
-        conns = self.by_user.get(user)
-        return (len(conns) if conns else 0) + self.opening.get(user, 0)
+        """Sockets this user opened on this process, open or being opened: its own,
+        and its team sockets (`?as=`), which live under the business."""
+        conns = self.by_user.get(user, ())
+        own = sum(1 for conn in conns if conn.agent is None)
+        return own + len(self.by_agent.get(user, ())) + self.opening.get(user, 0)
 
     def opened(self, user: str) -> None:
         """A handshake counted in `opening` is over (attached next, or failed)."""

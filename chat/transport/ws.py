@@ -74,6 +74,12 @@ async def handshake(
         if pair.recipient is None:
             raise unknown_user(peer)
         actions.require_allowed(pair, peer)
+    if acting != principal.user:
+        # The agent's handle as typed, to sign its sends and typing for the team.
+        agent_row = await rt.store.user(principal.user)
+        if agent_row is None:
+            raise ApiError("unauthenticated", "This account no longer exists.")
+        me = {**me, AGENT_FIELD: agent_row["handle"]}
     return principal, me, pair, acting
 
 
@@ -107,11 +113,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         rt.hub.opened(principal.user)
     peer_lc = pair.recipient["handle"].lower() if pair is not None else None
     agent = principal.user if acting != principal.user else None
-    agent_row = await rt.store.user(agent) if agent is not None else None
     conn = Connection(
         user=acting,
         agent=agent,
-        agent_handle=agent_row["handle"] if agent_row is not None else None,
+        agent_handle=me.get(AGENT_FIELD),
         session=principal.session,
         peer=peer_lc,
         send_text=websocket.send_text,
@@ -208,6 +213,10 @@ def socket_limits(settings: Settings) -> Limits:
             ),
         )
     return _limits[1]
+
+
+# Carries the agent's handle from the handshake, beside the business's user row.
+AGENT_FIELD = "_agent"
 
 
 async def still_in_team(rt: Runtime, conn: Connection) -> None:

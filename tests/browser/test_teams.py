@@ -3,14 +3,17 @@ two agents, each in its own browser context, share the business's inbox live.
 One assigns the conversation to itself and answers; the other sees both live
 and leaves an internal note, which the first sees live too. The customer, in a
 third context, sees the answer from the business and nothing of the note or of
-who wrote it."""
+who wrote it. Writes docs/screenshots/team-inbox.png."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from browser_helpers import ApiPerson, new_handle, sign_in, wait_inbox
 from playwright.sync_api import expect
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def test_two_agents_share_a_business_inbox_and_the_customer_sees_only_the_answer(new_page, server):
@@ -69,6 +72,8 @@ def test_two_agents_share_a_business_inbox_and_the_customer_sees_only_the_answer
     note = ann_page.locator(".team-note", has_text="Refund if it fails again")
     expect(note).to_be_visible()
     expect(note.locator(".team-note-label")).to_contain_text(f"Internal note by @{bob.handle}")
+
+    ann_page.screenshot(path=str(SCREENSHOTS / "team-inbox.png"))
 
     # Resolve: both agents' pages move it out of the open tab.
     ann_page.get_by_role("button", name="Resolve").click()

@@ -146,6 +146,9 @@ async function loadTeams() {
   } catch {
     teams = [];
   }
+  // A business works its own team inbox too (as= its own handle).
+  const me = store.state.me;
+  if (me.kind === 'business') teams = [me.handle, ...teams];
   if (!teams.length) return;
   const actions = document.getElementById('sidebar-actions');
   actions.prepend(teamSwitcher(store.state.me, teams));
