@@ -113,8 +113,10 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
         embedded.supervise(give_up)
-    else:
-        persistence.check(settings.redis_url)
+    # Said for the embedded Valkey too, so that DMHUB_APPENDFSYNC=everysec is a
+    # choice made knowingly (a warning says what it can lose).
+    assert settings.redis_url is not None
+    persistence.check(settings.redis_url)
 
     # uvicorn re-raises the signal that stopped it once it is done; a Python
     # handler turns that into a normal return so the finally below still runs.

@@ -278,3 +278,16 @@ async def test_a_valkey_that_keeps_dying_makes_serve_exit_non_zero(
     assert code == 1, node.log()
     assert "giving up" in node.log()
     assert "Traceback" not in node.log(), node.log()
+
+
+@pytest.mark.timeout(40)
+async def test_choosing_everysec_for_the_embedded_valkey_is_warned_about(
+    tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> None:
+    data_dir = tmp_path / "d"
+    node = DmhubProcess({**embedded_env(data_dir), "DMHUB_APPENDFSYNC": "everysec"})
+    node.log_path = tmp_path / "dmhub.log"
+    node.start()
+    cleanup.append((node, our_valkey(node, data_dir), data_dir))
+    assert "appendfsync everysec: a crash of Redis or of the machine can lose" in node.log()
+    assert node.terminate() == 0
