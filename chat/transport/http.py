@@ -480,7 +480,7 @@ routes = [
     Route("/api/following/{handle}", edge, methods=["PUT", "DELETE"]),
     Route("/api/blocks", edge_list(keys.blocking), methods=["GET"]),
     Route("/api/blocks/{handle}", edge, methods=["PUT", "DELETE"]),
-    Route("/api/conversations", list_conversations, methods=["GET"]),
+    # GET /api/conversations is routes_team's: it falls back to list_conversations.
     Route("/api/conversations/{peer}/messages", list_messages, methods=["GET"]),
     Route("/api/conversations/{peer}/messages", post_message, methods=["POST"]),
     Route("/api/conversations/{peer}/read", read_conversation, methods=["POST"]),
