@@ -150,8 +150,13 @@ async function loadTeams() {
   const me = store.state.me;
   if (me.kind === 'business') teams = [me.handle, ...teams];
   if (!teams.length) return;
-  const actions = document.getElementById('sidebar-actions');
-  actions.prepend(teamSwitcher(store.state.me, teams));
+  const row = document.createElement('div');
+  row.className = 'team-switch-row';
+  const label = document.createElement('label');
+  label.htmlFor = 'team-switch';
+  label.textContent = 'Acting as';
+  row.append(label, teamSwitcher(store.state.me, teams));
+  document.querySelector('.sidebar-head').after(row);
   const r = router.parse();
   if (r.name === 'team') {
     // Drawn before the list of teams came: again, with the switch complete.

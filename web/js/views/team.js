@@ -346,7 +346,7 @@ export function createTeamView(root, { business, peer, me, teams }) {
 
 /** "Acting as": me, or one of the businesses whose team I am in. */
 export function teamSwitcher(me, teams, business = null) {
-  const select = h('select', { class: 'input team-switch', 'aria-label': 'Acting as', id: 'team-switch' },
+  const select = h('select', { class: 'input team-switch', 'aria-label': 'Acting as', id: business ? 'team-switch-head' : 'team-switch' },
     h('option', { value: '' }, `Me (@${me.handle})`),
     teams.map((b) => h('option', { value: b }, `@${b}`)));
   select.value = business || '';
