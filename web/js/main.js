@@ -111,10 +111,10 @@ function signedOutHere() {
   location.replace('/');
 }
 
-function startApp(me, prefetched) {
+function startApp(me) {
   started = true;
   app.classList.remove('is-loading');
-  store.start(me, prefetched);
+  store.start(me);
   sidebar = createSidebar({
     actionsRoot: document.getElementById('sidebar-actions'),
     bodyRoot: document.getElementById('sidebar-body'),

@@ -96,7 +96,7 @@ function saveOutbox() {
 // Session -----------------------------------------------------------------
 
 /** Start everything for a signed-in person: lists, socket, pending sends. */
-export function start({ user, settings }, prefetched = {}) {
+export function start({ user, settings }) {
   stop();
   state = freshState();
   state.me = user;
@@ -117,8 +117,8 @@ export function start({ user, settings }, prefetched = {}) {
     },
   });
   socket.start();
-  loadFolder('inbox', { prefetched: prefetched.inbox });
-  loadFolder('requests', { prefetched: prefetched.requests });
+  loadFolder('inbox');
+  loadFolder('requests');
 }
 
 export function stop() {
@@ -176,16 +176,14 @@ function mergeConv(c) {
   }
 }
 
-export async function loadFolder(folder, { more = false, prefetched = null } = {}) {
+export async function loadFolder(folder, { more = false } = {}) {
   const f = state.folders[folder];
   if (f.loading || (more && !f.next)) return;
   f.loading = true;
   f.error = null;
   emit('convs');
   try {
-    let res = null;
-    if (prefetched) res = await prefetched.catch(() => null);
-    if (!res) res = await api.conversations(folder, { limit: FOLDER_PAGE, before: more ? f.next : null });
+    const res = await api.conversations(folder, { limit: FOLDER_PAGE, before: more ? f.next : null });
     for (const c of res.conversations || []) mergeConv({ ...c, folder: c.folder || folder });
     f.next = res.next || null;
     f.loaded = true;
