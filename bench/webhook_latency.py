@@ -40,6 +40,11 @@ ENV = {
 }
 
 
+LOAD_DURATION_S = 45
+LOAD_SETUP_S = 15
+LOAD_FIELDS = ("connections", "sent", "delivered", "lost", "errors", "send_rate", "latency_ms")
+
+
 class Receiver:
     """Answers 204 at once and notes when each delivery arrived."""
 
@@ -115,19 +120,25 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dmhub-bench-") as data:
         server = DmhubProcess({"DMHUB_DATA_DIR": data, **ENV}).start()
-        load: subprocess.Popen[bytes] | None = None
+        load: subprocess.Popen[str] | None = None
         try:
             if args.under_load:
                 load = subprocess.Popen(
                     [sys.executable, "-m", "chat", "loadtest", "--url", server.url,
-                     "--connections", "400", "--pairs", "200", "--rate", str(args.under_load),
-                     "--duration", "120", "--json"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     "--connections", "100", "--pairs", "50", "--rate", str(args.under_load),
+                     "--duration", str(LOAD_DURATION_S), "--json"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 )  # fmt: skip
-                time.sleep(8)  # sign-ups and sockets first, then measure while it sends
+                time.sleep(LOAD_SETUP_S)  # sign-ups and sockets first, then measure
+            started = time.monotonic()
             asyncio.run(run(server.url, args.count, args.warmup))
-        finally:
             if load is not None:
+                took = time.monotonic() - started
+                print(f"measured for {took:.0f} s of the load test's {LOAD_DURATION_S} s")
+                summary = json.loads(load.communicate(timeout=LOAD_DURATION_S + 180)[0])
+                print("load test:", {k: summary.get(k) for k in LOAD_FIELDS})
+        finally:
+            if load is not None and load.poll() is None:
                 load.terminate()
                 load.wait(30)
             server.terminate()
