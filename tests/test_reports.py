@@ -113,6 +113,9 @@ async def test_three_reporters_restrict_and_the_restricted_can_still_reply(
     assert (raised.value.status, raised.value.reason) == (403, "restricted")
     assert "operator" in raised.value.detail
     assert (await spammer.profile(handle(stranger)))["relationship"]["reason"] == "restricted"
+    with pytest.raises(ClientError) as handshake:
+        await spammer.socket(peer=handle(stranger)).connect()
+    assert (handshake.value.status, handshake.value.reason) == (403, "restricted")
     async with spammer.socket() as socket:
         with pytest.raises(ClientError) as frame_error:
             await socket.send(handle(stranger), "buy now")

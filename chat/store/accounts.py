@@ -213,6 +213,17 @@ async def delete_account(store: Store, lc: str) -> bool:
         keys.team(lc),
         keys.teams_of(lc),
     )
+    # Its safety state goes too (one slot, {lc}); the reports about it stay, for
+    # operators (capped, see chat/store/safety.py).
+    await redis.delete(
+        keys.restriction(lc),
+        keys.reporters(lc),
+        keys.message_rate(lc),
+        keys.new_conversations(lc),
+        keys.requests_received(lc),
+        keys.typing_count(lc),
+        keys.report_count(lc),
+    )
     return True
 
 
