@@ -256,7 +256,7 @@ def test_business_front_door_from_sign_up_to_a_customer_message(
     expect(customer_page.locator(".person-card .greeting-text")).to_have_text(
         "Hi! Ask us about repairs, orders or rentals."
     )
-    expect(customer_page.locator(".person-card .chip")).to_have_count(2)
+    expect(customer_page.locator(".person-card .qr-chip")).to_have_count(2)
     box.press("Enter")
     expect(customer_page).to_have_url(re.compile(rf"/#/c/{shop}$"))
     expect(message(customer_page, prefill)).to_have_attribute("data-status", "sent")
@@ -307,10 +307,10 @@ def test_welcome_quick_replies_and_replies_on_a_message(
     )
     assert r.status_code == 201, r.text
     asked = message(page, "Shall we book a repair for Friday?")
-    expect(asked.locator(".chip")).to_have_text(["Yes, book it", "No thanks"])
+    expect(asked.locator(".qr-chip")).to_have_text(["Yes, book it", "No thanks"])
     asked.get_by_role("button", name="Yes, book it").click()
     expect(message(page, "Yes, book it")).to_have_attribute("data-status", "sent")
-    expect(asked.locator(".chip")).to_have_count(0)  # answered: the choices go
+    expect(asked.locator(".qr-chip")).to_have_count(0)  # answered: the choices go
     last = shop.history(fan.handle)[-1]
     assert (last["text"], last["quick_reply"]) == ("Yes, book it", "book:yes")
 

@@ -8,7 +8,7 @@ export function quickReplyChips(replies, onPick, { label = 'Quick replies' } = {
   if (!Array.isArray(replies) || replies.length === 0) return null;
   return h('div', { class: 'chips', role: 'group', 'aria-label': label },
     replies.map((reply) => h('button', {
-      class: 'chip', type: 'button',
+      class: 'qr-chip', type: 'button',
       onclick: (ev) => {
         // One tap, one message: the row goes quiet until the view redraws.
         for (const b of ev.currentTarget.parentNode.querySelectorAll('button')) b.disabled = true;
