@@ -522,3 +522,19 @@ async def test_team_sockets_count_against_the_agent_who_opened_them(
             with pytest.raises(ClientError) as refused:
                 await Socket(srv.url, shop.token).connect()
             assert refused.value.status == 429
+
+
+async def test_a_team_socket_for_one_conversation_hears_only_its_team_events(
+    server: RunningServer,
+) -> None:
+    shop, (ann,), customer = await team_of(server, agents=1)
+    other = await new_user(server.url)
+    await other.post_message(handle(shop), "me too")
+    b, c, o = handle(shop), handle(customer), handle(other)
+    assert ann.token
+    async with Socket(server.url, ann.token, act_as=b, peer=c) as sock:
+        await call(ann, "POST", f"/api/conversations/{o}/notes", {"text": "other"}, **{"as": b})
+        await call(ann, "PATCH", f"/api/conversations/{o}", {"status": "pending"}, **{"as": b})
+        await call(ann, "POST", f"/api/conversations/{c}/notes", {"text": "mine"}, **{"as": b})
+        frames = await drain(sock)
+        assert [(f["type"], f.get("note", {}).get("text")) for f in frames] == [("note", "mine")]
