@@ -233,8 +233,8 @@ class Settings:
             close_deadline_s=_float("DMHUB_CLOSE_DEADLINE", DEFAULT_CLOSE_DEADLINE_S),
             max_invalid_frames=_int("DMHUB_MAX_INVALID_FRAMES", DEFAULT_MAX_INVALID_FRAMES),
             drain_timeout_s=_float("DMHUB_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S),
-            limit_login_failures=_int("DMHUB_LIMIT_LOGIN_FAILURES", DEFAULT_LIMIT_LOGIN_FAILURES),
-            limit_signups_per_hour=_int(
+            limit_login_failures=_limit("DMHUB_LIMIT_LOGIN_FAILURES", DEFAULT_LIMIT_LOGIN_FAILURES),
+            limit_signups_per_hour=_limit(
                 "DMHUB_LIMIT_SIGNUPS_PER_HOUR", DEFAULT_LIMIT_SIGNUPS_PER_HOUR
             ),
             trusted_proxies=_proxies(os.environ.get("DMHUB_TRUSTED_PROXIES", "")),

@@ -9,6 +9,7 @@ not even one's own.
 from __future__ import annotations
 
 from chat.errors import NOT_ALLOWED, ApiError
+from chat.permission.rule import Reason
 from chat.protocol import validation
 from chat.store.store import Store
 from chat.store.teams import TeamStore
@@ -16,8 +17,12 @@ from chat.store.teams import TeamStore
 
 def not_member(business: str) -> ApiError:
     # Same words whether the account is missing, a person, or a business whose
-    # team you are not in: `as=` must not tell them apart.
-    return ApiError(NOT_ALLOWED, f"You are not in the team of @{business}.")
+    # team you are not in: `as=` must not tell them apart. Every not_allowed
+    # carries a reason from the contract's list; cannot_receive is the one that
+    # deliberately says nothing about the other account (docs/protocol.md).
+    return ApiError(
+        NOT_ALLOWED, f"You are not in the team of @{business}.", reason=Reason.CANNOT_RECEIVE.value
+    )
 
 
 async def acting_account(store: Store, principal: str, as_param: str | None) -> str:

@@ -19,6 +19,8 @@ from chat.errors import invalid, unknown_user
 from chat.hub import actions
 from chat.protocol import validation
 from chat.store import keys, safety
+from chat.store.store import public_user
+from chat.transport import http
 from chat.transport.http import body, runtime, signed_in
 
 log = logging.getLogger("dmhub.reports")
@@ -86,7 +88,13 @@ async def create_report(request: Request) -> Response:
                 target_handle,
                 len(weighing.counted),
             )
-    return Response(status_code=202)
+    # The reported account as the reporter now sees it (blocking: true), the
+    # body of `GET /api/users/{handle}`: a client can redraw without asking.
+    pair = await store.pair_facts(me, target)
+    assert pair.recipient is not None
+    return http.json(
+        {"user": public_user(pair.recipient), "relationship": actions.relationship(pair)}, 202
+    )
 
 
 routes = [Route("/api/reports", create_report, methods=["POST"])]

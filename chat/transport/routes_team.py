@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from chat.config import MAX_TEAM_SIZE, MAX_TEAMS_PER_AGENT, TEAM_FILTER_SCAN
 from chat.errors import NOT_ALLOWED, ApiError, invalid, unknown_user
+from chat.permission.rule import Reason
 from chat.protocol import validation
 from chat.store.store import public_user
 from chat.store.teams import FOLDERS, AddResult, team_store
@@ -44,7 +45,11 @@ async def business_of(request: Request) -> tuple[auth.Principal, dict[str, str]]
     if row is None:
         raise ApiError("unauthenticated", "This account no longer exists.")
     if row.get("kind") != "business":
-        raise ApiError(NOT_ALLOWED, "Only a business account has a team.")
+        # cannot_receive: the contract's reasons have none for "not a business",
+        # and every not_allowed carries one (see chat/teams/authz.py).
+        raise ApiError(
+            NOT_ALLOWED, "Only a business account has a team.", reason=Reason.CANNOT_RECEIVE.value
+        )
     return principal, row
 
 
