@@ -15,6 +15,8 @@ import pytest
 import websockets
 
 from chat.config import Settings
+from chat.errors import ApiError
+from chat.protocol.frames import parse_client_frame
 from tests.support import PASSWORD, RunningServer, running_server, settings_for, unique_handle
 
 ADMIN_TOKEN = "contract-admin-token"
@@ -328,3 +330,21 @@ async def test_objects_carry_exactly_the_named_fields(black_box: RunningServer) 
         "id", "url", "events", "created_at", "delivered_up_to", "failing_since",
         "last_error", "active",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ('{"type":"send","to":"bob"}', "text"),
+        ('{"type":"send","to":5,"text":"hi"}', "to"),
+        ('{"type":"read","peer":"bob"}', "up_to"),
+        ('{"type":"typing"}', "to"),
+        ('{"type":"bogus"}', None),
+        ("[1]", None),
+    ],
+)
+def test_an_invalid_frame_names_the_field_at_fault(frame: str, field: str | None) -> None:
+    """As over HTTP: `invalid` carries `field` when one field is at fault."""
+    with pytest.raises(ApiError) as refused:
+        parse_client_frame(frame)
+    assert (refused.value.code, refused.value.field) == ("invalid", field)

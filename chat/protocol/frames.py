@@ -7,6 +7,7 @@ an `invalid` error that says what was wrong.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -54,6 +55,9 @@ _encoder = msgspec.json.Encoder()
 KNOWN_TYPES = ("send", "typing", "read", "ping")
 
 
+_FIELD_AT_FAULT = re.compile(r"(?:missing required field `|- at `\$\.)([A-Za-z_]+)")
+
+
 def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Decode one client frame or raise `ApiError(invalid)` saying why."""
     try:
@@ -67,7 +71,9 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
             ) from None
         if message.startswith("Expected `object`") and "- at `" not in message:
             raise invalid("A frame is a JSON object.") from None
-        raise invalid(f"Bad frame: {message}.") from None
+        # The field at fault, when msgspec names one: `invalid` carries it.
+        at = _FIELD_AT_FAULT.search(message)
+        raise invalid(f"Bad frame: {message}.", at.group(1) if at else None) from None
     except msgspec.DecodeError:
         raise invalid("A frame must be valid JSON.") from None
     except RecursionError:
