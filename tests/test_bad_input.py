@@ -166,3 +166,21 @@ async def test_a_client_leaving_mid_body_is_not_an_error(
         writer.close()
     await asyncio.sleep(0.3)
     assert errors_logged() == []
+
+
+async def test_a_handshake_request_too_long_to_parse_is_answered_400(server: RunningServer) -> None:
+    alice = await new_user(server.url)
+    host, port = server.host.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /ws?since={'x' * 20_000} HTTP/1.1\r\nHost: {server.host}\r\n"
+        f"Authorization: Bearer {alice.token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    # Once unanswered and held open for as long as the client liked.
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["error"]["code"] == "invalid"

@@ -20,7 +20,9 @@ What it changes, each measured under `dmhub loadtest` (docs/performance.md):
   collector, whose full passes pause every socket in the process.
 
 It also marks the handshake done after a denial response (401, 403, 404 over
-HTTP), so uvicorn does not log an error for a refusal that went out correctly.
+HTTP), so uvicorn does not log an error for a refusal that went out correctly,
+and answers `400 invalid` to a handshake request websockets cannot parse, which
+uvicorn left unanswered and open.
 
 And it releases clients that stop reading. uvicorn waits for room in the
 transport before it writes a close frame, and room never comes from a client
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from typing import Any
 
@@ -134,6 +137,27 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
             # kernel holds for a client that stopped reading.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            self._refuse_bad_handshake()
+
+    def _refuse_bad_handshake(self) -> None:
+        """Answer a handshake request websockets could not parse (a request line
+        over 8 KiB, say), and close. uvicorn only writes what websockets queues
+        after a parsed request, so without this the connection hung, unanswered,
+        for as long as the client kept it open."""
+        self.conn.data_to_send()  # websockets' own answer, in plain text: ours instead
+        detail = f"The WebSocket handshake request is not valid: {self.conn.handshake_exc}."
+        body = json.dumps({"error": {"code": "invalid", "detail": detail}}).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.handshake_complete = self.close_sent = True
+        self.transport.close()
+        self._abort_later()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
