@@ -22,14 +22,14 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import psutil
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support import PASSWORD, DmhubProcess, unique_handle
@@ -43,6 +43,9 @@ pytestmark = [
 SOCKETS = 6
 FRAMES_PER_BATCH = 100
 REQUESTS_PER_CASE = 10
+# WebSocket handshakes with generated since, peer and as query parameters.
+HANDSHAKES = 300
+HANDSHAKES_PER_CASE = 10
 FRAME_BATCHES = int(os.environ.get("FUZZ_BATCHES", 200))  # 20,000 generated frames
 # Nearly every request carries both a body and a query string: ~3,500 inputs.
 HTTP_CASES = int(os.environ.get("FUZZ_HTTP", 2_000))
@@ -357,6 +360,33 @@ def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
                     stats[f"http {status}"] += 1
 
         requests()
+
+        @settings(fuzz, max_examples=HANDSHAKES // HANDSHAKES_PER_CASE)
+        @given(values(handles), st.integers(0, 2**32))
+        def handshakes(pool: list[Any], seed: int) -> None:
+            rnd = random.Random(seed)
+            for _ in range(HANDSHAKES_PER_CASE):
+                keys = rnd.sample(["since", "peer", "as"], rnd.randint(1, 3))
+                query = urlencode({k: str(rnd.choice(pool)) for k in keys})
+                token = rnd.choice(tokens)
+                stats["ws handshakes"] += 1
+                try:
+                    with connect(
+                        f"{process.url.replace('http', 'ws', 1)}/ws?{query}",
+                        additional_headers={"Authorization": f"Bearer {token}"},
+                        open_timeout=10,
+                    ) as ws:
+                        first = json.loads(ws.recv(timeout=10))
+                        assert first["type"] == "ready", (query, first)
+                        stats["ws handshake 101"] += 1
+                except InvalidStatus as refused:
+                    status = refused.response.status_code
+                    body = json.loads(refused.response.body or b"{}")
+                    code = body.get("error", {}).get("code")
+                    stats[f"ws handshake {status} {code}"] += 1
+                    assert status < 500 and code in HTTP_CODES, (query, status, body)
+
+        handshakes()
         elapsed = time.monotonic() - started
         rss_after = server.memory_info().rss / 2**20
 
@@ -365,11 +395,15 @@ def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
         assert not re.search(r"\b(ERROR|CRITICAL)\b", log), log[-4000:]
         assert stats["frames sent"] >= FRAME_BATCHES * FRAMES_PER_BATCH
         assert stats["http requests"] == HTTP_CASES
-        codes = sorted(k for k in stats if k.startswith(("frame error", "close", "http 4")))
+        assert stats["ws handshakes"] == HANDSHAKES
+        codes = sorted(
+            k for k in stats if k.startswith(("frame error", "close", "http 4", "ws handshake "))
+        )
         print(
             f"\nfuzz: {stats['frames sent']:,} frames over {SOCKETS} sockets in {frames_s:.1f} s; "
             f"{stats['http requests']:,} HTTP requests ({stats['http bodies']:,} with a body, "
-            f"{stats['http query strings']:,} with a query string); {elapsed:.1f} s in all\n"
+            f"{stats['http query strings']:,} with a query string); "
+            f"{stats['ws handshakes']} WebSocket handshakes; {elapsed:.1f} s in all\n"
             f"codes seen: {', '.join(f'{k} x{stats[k]}' for k in codes)}\n"
             f"server RSS MiB: before {rss_before:.0f}, after frames {rss_frames:.0f}, "
             f"after HTTP {rss_after:.0f}"
