@@ -348,3 +348,62 @@ def test_an_invalid_frame_names_the_field_at_fault(frame: str, field: str | None
     with pytest.raises(ApiError) as refused:
         parse_client_frame(frame)
     assert (refused.value.code, refused.value.field) == ("invalid", field)
+
+
+@pytest.fixture
+async def limits_off(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunningServer]:
+    for variable, _, _ in LIMIT_VARIABLES[:8]:
+        monkeypatch.setenv(variable, "0")
+    base = settings_for(redis_url, tmp_path)
+    settings = replace(Settings.from_env(), redis_url=base.redis_url, data_dir=base.data_dir)
+    async with running_server(settings) as server:
+        yield server
+
+
+async def test_zero_turns_every_limit_off(limits_off: RunningServer) -> None:
+    """Each limit at 0 through its variable: what a limit would count goes through
+    (the sign-in backoff too: six failures on one account, then the password)."""
+    async with httpx.AsyncClient(base_url=limits_off.url) as http:
+        alice = await sign_up(http)
+        inbox = await sign_up(http, open_dms=True)
+        strangers = [await sign_up(http, open_dms=True) for _ in range(3)]
+        sent = [
+            (await alice.call("POST", f"/api/conversations/{who.handle}/messages", {"text": "hi"}))
+            for who in [*strangers, inbox, inbox]
+        ]
+        sent += [
+            await who.call("POST", f"/api/conversations/{inbox.handle}/messages", {"text": "hi"})
+            for who in strangers
+        ]
+        reports = [
+            await alice.call("POST", "/api/reports", {"handle": who.handle, "reason": "spam"})
+            for who in strangers
+        ]
+        failures = [
+            await http.post("/api/sessions", json={"handle": inbox.handle, "password": "wrong!!!"})
+            for _ in range(6)
+        ]
+        signed_in = await http.post(
+            "/api/sessions", json={"handle": inbox.handle, "password": PASSWORD}
+        )
+        sockets = [
+            await websockets.connect(limits_off.ws_url, additional_headers=inbox.auth)
+            for _ in range(3)
+        ]
+        try:
+            for socket in sockets:
+                await socket.recv()
+            for _ in range(3):
+                await sockets[0].send(f'{{"type":"typing","to":"{alice.handle}"}}')
+            await sockets[0].send('{"type":"ping","nonce":1}')
+            after_typing = await sockets[0].recv()
+        finally:
+            for socket in sockets:
+                await socket.close()
+    assert [r.status_code for r in sent] == [201] * 8
+    assert [r.status_code for r in reports] == [202] * 3
+    assert [r.status_code for r in failures] == [401] * 6
+    assert signed_in.status_code == 200
+    assert after_typing == '{"type":"pong","nonce":1}'
