@@ -294,7 +294,7 @@ class Sockets:
 
 
 def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     process = DmhubProcess(
         {
@@ -399,15 +399,17 @@ def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
         codes = sorted(
             k for k in stats if k.startswith(("frame error", "close", "http 4", "ws handshake "))
         )
-        print(
-            f"\nfuzz: {stats['frames sent']:,} frames over {SOCKETS} sockets in {frames_s:.1f} s; "
-            f"{stats['http requests']:,} HTTP requests ({stats['http bodies']:,} with a body, "
-            f"{stats['http query strings']:,} with a query string); "
-            f"{stats['ws handshakes']} WebSocket handshakes; {elapsed:.1f} s in all\n"
-            f"codes seen: {', '.join(f'{k} x{stats[k]}' for k in codes)}\n"
-            f"server RSS MiB: before {rss_before:.0f}, after frames {rss_frames:.0f}, "
-            f"after HTTP {rss_after:.0f}"
-        )
+        with capsys.disabled():  # the figures show even when the test passes
+            print(
+                f"\nfuzz: {stats['frames sent']:,} frames over {SOCKETS} sockets "
+                f"in {frames_s:.1f} s; "
+                f"{stats['http requests']:,} HTTP requests ({stats['http bodies']:,} with a body, "
+                f"{stats['http query strings']:,} with a query string); "
+                f"{stats['ws handshakes']} WebSocket handshakes; {elapsed:.1f} s in all\n"
+                f"codes seen: {', '.join(f'{k} x{stats[k]}' for k in codes)}\n"
+                f"server RSS MiB: before {rss_before:.0f}, after frames {rss_frames:.0f}, "
+                f"after HTTP {rss_after:.0f}"
+            )
         assert rss_after - rss_before < RSS_GROWTH_LIMIT_MIB, (rss_before, rss_after)
     finally:
         if sockets is not None:
