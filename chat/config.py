@@ -79,6 +79,9 @@ DEFAULT_WEBHOOK_BACKOFF_MAX_S = 600.0
 DEFAULT_WEBHOOK_LEASE_S = 10.0
 DEFAULT_WEBHOOK_POLL_S = 2.0
 DEFAULT_WEBHOOK_CONCURRENCY = 64
+# Floors for the times above: zero would make the dispatcher spin or a lease vanish.
+MIN_WEBHOOK_INTERVAL_S = 0.05
+MIN_WEBHOOK_LEASE_S = 0.5
 
 
 def _int(name: str, default: int) -> int:
@@ -147,18 +150,23 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
+        def seconds(name: str, default: float) -> float:
+            return max(_float(name, default), MIN_WEBHOOK_INTERVAL_S)
+
         return cls(
             allow_private=_flag("DMHUB_WEBHOOK_ALLOW_PRIVATE"),
-            timeout_s=_float("DMHUB_WEBHOOK_TIMEOUT_S", DEFAULT_WEBHOOK_TIMEOUT_S),
+            timeout_s=seconds("DMHUB_WEBHOOK_TIMEOUT_S", DEFAULT_WEBHOOK_TIMEOUT_S),
             deactivate_after_s=_float(
                 "DMHUB_WEBHOOK_DEACTIVATE_AFTER_S", DEFAULT_WEBHOOK_DEACTIVATE_AFTER_S
             ),
-            backoff_first_s=_float(
+            backoff_first_s=seconds(
                 "DMHUB_WEBHOOK_BACKOFF_FIRST_S", DEFAULT_WEBHOOK_BACKOFF_FIRST_S
             ),
-            backoff_max_s=_float("DMHUB_WEBHOOK_BACKOFF_MAX_S", DEFAULT_WEBHOOK_BACKOFF_MAX_S),
-            lease_s=_float("DMHUB_WEBHOOK_LEASE_S", DEFAULT_WEBHOOK_LEASE_S),
-            poll_s=_float("DMHUB_WEBHOOK_POLL_S", DEFAULT_WEBHOOK_POLL_S),
+            backoff_max_s=seconds("DMHUB_WEBHOOK_BACKOFF_MAX_S", DEFAULT_WEBHOOK_BACKOFF_MAX_S),
+            lease_s=max(
+                _float("DMHUB_WEBHOOK_LEASE_S", DEFAULT_WEBHOOK_LEASE_S), MIN_WEBHOOK_LEASE_S
+            ),
+            poll_s=seconds("DMHUB_WEBHOOK_POLL_S", DEFAULT_WEBHOOK_POLL_S),
             concurrency=max(1, _int("DMHUB_WEBHOOK_CONCURRENCY", DEFAULT_WEBHOOK_CONCURRENCY)),
         )
 
