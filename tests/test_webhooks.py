@@ -396,6 +396,9 @@ async def test_private_addresses_are_refused_without_the_setting(
             error = response.json()["error"]
             assert (error["code"], error["field"]) == ("invalid", "url"), url
         assert await alice.request("GET", "/api/webhooks") == {"webhooks": []}
+        # A name that does not resolve is not an internal address: accepted, and
+        # each connection is checked when it is made.
+        await create(alice, "https://no-such-host.invalid/hook")
 
 
 async def test_a_private_address_is_refused_at_delivery_too(redis_url: str, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """SSRF protection: a webhook may only reach the public Internet.
 
 Checked twice. When a webhook is created, its host is resolved and every
-address must be public (else `422 invalid`, field `url`). And at every
+address must be public (else `422 invalid`, field `url`; a host that does not
+resolve yet is accepted). And at every
 connection: the transport's network backend resolves the host itself, refuses
 if any address is internal, and connects to the address it checked, so a DNS
 answer that changes between the check and the connection (rebinding) gains
@@ -59,7 +60,10 @@ async def check_url(value: object, *, allow_private: bool) -> str:
     try:
         addresses = await resolve(host, 443)
     except (OSError, TimeoutError, UnicodeError):
-        raise invalid(f"{host} does not resolve to an address.", "url") from None
+        # Not resolving (yet, or from here) is not resolving to an internal
+        # address: accepted. Every connection is checked again anyway, and
+        # deliveries fail, and say so in last_error, until it resolves.
+        return url
     for address in addresses:
         if not address_allowed(address):
             raise invalid(_refusal(host, address), "url")
