@@ -248,3 +248,12 @@ def test_error_frames_carry_only_the_contracts_frame_codes() -> None:
     frame = json.loads(frames.error_frame(error))
     assert frame["code"] == "invalid" and frame["field"] == "up_to"
     assert json.loads(frames.error_frame(ApiError("too_long", "x")))["code"] == "too_long"
+
+
+def test_quick_reply_labels_show_something_and_lose_bidi_controls() -> None:
+    replies = validation.quick_replies([{"label": " \u202eYes\u202c\u200b", "metadata": "y"}])
+    assert replies == [{"label": "Yes", "metadata": "y"}]
+    for blank in ("\u200b", "\u3164", " \u2060 "):
+        with pytest.raises(ApiError) as raised:
+            validation.quick_replies([{"label": blank, "metadata": "m"}])
+        assert raised.value.field == "quick_replies"

@@ -259,13 +259,15 @@ def quick_replies(value: object, field: str = "quick_replies") -> list[dict[str,
         if not isinstance(item, dict) or set(item) != QUICK_REPLY_KEYS:
             raise invalid("Each quick reply is exactly {label, metadata}.", field)
         label, metadata = item["label"], item["metadata"]
-        if not isinstance(label, str) or not 1 <= len(label.strip()) <= MAX_QUICK_REPLY_LABEL:
+        # Shown as a chip, like a name: no bidi controls, and something visible.
+        label = trim(label.translate(_NO_BIDI)) if isinstance(label, str) else ""
+        if is_blank(label) or len(label) > MAX_QUICK_REPLY_LABEL:
             raise invalid(f"A quick reply label is 1 to {MAX_QUICK_REPLY_LABEL} characters.", field)
         if not isinstance(metadata, str) or not 1 <= len(metadata) <= MAX_QUICK_REPLY_METADATA:
             raise invalid(
                 f"Quick reply metadata is 1 to {MAX_QUICK_REPLY_METADATA} characters.", field
             )
-        cleaned.append({"label": label.strip(), "metadata": metadata})
+        cleaned.append({"label": label, "metadata": metadata})
     return cleaned
 
 
