@@ -113,18 +113,7 @@ async def delete_me(request: Request) -> Response:
     await check_password(request, principal.user, data.get("password"), "password")
     if not await accounts.delete_account(runtime(request).store, principal.user):
         raise ApiError(UNAUTHENTICATED, "This account no longer exists.")
-    await delete_webhooks(request, principal.user)
     return signed_out(no_content())
-
-
-async def delete_webhooks(request: Request, lc: str) -> None:
-    """A deleted account's integrations stop: its webhooks go with it."""
-    dispatcher = getattr(request.app.state, "webhooks", None)
-    if dispatcher is None:
-        return
-    for webhook_id in await dispatcher.store.ids(lc):
-        await dispatcher.store.delete(lc, webhook_id)
-        await dispatcher.store.wake(lc, webhook_id)
 
 
 # -- export ------------------------------------------------------------------------
