@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.limits import BENCH_LIMITS_ENV  # noqa: E402
 from chat.config import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC  # noqa: E402
 from chat.loadtest.adapters import Account, DmhubAdapter  # noqa: E402
 from chat.store.embedded import EmbeddedValkey  # noqa: E402
@@ -88,16 +89,6 @@ def _python_peer(module: str) -> Callable[[int], list[str]]:
     return lambda port: [sys.executable, "-m", module, "--port", str(port)]
 
 
-# The limits stay on, so the benchmark pays for their checks on every send, but
-# far above what one generated sender does (the ladder's top rate over few pairs).
-DMHUB_LIMITS_ENV = {
-    "DMHUB_LIMIT_MESSAGES_PER_MIN": "10000000",
-    "DMHUB_LIMIT_NEW_CONVERSATIONS_PER_DAY": "1000000",
-    "DMHUB_LIMIT_REQUESTS_PER_HOUR": "1000000",
-    "DMHUB_LIMIT_SOCKETS_PER_USER": "1000",
-}
-
-
 def _dmhub(workers: int) -> Callable[[int], list[str]]:
     return lambda port: [
         str(BIN / "dmhub"), "serve", "--port", str(port),
@@ -113,7 +104,7 @@ SYSTEMS = [
         _dmhub(1),
         ready_path="/readyz",
         accounts=True,
-        env=DMHUB_LIMITS_ENV,
+        env=BENCH_LIMITS_ENV,
     ),
     System(
         "dmhub-2",
@@ -122,7 +113,7 @@ SYSTEMS = [
         _dmhub(2),
         ready_path="/readyz",
         accounts=True,
-        env=DMHUB_LIMITS_ENV,
+        env=BENCH_LIMITS_ENV,
     ),
     System(
         "bare-relay",
@@ -262,8 +253,6 @@ class Server:
             "PORT": str(self.port),
             "HOST": "127.0.0.1",
             "DMHUB_DATA_DIR": str(work / f"{tag}-data"),
-            # Every benchmark account signs up from 127.0.0.1; the limit stays on.
-            "DMHUB_LIMIT_SIGNUPS_PER_HOUR": "1000000",
             "NODE_ENV": "production",
         }
         self.process: subprocess.Popen[bytes] | None = None

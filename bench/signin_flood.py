@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from websockets.asyncio.client import connect
 
+from bench.limits import BENCH_LIMITS_ENV
 from bench.two_socket_latency import percentiles
 from chat.client import Client
 from tests.support import DmhubProcess
@@ -94,8 +95,7 @@ def main() -> None:
             "DMHUB_DATA_DIR": data,
             "REDIS_URL": "",
             "DMHUB_LIMIT_LOGIN_FAILURES": "0",
-            # The timed user sends 50 a second; the limit stays on, above that.
-            "DMHUB_LIMIT_MESSAGES_PER_MIN": "100000",
+            **BENCH_LIMITS_ENV,
         }
         if args.argon2:
             env["DMHUB_ARGON2_CONCURRENCY"] = str(args.argon2)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from websockets.asyncio.client import connect
 
+from bench.limits import BENCH_LIMITS_ENV
 from chat.client import Client
 from tests.support import DmhubProcess
 
@@ -59,6 +60,8 @@ async def run(url: str, count: int, warmup: int) -> None:
         await a.send(json.dumps({"type": "send", "to": to, "text": f"m{i}", "client_id": f"c{i}"}))
         ack = json.loads(await a.recv())
         acked = time.perf_counter()
+        if ack["type"] != "ack":
+            raise SystemExit(f"send {i} was not acked: {ack}")
         delivered_frame = json.loads(await b.recv())
         delivered = time.perf_counter()
         assert ack["type"] == "ack" and delivered_frame["message"]["id"] == ack["message"]["id"]
@@ -82,7 +85,7 @@ def main() -> None:
         asyncio.run(run(args.url, args.count, args.warmup))
         return
     with tempfile.TemporaryDirectory(prefix="dmhub-bench-") as data:
-        server = DmhubProcess({"DMHUB_DATA_DIR": data, "REDIS_URL": ""}).start()
+        server = DmhubProcess({**BENCH_LIMITS_ENV, "DMHUB_DATA_DIR": data, "REDIS_URL": ""}).start()
         try:
             asyncio.run(run(server.url, args.count, args.warmup))
         finally:

@@ -27,15 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.limits import BENCH_LIMITS_ENV
 from bench.two_socket_latency import percentiles
 from chat.client import Client
 from tests.support import DmhubProcess
 
 ENV = {
     "DMHUB_WEBHOOK_ALLOW_PRIVATE": "1",
-    "DMHUB_LIMIT_MESSAGES_PER_MIN": "0",
-    "DMHUB_LIMIT_SIGNUPS_PER_HOUR": "0",
-    "DMHUB_LIMIT_NEW_CONVERSATIONS_PER_DAY": "0",
+    **BENCH_LIMITS_ENV,
     "REDIS_URL": "",
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import DMHUB_LIMITS_ENV
+from bench.limits import BENCH_LIMITS_ENV
 from chat.loadtest.runner import Options
 from tests.support import ROOT, DmhubProcess
 
@@ -33,7 +33,7 @@ JSON_KEYS = {
 @pytest.fixture
 def dmhub_server(tmp_path: Path) -> Iterator[DmhubProcess]:
     # Limits on, as in production, but above this workload (bench/run.py does the same).
-    env = {"DMHUB_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": "", **DMHUB_LIMITS_ENV}
+    env = {"DMHUB_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": "", **BENCH_LIMITS_ENV}
     server = DmhubProcess(env)
     (tmp_path / "data").mkdir()
     server.start()
