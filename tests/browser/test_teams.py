@@ -14,6 +14,17 @@ from browser_helpers import ApiPerson, new_handle, sign_in, wait_inbox
 from playwright.sync_api import expect
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+LATE_FIRST_LISTING = """
+const fetchNow = window.fetch;
+let late = true;
+window.fetch = (url, options) => {
+  if (late && String(url).includes('/api/conversations?')) {
+    late = false;
+    return new Promise((done) => setTimeout(done, 2000)).then(() => fetchNow(url, options));
+  }
+  return fetchNow(url, options);
+};
+"""
 
 
 def test_two_agents_share_a_business_inbox_and_the_customer_sees_only_the_answer(new_page, server):
@@ -46,8 +57,11 @@ def test_two_agents_share_a_business_inbox_and_the_customer_sees_only_the_answer
     ann_page.locator(f'.team-row[data-peer="{customer.handle}"]').click()
     expect(ann_page.locator(".team-msg", has_text="My parcel never came")).to_be_visible()
 
-    # Agent bob has the same conversation open in his own context.
+    # Agent bob has the same conversation open in his own context. His first
+    # listing answers late, so the assignment's frame can beat the list it updates
+    # (as on a slow network): the controls must still end up showing it.
     bob_page = new_page()
+    bob_page.add_init_script(LATE_FIRST_LISTING)
     sign_in(bob_page, bob.handle)
     wait_inbox(bob_page)
     bob_page.goto(f"/#/team/{shop.handle}/{customer.handle}")

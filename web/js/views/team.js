@@ -35,6 +35,10 @@ export function createTeamView(root, { business, peer, me, teams }) {
   let current = peer;
   let members = [];
   let conversations = [];
+  // Status and assignee of the open conversation as last heard: the tab's list
+  // leaves it out once it moves to another status, and frames can beat the list.
+  let openState = null;
+  let refreshes = 0;
   let timeline = []; // messages and notes of the open conversation, by time
   const seen = new Set();
   const typing = new Map(); // "agent" or the customer -> timer
@@ -91,11 +95,17 @@ export function createTeamView(root, { business, peer, me, teams }) {
   function refresh() {
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(async () => {
+      const asked = ++refreshes;
       try {
         const res = await api.teamConversations(business, { status, assignee: scope || null });
-        if (destroyed) return;
+        // An older listing that answers late must not undo a newer one.
+        if (destroyed || asked !== refreshes) return;
         conversations = res.conversations;
         drawList();
+        const c = current && conversations.find((x) => sameHandle(x.peer.handle, current));
+        if (c && (!openState || c.status !== openState.status || c.assignee !== openState.assignee)) {
+          drawControls();
+        }
       } catch (e) {
         if (e.status === 403) ended();
       }
@@ -175,6 +185,7 @@ export function createTeamView(root, { business, peer, me, teams }) {
 
   async function open(handle) {
     current = handle;
+    openState = null;
     timeline = [];
     seen.clear();
     drawList();
@@ -223,11 +234,12 @@ export function createTeamView(root, { business, peer, me, teams }) {
   }
 
   function state() {
-    return conversations.find((c) => sameHandle(c.peer.handle, current)) || null;
+    return conversations.find((c) => sameHandle(c.peer.handle, current)) || openState;
   }
 
   function drawControls() {
     const c = state();
+    openState = c ? { status: c.status, assignee: c.assignee } : null;
     const select = h('select', { class: 'input team-assign', 'aria-label': 'Assignee' },
       h('option', { value: '' }, 'Unassigned'),
       [business, ...members.map((m) => m.handle)].map((handle) =>
@@ -255,7 +267,10 @@ export function createTeamView(root, { business, peer, me, teams }) {
   function upsert(conv) {
     const i = conversations.findIndex((c) => sameHandle(c.peer.handle, conv.peer.handle));
     if (i >= 0) conversations[i] = { ...conversations[i], ...conv };
-    if (current && sameHandle(conv.peer.handle, current)) drawControls();
+    if (current && sameHandle(conv.peer.handle, current)) {
+      openState = { status: conv.status, assignee: conv.assignee };
+      drawControls();
+    }
     refresh();
   }
 
@@ -309,7 +324,10 @@ export function createTeamView(root, { business, peer, me, teams }) {
         c.status = f.status;
         c.assignee = f.assignee;
       }
-      if (current && sameHandle(f.peer, current)) drawControls();
+      if (current && sameHandle(f.peer, current)) {
+        openState = { status: f.status, assignee: f.assignee };
+        drawControls();
+      }
       refresh();
     } else if (f.type === 'typing') {
       if (!current) return;
