@@ -111,6 +111,20 @@ def _limit(name: str, default: int) -> int:
     return value
 
 
+# A retry must be honoured for at least a reconnect's worth of time, and never
+# forever: the idempotency map is the one per-message key a sender grows.
+MIN_CLIENT_ID_TTL_S = 60
+
+
+def _client_id_ttl() -> int:
+    value = _int("DMHUB_CLIENT_ID_TTL", DEFAULT_CLIENT_ID_TTL_S)
+    if value < MIN_CLIENT_ID_TTL_S:
+        raise SystemExit(
+            f"DMHUB_CLIENT_ID_TTL must be at least {MIN_CLIENT_ID_TTL_S} seconds, got {value}"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class SendLimits:
     """The limits send.lua checks; 0 turns one off."""
@@ -232,7 +246,7 @@ class Settings:
             public_url=public_url,
             allowed_origins=allowed_origins,
             valkey_maxmemory=maxmemory or DEFAULT_VALKEY_MAXMEMORY,
-            client_id_ttl_s=_int("DMHUB_CLIENT_ID_TTL", DEFAULT_CLIENT_ID_TTL_S),
+            client_id_ttl_s=_client_id_ttl(),
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),

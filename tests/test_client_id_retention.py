@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from chat.config import DEFAULT_CLIENT_ID_TTL_S
+from chat.config import DEFAULT_CLIENT_ID_TTL_S, Settings
 from chat.store import keys
 from tests.faults import history, raw_post
 from tests.support import new_user, plain_valkey, running_server, settings_for
@@ -19,6 +19,13 @@ from tests.support import new_user, plain_valkey, running_server, settings_for
 
 def test_a_retry_is_honoured_for_a_day_by_default() -> None:
     assert DEFAULT_CLIENT_ID_TTL_S == 24 * 3600
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "59"])
+def test_the_map_cannot_be_kept_forever(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMHUB_CLIENT_ID_TTL", value)
+    with pytest.raises(SystemExit, match="DMHUB_CLIENT_ID_TTL"):
+        Settings.from_env()
 
 
 async def test_each_client_id_expires_on_its_own(redis_url: str, tmp_path: Path) -> None:

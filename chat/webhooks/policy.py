@@ -99,7 +99,10 @@ def events(value: object) -> tuple[str, ...]:
     if value is None:
         return EVENT_TYPES
     if not isinstance(value, list) or not value:
-        raise invalid('events is a non-empty list of "message" and "read".', "events")
+        raise invalid(
+            'events is a non-empty list of "message", "read", "conversation" or "note".',
+            "events",
+        )
     for item in value:
         if item not in KNOWN_EVENT_TYPES:
             raise invalid(
