@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio
 
 from chat.signin import FREE_ACCOUNT_FAILURES, account_backoff_s, account_refusal, ip_refusal
+from chat.store import keys
+from chat.store.signin import SigninStore
 from chat.transport.client_ip import parse_trusted_proxies
 from tests.support import PASSWORD, RunningServer, running_server, settings_for, unique_handle
 
@@ -163,6 +166,25 @@ async def test_sign_ups_per_ip_per_hour(proxied: RunningServer) -> None:
     assert int(refused.headers["Retry-After"]) == error["retry_after"]
     assert other_ip.status_code == 201
     assert spoofed.status_code == 429
+
+
+async def test_counts_given_back_after_their_window_ended_leave_no_key_without_a_ttl(
+    redis_url: str,
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = SigninStore(client)
+    ip = "192.0.2.60"
+    try:
+        await store.count_signup(ip, 3600)
+        await store.begin(ip, 900)
+        # Both windows end while the password is hashed; then the count is given back.
+        await client.delete(keys.ip_signups(ip), keys.ip_login_failures(ip))
+        await store.uncount_signup(ip, 3600)
+        await store.succeeded(ip, "someone", had_failures=False, window_s=900)
+        assert 0 < await client.ttl(keys.ip_signups(ip)) <= 3600
+        assert 0 < await client.ttl(keys.ip_login_failures(ip)) <= 900
+    finally:
+        await client.aclose()
 
 
 async def test_the_limits_are_off_at_zero(redis_url: str, tmp_path: Path) -> None:

@@ -11,14 +11,18 @@ class SigninStore:
     def __init__(self, client: Any) -> None:
         self.redis = client
 
-    async def begin(self, ip: str, window_s: int) -> tuple[int, int]:
-        """Count one sign-in attempt from the IP; (attempts in the window, seconds left)."""
+    async def _count(self, key: str, window_s: int) -> tuple[int, int]:
+        """One more in a fixed window that opens with the first; (count, seconds left)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(keys.ip_login_failures(ip))
-            pipe.expire(keys.ip_login_failures(ip), window_s, nx=True)
-            pipe.ttl(keys.ip_login_failures(ip))
+            pipe.incr(key)
+            pipe.expire(key, window_s, nx=True)
+            pipe.ttl(key)
             count, _, ttl = await pipe.execute()
         return int(count), max(int(ttl), 1)
+
+    async def begin(self, ip: str, window_s: int) -> tuple[int, int]:
+        """Count one sign-in attempt from the IP; (attempts in the window, seconds left)."""
+        return await self._count(keys.ip_login_failures(ip), window_s)
 
     async def account_failures(self, ip: str, lc: str) -> tuple[int, int]:
         """(failures of this IP on this account, when the last was, ms)."""
@@ -48,12 +52,12 @@ class SigninStore:
 
     async def count_signup(self, ip: str, window_s: int) -> tuple[int, int]:
         """Counts one sign-up attempt; (attempts in the window, seconds left in it)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(keys.ip_signups(ip))
-            pipe.expire(keys.ip_signups(ip), window_s, nx=True)
-            pipe.ttl(keys.ip_signups(ip))
-            count, _, ttl = await pipe.execute()
-        return int(count), max(int(ttl), 1)
+        return await self._count(keys.ip_signups(ip), window_s)
 
-    async def uncount_signup(self, ip: str) -> None:
-        await self.redis.decr(keys.ip_signups(ip))
+    async def uncount_signup(self, ip: str, window_s: int) -> None:
+        # The window may have ended during the password hash: a bare DECR would
+        # then leave a key at -1 with no TTL, one per IP, forever.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.decr(keys.ip_signups(ip))
+            pipe.expire(keys.ip_signups(ip), window_s, nx=True)
+            await pipe.execute()

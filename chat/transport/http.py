@@ -155,7 +155,7 @@ async def create_account(request: Request) -> Response:
     password_hash = await auth.hash_password(password)
     if not await rt.store.create_user(handle, password_hash, name, kind):
         if limit > 0:
-            await rt.store.signin.uncount_signup(ip)
+            await rt.store.signin.uncount_signup(ip, SIGNUP_WINDOW_S)
         raise ApiError(HANDLE_TAKEN, f"The handle @{handle} is taken.", field="handle")
     token = auth.new_token()
     await start_session(request, token, handle.lower())
