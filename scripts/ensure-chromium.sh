@@ -4,6 +4,9 @@
 # do when this shell cannot.
 set -euo pipefail
 
+if [ -n "${DMHUB_CHROMIUM:-}" ] && [ -x "$DMHUB_CHROMIUM" ]; then
+  exit 0
+fi
 if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
   exit 0
 fi

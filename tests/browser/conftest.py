@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pytest
 
 from tests.support import DmhubProcess
 
-CHROMIUM = os.environ.get("DMHUB_CHROMIUM", "/usr/bin/chromium")
+# scripts/ensure-chromium.sh accepts a chromium anywhere on PATH: so does this.
+CHROMIUM = os.environ.get("DMHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
