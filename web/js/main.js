@@ -121,6 +121,8 @@ function startApp(me) {
     onSettings: () => openSettings({ onSignOut: signOut, onSignedOut: signedOutHere }),
   });
   store.on('connection', drawBanner);
+  store.on('me', drawRestricted);
+  drawRestricted();
   store.on('ended', sessionEnded);
   store.on('convs', drawTitle);
   store.on('incoming', ({ message, peer }) => {
@@ -235,6 +237,29 @@ function route(r) {
   }
   if (pane) pane.focusDefault();
   drawTitle();
+}
+
+let restrictedBox = null;
+/**
+ * A restricted account (reported by several people) is told so where it
+ * can't be missed: what happened, what it still may do, and who can lift it.
+ */
+function drawRestricted() {
+  if (!store.state.restricted) {
+    if (restrictedBox) restrictedBox.hidden = true;
+    return;
+  }
+  if (!restrictedBox) {
+    restrictedBox = h('div', { id: 'restricted-banner', class: 'restricted-banner', role: 'status' });
+    document.querySelector('.sidebar-head').after(restrictedBox);
+  }
+  restrictedBox.hidden = false;
+  mount(restrictedBox,
+    h('p', { class: 'restricted-title' }, 'Your account is restricted'),
+    h('p', null,
+      'Several people reported messages from your account. Until an operator of this server lifts the restriction, ',
+      'you can write only to people who follow you or who wrote to you; everything else works as before.'),
+    h('button', { class: 'link-btn', type: 'button', onclick: () => store.refreshStanding().catch((e) => toast(e.detail)) }, 'Check again'));
 }
 
 let bannerTimer = null;

@@ -41,6 +41,7 @@ function freshState() {
   return {
     me: null,
     settings: { read_receipts: true },
+    restricted: false, // reported by several people: no new conversations with strangers
     convs: new Map(), // key(handle) -> {peer, last_message, unread, folder}
     folders: {
       inbox: { loaded: false, loading: false, next: null, error: null },
@@ -96,10 +97,11 @@ function saveOutbox() {
 // Session -----------------------------------------------------------------
 
 /** Start everything for a signed-in person: lists, socket, pending sends. */
-export function start({ user, settings }) {
+export function start({ user, settings, restricted }) {
   stop();
   state = freshState();
   state.me = user;
+  state.restricted = Boolean(restricted);
   state.settings = { ...state.settings, ...(settings || {}) };
   state.outbox = readStorage(outboxKey(), []).map((m) => ({ ...m, status: 'sending', error: null, tries: 0 }));
   emit('me');
@@ -124,6 +126,7 @@ export function start({ user, settings }) {
 export function stop() {
   if (socket) socket.stop();
   socket = null;
+  for (const item of state.outbox) clearTimeout(item.timer);
   for (const t of state.typing.values()) clearTimeout(t);
 }
 
@@ -137,10 +140,17 @@ export function clearSession() {
   state = freshState();
 }
 
-export function setMe(user, settings) {
+export function setMe(user, settings, restricted) {
   state.me = user;
   if (settings) state.settings = { ...state.settings, ...settings };
+  if (restricted !== undefined) state.restricted = Boolean(restricted);
   emit('me');
+}
+
+/** Ask the server again whether the account is restricted (an operator may have cleared it). */
+export async function refreshStanding() {
+  const res = await api.me();
+  setMe(res.user, res.settings, res.restricted);
 }
 
 function setConnection(s) {
@@ -253,9 +263,44 @@ export async function acceptRequest(handle) {
 
 export async function deleteConv(handle) {
   await api.deleteConversation(handle);
+  forgetConv(handle);
+}
+
+function forgetConv(handle) {
   state.convs.delete(key(handle));
   state.threads.delete(key(handle));
   emit('convs');
+}
+
+// Bounds "delete all": each pass deletes what is loaded, then loads the next page.
+const DELETE_ALL_MAX_PASSES = 20;
+
+/** Delete every request, including those beyond the loaded page; returns how many. */
+export async function deleteAllRequests() {
+  let n = 0;
+  for (let pass = 0; pass < DELETE_ALL_MAX_PASSES; pass += 1) {
+    const handles = listConvs('requests').map((c) => c.peer.handle);
+    if (handles.length === 0) break;
+    for (const h of handles) {
+      await api.deleteConversation(h);
+      forgetConv(h);
+      n += 1;
+    }
+    state.folders.requests = { loaded: false, loading: false, next: null, error: null };
+    await loadFolder('requests');
+  }
+  return n;
+}
+
+/**
+ * Report someone (spam or abuse). The server also blocks them and takes
+ * the conversation out of the requests folder; the page follows suit.
+ */
+export async function reportPerson(handle, reason, messageId = null) {
+  await api.report(handle, reason, messageId);
+  const c = conv(handle);
+  if (c && c.folder === 'requests') forgetConv(handle);
+  await getUser(handle).catch(() => {});
 }
 
 // Threads (message history of one conversation) ----------------------------
@@ -409,6 +454,7 @@ export function send(to, text, extra = null) {
 export function retry(clientId) {
   const item = state.outbox.find((m) => m.client_id === clientId);
   if (!item) return;
+  clearTimeout(item.timer);
   item.status = 'sending';
   item.error = null;
   item.tries = 0;
@@ -421,6 +467,7 @@ export function discard(clientId) {
   const i = state.outbox.findIndex((m) => m.client_id === clientId);
   if (i < 0) return;
   const [item] = state.outbox.splice(i, 1);
+  clearTimeout(item.timer);
   saveOutbox();
   emit('thread', key(item.to));
 }
@@ -440,6 +487,40 @@ function flushOutbox() {
   for (const item of state.outbox) if (item.status === 'sending') transmit(item);
 }
 
+// While a send waits out a rate limit, its countdown is redrawn this often.
+const COUNTDOWN_TICK_MS = 1000;
+let countdownTimer = null;
+
+function tickCountdowns() {
+  const waiting = state.outbox.filter((m) => m.status === 'waiting');
+  for (const k of new Set(waiting.map((m) => key(m.to)))) emit('thread', k);
+  if (waiting.length === 0) {
+    clearInterval(countdownTimer);
+    countdownTimer = null;
+  }
+}
+
+/**
+ * The server refused the send for a limit and said when to come back:
+ * wait, then send again with the same client_id (nothing was stored, and a
+ * repeat could never make a second copy anyway).
+ */
+function waitAndResend(item, f) {
+  const seconds = Math.max(1, Math.ceil(Number(f.retry_after) || 1));
+  clearTimeout(item.timer);
+  item.status = 'waiting';
+  item.limit = f.limit || null;
+  item.retryAt = Date.now() + seconds * 1000;
+  item.error = null;
+  item.timer = setTimeout(() => {
+    if (!state.outbox.includes(item) || item.status !== 'waiting') return;
+    item.status = 'sending';
+    emit('thread', key(item.to));
+    transmit(item);
+  }, seconds * 1000);
+  if (!countdownTimer) countdownTimer = setInterval(tickCountdowns, COUNTDOWN_TICK_MS);
+}
+
 export function pendingFor(handle) {
   return state.outbox.filter((m) => sameHandle(m.to, handle));
 }
@@ -448,6 +529,7 @@ function settle(clientId) {
   const i = state.outbox.findIndex((m) => m.client_id === clientId);
   if (i < 0) return null;
   const [item] = state.outbox.splice(i, 1);
+  clearTimeout(item.timer);
   saveOutbox();
   return item;
 }
@@ -601,9 +683,18 @@ function onError(f) {
       setTimeout(() => transmit(item), 1000 * 2 ** item.tries);
       return;
     }
+    if (f.code === 'rate_limited' && f.retry_after) {
+      waitAndResend(item, f);
+      emit('thread', key(item.to));
+      emit('convs');
+      return;
+    }
+    if (f.code === 'not_allowed' && f.reason === 'restricted' && !state.restricted) {
+      state.restricted = true;
+      emit('me');
+    }
     item.status = 'failed';
     item.error = f.detail || 'Not sent.';
-    if (f.retry_after) item.error += ` Try again in ${Math.ceil(f.retry_after)} s.`;
     emit('thread', key(item.to));
     emit('convs');
     return;

@@ -14,12 +14,18 @@ import { createComposer } from './composer.js';
 import { openProfile } from './profile.js';
 import { verdict } from './people.js';
 import { quickReplyChips } from './quickreplies.js';
+import { openReportDialog } from './report.js';
 
 const GROUP_GAP_MS = 5 * 60 * 1000;
 const NEAR_BOTTOM_PX = 120;
 const LOAD_OLDER_PX = 300;
 
-const STATUS_TEXT = { sending: 'Sending…', sent: 'Sent', seen: 'Seen', failed: 'Not sent' };
+const STATUS_TEXT = { sending: 'Sending…', waiting: 'Waiting to send', sent: 'Sent', seen: 'Seen', failed: 'Not sent' };
+const LIMIT_TEXT = {
+  messages: 'You’re sending faster than this server allows.',
+  new_conversations: 'You’ve started as many new conversations today as this server allows.',
+  requests_received: 'They’re receiving too many new requests right now.',
+};
 
 export function createConversation(root, handle) {
   const k = key(handle);
@@ -43,7 +49,8 @@ export function createConversation(root, handle) {
     h('span', { class: 'icon icon-back', 'aria-hidden': 'true' }));
   const infoBtn = h('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Profile and actions', 'aria-haspopup': 'dialog', onclick: () => openProfile(handle) },
     h('span', { class: 'icon icon-info', 'aria-hidden': 'true' }));
-  const header = h('header', { class: 'thread-head' }, back, peerBtn, infoBtn);
+  const reportBtn = h('button', { class: 'btn btn-danger-ghost btn-sm', type: 'button', 'aria-haspopup': 'dialog', onclick: () => report() }, 'Report');
+  const header = h('header', { class: 'thread-head' }, back, peerBtn, reportBtn, infoBtn);
 
   // Messages ----------------------------------------------------------------
   const olderBox = h('div', { class: 'older' });
@@ -111,7 +118,8 @@ export function createConversation(root, handle) {
         h('div', { class: 'request-actions' },
           h('button', { class: 'btn btn-primary', type: 'button', onclick: onAccept }, 'Accept'),
           h('button', { class: 'btn', type: 'button', onclick: onDelete }, 'Delete'),
-          h('button', { class: 'btn btn-danger', type: 'button', onclick: onBlock }, 'Block')));
+          h('button', { class: 'btn btn-danger', type: 'button', onclick: onBlock }, 'Block'),
+          h('button', { class: 'btn btn-danger-ghost', type: 'button', 'aria-haspopup': 'dialog', onclick: () => report() }, 'Report')));
     }
     // Show why the composer is off only when we know it won't work; a stale
     // "no" would be worse than letting the server answer.
@@ -171,6 +179,21 @@ export function createConversation(root, handle) {
       toast(e.detail);
     }
   }
+  /** Report (the newest message they sent, if any); a request then goes away. */
+  function report() {
+    const t = store.threadFor(handle);
+    const theirs = t.messages.filter((m) => !sameHandle(m.from, store.state.me.handle));
+    const last = theirs[theirs.length - 1];
+    const wasRequest = (store.conv(handle) || {}).folder === 'requests';
+    openReportDialog(handle, {
+      messageId: last ? last.id : null,
+      onDone: () => {
+        if (wasRequest) go(hrefFor.requests(), { replace: true });
+        else { rel = (store.cachedUser(handle) || {}).relationship || rel; drawFooter(); }
+      },
+    });
+  }
+
   async function onBlock() {
     try {
       await store.relationAction(handle, 'block');
@@ -225,7 +248,7 @@ export function createConversation(root, handle) {
     });
     for (const p of store.pendingFor(handle)) {
       const extra = p.extra || {};
-      out.push({ key: `c:${p.client_id}`, id: null, clientId: p.client_id, mine: true, text: p.text, at: p.at, status: p.status, error: p.error, ref: extra.ref || null, quickReply: extra.quick_reply || null });
+      out.push({ key: `c:${p.client_id}`, id: null, clientId: p.client_id, mine: true, text: p.text, at: p.at, status: p.status, error: p.error, ref: extra.ref || null, quickReply: extra.quick_reply || null, retryAt: p.retryAt || null, limit: p.limit || null });
     }
     return out;
   }
@@ -328,8 +351,10 @@ export function createConversation(root, handle) {
     if (m.id) el.dataset.id = m.id;
     if (m.status) el.dataset.status = m.status;
     else delete el.dataset.status;
-    if (el._shown === `${m.status}|${isLastMine}|${m.error || ''}`) return;
-    el._shown = `${m.status}|${isLastMine}|${m.error || ''}`;
+    const left = m.status === 'waiting' ? Math.max(0, Math.ceil((m.retryAt - Date.now()) / 1000)) : 0;
+    const shown = `${m.status}|${isLastMine}|${m.error || ''}|${left}`;
+    if (el._shown === shown) return;
+    el._shown = shown;
     if (m.mine) {
       el._status.textContent = '';
       el._status.append(
@@ -341,6 +366,15 @@ export function createConversation(root, handle) {
       mount(el._foot,
         h('span', { class: 'fail-text' }, m.error || 'Not sent.'), ' ',
         h('button', { class: 'link-btn', type: 'button', onclick: () => store.retry(m.clientId) }, 'Retry'), ' · ',
+        h('button', { class: 'link-btn', type: 'button', onclick: () => store.discard(m.clientId) }, 'Delete'));
+    } else if (m.status === 'waiting') {
+      // Rate limited: say when, and send by itself then (same client_id).
+      const at = new Date(m.retryAt);
+      mount(el._foot,
+        h('span', { class: 'wait-text' },
+          `${LIMIT_TEXT[m.limit] || 'Sending limit reached.'} Sends by itself at `,
+          h('time', { datetime: at.toISOString() }, at.toLocaleTimeString()),
+          ` (in ${left} s).`), ' ',
         h('button', { class: 'link-btn', type: 'button', onclick: () => store.discard(m.clientId) }, 'Delete'));
     } else if (m.mine && isLastMine) {
       // The newest outgoing message says its state in words too.

@@ -1,9 +1,10 @@
 // The sidebar: Inbox / Requests tabs, search, and the conversation list.
 
 import * as store from '../store.js';
-import { h, mount, avatar, displayName, hasOwnName, srOnly } from '../dom.js';
+import { h, mount, avatar, displayName, hasOwnName, srOnly, toast } from '../dom.js';
 import { key, listTime, oneLine, cleanHandle, HANDLE_RE, sameHandle } from '../format.js';
 import { hrefFor, go } from '../router.js';
+import { openReportDialog } from './report.js';
 
 const FOLDERS = [
   { id: 'inbox', label: 'Inbox' },
@@ -80,7 +81,8 @@ export function createSidebar({ actionsRoot, bodyRoot, onSettings }) {
   // ("list, 5 items") for screen readers.
   const list = h('ul', { id: 'conv-list', class: 'conv-list' });
   const status = h('div', { class: 'list-status' });
-  const panel = h('div', { id: 'conv-panel', role: 'tabpanel', 'aria-labelledby': 'tab-inbox' }, list, status);
+  const tools = h('div', { class: 'requests-tools', hidden: true });
+  const panel = h('div', { id: 'conv-panel', role: 'tabpanel', 'aria-labelledby': 'tab-inbox' }, tools, list, status);
   mount(bodyRoot, tablist, search, panel);
 
   function drawTabs() {
@@ -119,6 +121,11 @@ export function createSidebar({ actionsRoot, bodyRoot, onSettings }) {
             h('span', { class: 'conv-preview' }, 'Start a new conversation')))));
     }
     mount(list, ...rows);
+    const showTools = folder === 'requests' && !query && convs.length > 0;
+    tools.hidden = !showTools;
+    if (showTools && !tools.firstChild) {
+      mount(tools, h('button', { class: 'btn btn-ghost btn-sm', type: 'button', 'aria-haspopup': 'dialog', onclick: confirmDeleteAll }, 'Delete all'));
+    }
 
     const f = store.state.folders[folder];
     const bits = [];
@@ -176,7 +183,8 @@ export function createSidebar({ actionsRoot, bodyRoot, onSettings }) {
     }
     const time = last ? last.sent_at : lastPending ? lastPending.at : null;
     const unread = c.unread > 0;
-    return h('li', { class: 'conv-item' },
+    const isRequest = c.folder === 'requests' && !query;
+    return h('li', { class: ['conv-item', isRequest && 'has-tools'] },
       h('a', {
         class: ['conv', unread && 'is-unread', k === activePeer && 'is-active'],
         href: hrefFor.thread(c.peer.handle),
@@ -194,7 +202,48 @@ export function createSidebar({ actionsRoot, bodyRoot, onSettings }) {
         h('span', { class: 'conv-bottom' },
           h('span', { class: previewClass }, preview),
           unread && h('span', { class: 'badge' }, c.unread > 99 ? '99+' : String(c.unread)),
-          unread && srOnly(`, ${c.unread} unread`)))));
+          unread && srOnly(`, ${c.unread} unread`)))),
+      isRequest && h('button', {
+        class: 'btn btn-danger-ghost btn-sm conv-report', type: 'button', 'aria-haspopup': 'dialog',
+        'aria-label': `Report @${c.peer.handle}`, onclick: () => reportRequest(c),
+      }, 'Report'));
+  }
+
+  /** In-page confirmation (the page never uses window.confirm). */
+  function confirmDeleteAll() {
+    const n = store.listConvs('requests').length;
+    const more = store.state.folders.requests.next ? ' and any not shown yet' : '';
+    const go2 = h('button', { class: 'btn btn-danger', type: 'button' }, 'Delete all');
+    const dlg = h('dialog', { class: 'dialog', 'aria-labelledby': 'delete-all-title' },
+      h('div', { class: 'dialog-head' }, h('h2', { id: 'delete-all-title', class: 'dialog-title' }, 'Delete all requests?')),
+      h('div', { class: 'dialog-body' },
+        h('p', null, `This deletes the ${n} message request${n === 1 ? '' : 's'} shown${more}. `,
+          'The senders aren’t told, and aren’t blocked: if they write again, it lands in your requests again.'),
+        h('div', { class: 'person-actions' }, go2,
+          h('button', { class: 'btn btn-ghost', type: 'button', onclick: () => dlg.close() }, 'Cancel'))));
+    dlg.addEventListener('close', () => dlg.remove());
+    go2.addEventListener('click', async () => {
+      go2.disabled = true;
+      try {
+        const done = await store.deleteAllRequests();
+        toast(`Deleted ${done} request${done === 1 ? '' : 's'}.`, { kind: 'info' });
+        if (activePeer && !store.conv(activePeer)) go(hrefFor.requests(), { replace: true });
+      } catch (e) {
+        toast(e.detail);
+      }
+      dlg.close();
+    });
+    document.body.appendChild(dlg);
+    dlg.showModal();
+  }
+
+  function reportRequest(c) {
+    const k = key(c.peer.handle);
+    const last = c.last_message && !sameHandle(c.last_message.from, store.state.me.handle) ? c.last_message : null;
+    openReportDialog(c.peer.handle, {
+      messageId: last ? last.id : null,
+      onDone: () => { if (activePeer === k) go(hrefFor.requests(), { replace: true }); },
+    });
   }
 
   function draw() {

@@ -6,7 +6,7 @@ import * as store from '../store.js';
 import * as api from '../api.js';
 import { h, mount, avatar, displayName, hasOwnName } from '../dom.js';
 import { hrefFor, go } from '../router.js';
-import { relationText, verdict } from './people.js';
+import { relationText, verdict, dmsText } from './people.js';
 
 export function openProfile(handle) {
   const body = h('div', { class: 'dialog-body' }, h('p', { class: 'older-note' }, 'Loading…'));
@@ -75,7 +75,7 @@ export function openProfile(handle) {
           h('p', { class: 'greeting-label' }, 'Greeting'),
           h('p', { class: 'greeting-text' }, user.greeting))),
       h('p', { class: ['verdict-line', v.ok ? 'is-ok' : 'is-no'] }, v.ok ? v.title : `${v.title}. ${v.reason}`),
-      h('p', { class: 'person-dms' }, user.open_dms ? `${at} receives messages from anyone.` : `${at} receives messages only from people they follow.`),
+      h('p', { class: 'person-dms' }, dmsText(rel, user)),
       h('div', { class: 'person-actions' }, buttons),
       reporting && reportForm(user));
   }
@@ -86,7 +86,7 @@ export function openProfile(handle) {
         h('legend', null, `Report @${user.handle}`),
         h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'reason', value: 'spam', checked: true }), 'Spam'),
         h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'reason', value: 'abuse' }), 'Abuse or harassment')),
-      h('p', { class: 'field-hint' }, 'Reporting also blocks them. Operators see the report.'),
+      h('p', { class: 'field-hint' }, 'Reporting also blocks them: neither of you can message the other, and a request from them goes away. Operators see the report.'),
       h('div', { class: 'person-actions' },
         h('button', { class: 'btn btn-danger', type: 'submit' }, 'Report and block'),
         h('button', { class: 'btn btn-ghost', type: 'button', onclick: () => { reporting = false; draw(); } }, 'Cancel')));
@@ -95,16 +95,13 @@ export function openProfile(handle) {
       const reason = form.querySelector('input[name="reason"]:checked').value;
       status.textContent = 'Sending report…';
       try {
-        await api.report(user.handle, reason);
+        await store.reportPerson(user.handle, reason);
         reporting = false;
         data = await store.getUser(handle);
         status.textContent = `Thanks. @${user.handle} is reported and blocked.`;
         draw();
       } catch (e) {
-        // Reports may not exist on every server version: say so plainly.
-        status.textContent = e.status === 404 || e.status === 405
-          ? 'Reporting isn’t available on this server yet. You can still block them.'
-          : `Couldn’t send the report: ${e.detail}`;
+        status.textContent = `Couldn’t send the report: ${e.detail}`;
       }
     });
     return form;
