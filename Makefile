@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.installed-dev-$(PYPROJECT_SUM)
 
 NODE_PEER := bench/peers/socketio_node
 
-.PHONY: install run test lint typecheck unit browser-deps clean bench bench-quick bench-deps
+.PHONY: install run test lint typecheck unit browser-deps clean bench bench-quick bench-deps spam-sim
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "dmhub needs Python 3.11+")'
@@ -63,6 +63,11 @@ bench: bench-deps
 
 bench-quick: bench-deps
 	$(PY) bench/run.py --quick
+
+# Open DMs under a mass-messaging attack (bench/spam_sim.py): its own Valkey and
+# dmhub on 127.0.0.1, about two minutes; a small size runs in `make test`.
+spam-sim: $(DEV_STAMP)
+	$(PY) bench/spam_sim.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -131,7 +131,9 @@ def test_rate_limited_send_says_when_and_sends_by_itself(new_page, limited_serve
     send_ui(page, b.handle, "after the burst")
     mine = message(page, "after the burst")
     expect(mine).to_have_attribute("data-status", "waiting")
-    expect(mine.locator(".wait-text")).to_contain_text(re.compile(r"Sends by itself at .+\(in \d+ s\)"))
+    expect(mine.locator(".wait-text")).to_contain_text(
+        re.compile(r"Sends by itself at .+\(in \d+ s\)")
+    )
     expect(mine).to_have_attribute("data-status", re.compile("sent|seen"), timeout=20_000)
     expect(mine.locator(".wait-text")).to_have_count(0)
     stored = [m for m in b.history(a.handle) if m["text"] == "after the burst"]
