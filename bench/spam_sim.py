@@ -66,7 +66,7 @@ IN_FLIGHT = 48
 SETTLE_S = 15.0
 STRANGERS_PER_PERSON = 3
 # Store calls in flight while the population is written (within the pool).
-STORE_BATCH = 40
+STORE_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -504,7 +504,7 @@ async def simulate(size: Size) -> dict[str, Any]:
                     "DMHUB_LIMIT_SIGNUPS_PER_HOUR": str(config.DEFAULT_LIMIT_SIGNUPS_PER_HOUR),
                 }
             ).start()
-            client = aredis.Redis.from_url(url, decode_responses=True)
+            client = aredis.Redis.from_url(url, decode_responses=True, max_connections=STORE_BATCH)
             store = Store(client, event_retention=config.DEFAULT_EVENT_RETENTION)
             sim = Sim(size, server.url, store, admin_token)
             try:
