@@ -65,6 +65,12 @@ IN_FLIGHT = 48
 # How long, after the run, pending reports and replies may take to finish.
 SETTLE_S = 15.0
 STRANGERS_PER_PERSON = 3
+ZADD_PACKED_LUA = """
+for member, score in string.gmatch(ARGV[1], '([^,:]+):(%d+)') do
+  redis.call('ZADD', KEYS[1], score, member)
+end
+return 1
+"""
 # Store calls in flight while the population is written (within the pool).
 STORE_BATCH = 200
 
@@ -122,7 +128,8 @@ class Sim:
             limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
         )
         self.gate = asyncio.Semaphore(IN_FLIGHT)
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}  # the spammers', from sign-up over the API
+        self.sessions: dict[str, asyncio.Future[str]] = {}
         self.handles: list[str] = []
         self.open_dms: list[str] = []
         self.followers: dict[str, list[str]] = {}
@@ -174,26 +181,45 @@ class Sim:
                     self.follows.add((a, b))
                     if rng.random() < 0.5:
                         self.follows.add((b, a))
+        # The follow edges as link.lua writes them (scored by the shared sequence),
+        # one ZADD per account and direction rather than one per edge.
         edges = sorted(self.follows)
         top = await self.store.redis.incrby(keys.SEQ, len(edges))
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for n, (a, b) in enumerate(edges, start=top - len(edges) + 1):
-                pipe.zadd(keys.following(a), {b: n})
-                pipe.zadd(keys.followers(b), {a: n})
-            await pipe.execute()
-        self.followers = collections.defaultdict(list)
-        for a, b in edges:
-            self.followers[b].append(a)
-
-        async def session(h: str) -> None:
-            token = new_token()
-            await accounts.start_session(
-                self.store, token_hash(token), h, SESSION_TTL_S, "127.0.0.1", "spam-sim"
+        following: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        followers: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        for n, (a, b) in enumerate(edges, start=top - len(edges) + 1):
+            following[a][b] = n
+            followers[b][a] = n
+        # Packed as one string per key: the client's encoding of ~700k separate
+        # arguments, not Valkey, would be most of the set-up time.
+        add = self.store.redis.register_script(ZADD_PACKED_LUA)
+        work = [(keys.following(a), m) for a, m in following.items()]
+        work += [(keys.followers(b), m) for b, m in followers.items()]
+        for chunk in _chunks(work, STORE_BATCH):
+            await asyncio.gather(
+                *(
+                    add(keys=[key], args=[",".join(f"{h}:{n}" for h, n in members.items())])
+                    for key, members in chunk
+                )
             )
-            self.tokens[h] = token
+        self.followers = {b: list(members) for b, members in followers.items()}
 
-        for chunk in _chunks(everyone, STORE_BATCH):
-            await asyncio.gather(*(session(h) for h in chunk))
+    async def token(self, who: str) -> str:
+        """A session for `who`, made in the store the first time it acts (most
+        of the population never does, so none is made for them)."""
+        if who in self.tokens:
+            return self.tokens[who]
+        made = self.sessions.get(who)
+        if made is None:
+            made = self.sessions[who] = asyncio.ensure_future(self.new_session(who))
+        return await made
+
+    async def new_session(self, who: str) -> str:
+        token = new_token()
+        await accounts.start_session(
+            self.store, token_hash(token), who, SESSION_TTL_S, "127.0.0.1", "spam-sim"
+        )
+        return token
 
     # -- API calls -------------------------------------------------------------
 
@@ -201,12 +227,13 @@ class Sim:
         self, who: str, method: str, path: str, body: Any = None, **params: Any
     ) -> httpx.Response:
         async with self.gate:
+            token = await self.token(who)
             return await self.http.request(
                 method,
                 path,
                 json=body,
                 params=params or None,
-                headers={"Authorization": f"Bearer {self.tokens[who]}"},
+                headers={"Authorization": f"Bearer {token}"},
             )
 
     async def send(self, who: str, to: str, text: str) -> tuple[str, dict[str, Any] | None]:
@@ -474,7 +501,7 @@ class Sim:
         await self.http.aclose()
 
 
-def _chunks(items: list[str], n: int) -> list[list[str]]:
+def _chunks(items: list[Any], n: int) -> list[list[Any]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
