@@ -271,8 +271,12 @@ class Sim:
         talkers = [h for h in self.handles if self.followers.get(h)]
         strangers_open = [h for h in self.open_dms]
         n = 0
+        # Open loop on a schedule: a late wake-up sends what was due, so the rate
+        # holds when the machine is busy.
+        due = time.monotonic()
         while time.monotonic() < deadline:
-            await asyncio.sleep(rng.expovariate(size.chat_per_s))
+            due += rng.expovariate(size.chat_per_s)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
             n += 1
             roll = rng.random()
             if roll < size.reply_share and self.recent:

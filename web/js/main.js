@@ -144,7 +144,11 @@ function startApp(me) {
 /** The businesses whose team I am in: a switch in the sidebar when there are any. */
 async function loadTeams() {
   try {
-    teams = (await api.me()).teams || [];
+    const res = await api.me();
+    teams = res.teams || [];
+    // Signing in answers without the account's standing: this is where the
+    // page learns that it is restricted.
+    if (res.restricted !== undefined) store.setMe(store.state.me, null, res.restricted);
   } catch {
     teams = [];
   }
