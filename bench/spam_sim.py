@@ -146,6 +146,9 @@ class Sim:
         self.strangers_written = collections.Counter[str]()
         self.tasks: set[asyncio.Task[None]] = set()
         self.errors: list[str] = []
+        # Request to response of each send, as the server answered it (not the
+        # time spent waiting for one of the IN_FLIGHT slots).
+        self.send_seconds: dict[str, list[float]] = {"people": [], "spammers": []}
 
     # -- population, straight into the store ---------------------------------
 
@@ -244,6 +247,8 @@ class Sim:
             f"/api/conversations/{to}/messages",
             {"text": text, "client_id": uuid.uuid4().hex},
         )
+        kind = "spammers" if who in self.tokens else "people"
+        self.send_seconds[kind].append(r.elapsed.total_seconds())
         if r.status_code in (200, 201):
             return "stored", r.json()["message"]
         err = _error(r)
@@ -496,6 +501,7 @@ class Sim:
                 "refused": dict(self.report_refusals),
                 "spam_found_in_inbox_by_reporters": self.seen_in_inbox_by_reporters,
             },
+            "send_ms": {kind: _percentiles(v) for kind, v in self.send_seconds.items()},
             "unfinished_tasks": unfinished,
             "errors": self.errors[:20],
             "seconds": round(total_s, 1),
@@ -514,6 +520,17 @@ def _error(r: httpx.Response) -> dict[str, Any]:
         err: dict[str, Any] = r.json()["error"]
         return err
     return {}
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1] * 1000, 1)}
 
 
 def _epoch(iso: str) -> float:
@@ -567,6 +584,11 @@ def table(summary: dict[str, Any]) -> str:
         f"{p['refused']} refused, {len(p['restricted'])} restricted",
         f"business @{pop['business']}: {b['attempted']} replies, {b['stored']} stored, "
         f"{b['refused']} refused, restricted: {'yes' if b['restricted'] else 'no'}",
+        "sends answered in (ms): "
+        + "; ".join(
+            f"{kind} p50 {v.get('p50')} / p99 {v.get('p99')} / max {v.get('max')}"
+            for kind, v in summary["send_ms"].items()
+        ),
         f"reports accepted: {summary['reports']['accepted']}; "
         f"reporters: {summary['settings']['reporter_age']}; "
         f"run {summary['seconds']} s (population written in {pop['populated_in_s']} s)",
