@@ -65,7 +65,7 @@ bench-quick: bench-deps
 	$(PY) bench/run.py --quick
 
 # Open DMs under a mass-messaging attack (bench/spam_sim.py): its own Valkey and
-# dmhub on 127.0.0.1, about two minutes; a small size runs in `make test`.
+# dmhub on 127.0.0.1, under two minutes; a small size runs in `make test`.
 spam-sim: $(DEV_STAMP)
 	$(PY) bench/spam_sim.py
 
