@@ -552,14 +552,19 @@ async def simulate(size: Size) -> dict[str, Any]:
                     "DMHUB_LIMIT_SIGNUPS_PER_HOUR": str(config.DEFAULT_LIMIT_SIGNUPS_PER_HOUR),
                 }
             ).start()
-            client = aredis.Redis.from_url(url, decode_responses=True, max_connections=STORE_BATCH)
-            store = Store(client, event_retention=config.DEFAULT_EVENT_RETENTION)
-            sim = Sim(size, server.url, store, admin_token)
+            # Everything after start() inside the try: the server is ours to end.
             try:
-                return await asyncio.wait_for(sim.run(), size.duration_s + 240)
+                client = aredis.Redis.from_url(
+                    url, decode_responses=True, max_connections=STORE_BATCH
+                )
+                store = Store(client, event_retention=config.DEFAULT_EVENT_RETENTION)
+                sim = Sim(size, server.url, store, admin_token)
+                try:
+                    return await asyncio.wait_for(sim.run(), size.duration_s + 240)
+                finally:
+                    await sim.aclose()
+                    await client.aclose()
             finally:
-                await sim.aclose()
-                await client.aclose()
                 server.terminate()
 
 
