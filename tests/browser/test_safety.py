@@ -185,3 +185,27 @@ def test_reply_rule_reads_without_contradiction(new_page, server):
     dialog = page.get_by_role("dialog")
     expect(dialog.locator(".person-dms")).to_contain_text("people they wrote to, like you")
     expect(dialog).not_to_contain_text("only from people they follow")
+
+
+def test_report_from_a_conversation_blocks_and_says_so(new_page, server):
+    a = ApiPerson(server, new_handle("a"))
+    b = ApiPerson(server, new_handle("b"))
+    a.follow(b.handle)
+    b.follow(a.handle)
+    b.send(a.handle, "you will regret this")
+    page = new_page()
+    sign_in(page, a.handle)
+    open_conversation(page, b.handle)
+    expect(message(page, "you will regret this")).to_be_visible()
+    page.locator(".thread-head").get_by_role("button", name="Report").click()
+    dialog = page.get_by_role("dialog", name=f"Report @{b.handle}")
+    dialog.get_by_label("Abuse or harassment").check()
+    dialog.get_by_role("button", name="Report and block").click()
+    expect(dialog).to_be_hidden()
+    # The history stays readable; the composer gives way to why, with the way back.
+    expect(message(page, "you will regret this")).to_be_visible()
+    expect(page.locator(".cant-box")).to_contain_text(f"You blocked @{b.handle}")
+    expect(
+        page.locator(".cant-box").get_by_role("button", name=f"Unblock @{b.handle}")
+    ).to_be_visible()
+    assert relationship(a, b.handle)["reason"] == "you_blocked"
