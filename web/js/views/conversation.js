@@ -374,7 +374,7 @@ export function createConversation(root, handle) {
         h('span', { class: 'wait-text' },
           `${LIMIT_TEXT[m.limit] || 'Sending limit reached.'} Sends by itself at `,
           h('time', { datetime: at.toISOString() }, at.toLocaleTimeString()),
-          ` (in ${left} s).`), ' ',
+          ` (in ${inWords(left)}).`), ' ',
         h('button', { class: 'link-btn', type: 'button', onclick: () => store.discard(m.clientId) }, 'Delete'));
     } else if (m.mine && isLastMine) {
       // The newest outgoing message says its state in words too.
@@ -484,6 +484,13 @@ export function createConversation(root, handle) {
       store.closeThread();
     },
   };
+}
+
+/** A wait as people say it: seconds, then minutes, then hours (the daily cap). */
+function inWords(seconds) {
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
 }
 
 function prefersReducedMotion() {
