@@ -101,6 +101,19 @@ def credentials(headers: Mapping[str, str], cookies: dict[str, str]) -> tuple[st
     return None
 
 
+def bearer_is(authorization: str | None, expected: str) -> bool:
+    """Whether an `Authorization` header is `Bearer <expected>`: the one check of
+    the operators' tokens (admin API, metrics).
+
+    Compared as bytes: compare_digest refuses str with non-ASCII characters,
+    and a header may carry any Latin-1 byte, which must be a 401, not a 500.
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        given.strip().encode(), expected.encode()
+    )
+
+
 def check_origin(
     origins: OriginPolicy, origin: str | None, server: tuple[str, int | None] | None
 ) -> None:

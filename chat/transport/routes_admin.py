@@ -8,8 +8,6 @@ chat/admin.py's operations, so they answer alike.
 
 from __future__ import annotations
 
-import secrets
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +16,7 @@ from starlette.routing import Route
 from chat import admin
 from chat.errors import UNAUTHENTICATED, ApiError
 from chat.hub import actions
+from chat.transport.auth import bearer_is
 from chat.transport.http import json, runtime
 
 
@@ -25,10 +24,7 @@ def require_admin(request: Request) -> None:
     expected = runtime(request).settings.admin_token
     if not expected:
         raise HTTPException(404)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
+    if not bearer_is(request.headers.get("authorization"), expected):
         raise ApiError(UNAUTHENTICATED, "The admin API needs the bearer DMHUB_ADMIN_TOKEN.")
 
 

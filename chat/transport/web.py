@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +14,7 @@ from chat import metrics
 from chat.errors import UNAUTHENTICATED, ApiError
 from chat.runtime import Runtime
 from chat.store import failures
+from chat.transport.auth import bearer_is
 from chat.transport.http import json
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -46,8 +46,7 @@ async def metrics_endpoint(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     expected = rt.settings.metrics_token
     if expected:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not secrets.compare_digest(given, expected):
+        if not bearer_is(request.headers.get("authorization"), expected):
             raise ApiError(UNAUTHENTICATED, "The metrics endpoint needs DMHUB_METRICS_TOKEN.")
     try:
         memory = await rt.store.memory()
