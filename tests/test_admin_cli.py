@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from chat.client import Client, ClientError
-from tests.support import PASSWORD, ROOT, DmhubProcess, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    ROOT,
+    DmhubProcess,
+    handle,
+    new_user,
+    running_server,
+    settings_for,
+)
 
 
 def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,11 +40,6 @@ def admin_json(env: dict[str, str], *args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def handle(client: Client) -> str:
-    assert client.user is not None
-    return str(client.user["handle"])
 
 
 async def test_reports_restrictions_and_clear_with_redis_url(

@@ -17,18 +17,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from chat import metrics
 from chat.client import Client
-from tests.support import RunningServer, new_user
+from tests.support import RunningServer, handle, new_user
 
 DEEP = "[" * 1000 + "]" * 1000
 
 
 def auth(client: Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {client.token}"}
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
 
 
 async def recv(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:

@@ -13,17 +13,12 @@ from websockets.asyncio.client import connect
 
 from chat.client import Client
 from chat.store import safety
-from tests.support import RunningServer, new_user
+from tests.support import RunningServer, handle, new_user
 
 REPLIES = [
     {"label": "Track my order", "metadata": "intent:track"},
     {"label": "Talk to a person", "metadata": "intent:human"},
 ]
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
 
 
 async def call(

@@ -5,13 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chat.client import Client, ClientError
-from tests.support import RunningServer, new_user
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
+from chat.client import ClientError
+from tests.support import RunningServer, handle, new_user
 
 
 async def test_closed_dms_refuse_strangers_with_a_reason(server: RunningServer) -> None:

@@ -15,7 +15,7 @@ import pytest
 from chat.client import Client, ClientError, Socket
 from chat.store.embedded import EmbeddedValkey
 from tests.faults import history, messages_until, next_message, raw_post
-from tests.support import PASSWORD, DmhubProcess, new_user
+from tests.support import PASSWORD, DmhubProcess, new_user, two_nodes
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,8 @@ def nodes(
         "DMHUB_DATA_DIR": str(logs),
         "DMHUB_ADMIN_TOKEN": ADMIN_TOKEN,
     }
-    a = DmhubProcess(env)
-    b = DmhubProcess(env)
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.kill()
-        b.kill()
+    with two_nodes(env) as pair:
+        yield pair
 
 
 ADMIN_TOKEN = "multinode-admin"

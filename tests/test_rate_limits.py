@@ -12,14 +12,9 @@ import httpx
 import pytest
 import redis.asyncio as aredis
 
-from chat.client import Client, ClientError, Socket
+from chat.client import ClientError, Socket
 from chat.store import keys
-from tests.support import RunningServer, new_user, running_server, settings_for
-
-
-def handle(client: Client) -> str:
-    assert client.user is not None
-    return str(client.user["handle"])
+from tests.support import RunningServer, handle, new_user, running_server, settings_for
 
 
 def assert_limited(error: ClientError, limit: str, *, http: bool) -> None:

@@ -6,12 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chat.client import Client, ClientError
-from tests.support import RunningServer, new_user
-
-
-def handle(client: Client) -> str:
-    assert client.user is not None
-    return str(client.user["handle"])
+from tests.support import RunningServer, handle, new_user
 
 
 async def refusals(sender: Client, to: str) -> list[ClientError]:

@@ -13,14 +13,9 @@ import redis.asyncio as aredis
 from chat.client import Client, ClientError
 from chat.store import keys
 from chat.transport.auth import token_hash
-from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
+from tests.support import PASSWORD, RunningServer, handle, new_user, running_server, settings_for
 
 ADMIN_TOKEN = "admin-secret-for-tests"
-
-
-def handle(client: Client) -> str:
-    assert client.user is not None
-    return str(client.user["handle"])
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ by route."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,15 @@ import redis.asyncio as aioredis
 from chat.client import Client, ClientError, Socket
 from chat.store import keys, safety
 from chat.store.store import cursor_key
-from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    handle,
+    new_user,
+    next_of,
+    running_server,
+    settings_for,
+)
 
 
 async def call(
@@ -44,16 +46,6 @@ async def team_of(server: RunningServer, agents: int = 2) -> tuple[Client, list[
     customer = await new_user(server.url)
     await customer.post_message(handle(shop), "hello, my order is late")
     return shop, team, customer
-
-
-async def next_of(sock: Socket, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The next frame of type `kind`, skipping others."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = await sock.next_event(max(deadline - loop.time(), 0.01))
-        if event["type"] == kind:
-            return event
 
 
 async def drain(sock: Socket, settle: float = 0.3) -> list[dict[str, Any]]:

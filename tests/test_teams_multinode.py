@@ -3,16 +3,14 @@ different nodes; a removal or a logout on one node ends team sockets on the othe
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from chat.client import Client, ClientError, Socket
 from chat.store.embedded import EmbeddedValkey
-from tests.support import DmhubProcess, new_user
+from tests.support import DmhubProcess, handle, new_user, next_of, two_nodes
 
 
 @pytest.fixture(scope="module")
@@ -20,34 +18,13 @@ def nodes(
     shared_valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
     logs = tmp_path_factory.mktemp("teams-multinode")
-    env = {"REDIS_URL": shared_valkey.url, "DMHUB_DATA_DIR": str(logs)}
-    a, b = DmhubProcess(env), DmhubProcess(env)
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.kill()
-        b.kill()
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
+    with two_nodes({"REDIS_URL": shared_valkey.url, "DMHUB_DATA_DIR": str(logs)}) as pair:
+        yield pair
 
 
 def token(client: Client) -> str:
     assert client.token
     return client.token
-
-
-async def next_of(sock: Socket, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = await sock.next_event(max(deadline - loop.time(), 0.01))
-        if event["type"] == kind:
-            return event
 
 
 async def a_team(node: DmhubProcess) -> tuple[Client, Client, Client, Client]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import redis
 
 from chat.client import Client
 from chat.store import keys
-from tests.support import DmhubProcess, new_user
+from tests.support import DmhubProcess, new_user, two_nodes
 from tests.webhook_receiver import Delivery, receiver
 
 ENV = {
@@ -29,14 +28,8 @@ ENV = {
 @pytest.fixture
 def nodes(redis_url: str, tmp_path: Path) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
     env = {"REDIS_URL": redis_url, "DMHUB_DATA_DIR": str(tmp_path), **ENV}
-    a, b = DmhubProcess(env), DmhubProcess(env)
-    try:
-        with ThreadPoolExecutor(2) as pool:  # both start-ups at once
-            list(pool.map(DmhubProcess.start, (a, b)))
-        yield a, b
-    finally:
-        a.kill()
-        b.kill()
+    with two_nodes(env) as pair:
+        yield pair
 
 
 def first_arrivals(deliveries: list[Delivery]) -> list[str]:

@@ -14,12 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat.client import Client, ClientError
-from tests.support import RunningServer, new_user, running_server, settings_for
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
+from tests.support import RunningServer, handle, new_user, running_server, settings_for
 
 
 async def raw_socket(server: RunningServer, client: Client, query: str = "") -> ClientConnection:
