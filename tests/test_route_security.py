@@ -391,3 +391,66 @@ async def test_public_writes_answer_without_credentials(world: World) -> None:
         body={"handle": "fresh_public", "password": PASSWORD},
     )
     assert status == 201
+
+
+# -- authorization on reads, where tests/test_teams.py, test_webhooks.py and
+# test_conversations.py do not already check it ------------------------------------------
+
+
+@module_loop
+async def test_another_accounts_session_cannot_be_listed_or_ended(world: World) -> None:
+    outsider = {"Authorization": f"Bearer {world.outsider.token}"}
+    path = "/api/sessions/{id}"  # the owner's session id, filled in by World.fill
+    assert await call(world, "DELETE", path, outsider) == (404, "not_found")
+    listed = await world.http.get("/api/sessions", headers=outsider)
+    assert world.session_id not in {row["id"] for row in listed.json()["sessions"]}
+    assert (await world.owner.me())["user"]["handle"] == handle(world.owner)
+
+
+@module_loop
+async def test_a_teams_notes_and_listing_stay_in_the_team(world: World) -> None:
+    owner, peer = handle(world.owner), handle(world.customer)
+    note = {"text": "internal: refund approved"}
+    notes_path = f"/api/conversations/{peer}/notes"
+    assert (await world.owner.request("POST", notes_path, note))["note"]["text"] == note["text"]
+    as_owner = {"as": owner}
+    for outsider in (world.outsider, world.customer):
+        headers = {"Authorization": f"Bearer {outsider.token}"}
+        for path in (notes_path, "/api/conversations", "/api/team"):
+            answer = await world.http.get(path, params=as_owner, headers=headers)
+            error = answer.json()["error"]
+            assert (answer.status_code, error["code"], error["reason"]) == (
+                403,
+                "not_allowed",
+                "cannot_receive",
+            ), path
+    # Without `as=` everyone reads only their own: an agent, the customer and
+    # an outsider see none of the business's notes.
+    for client in (world.agent, world.customer, world.outsider):
+        mine = await world.http.get(
+            f"/api/conversations/{owner if client is world.customer else peer}/notes",
+            headers={"Authorization": f"Bearer {client.token}"},
+        )
+        assert mine.status_code in (200, 404)
+        if mine.status_code == 200:
+            assert mine.json()["notes"] == []
+    # The team sees it.
+    agent_view = await world.http.get(
+        notes_path, params=as_owner, headers={"Authorization": f"Bearer {world.agent.token}"}
+    )
+    assert [n["text"] for n in agent_view.json()["notes"]] == [note["text"]]
+
+
+@module_loop
+async def test_a_third_party_reads_no_message_of_a_conversation_by_any_route(
+    world: World,
+) -> None:
+    outsider = {"Authorization": f"Bearer {world.outsider.token}"}
+    # The owner's conversation with the customer, from the outsider's side.
+    for peer in (handle(world.owner), handle(world.customer)):
+        answer = await world.http.get(f"/api/conversations/{peer}/messages", headers=outsider)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
+    exported = await world.http.get("/api/me/export", headers=outsider)
+    assert exported.json()["conversations"] == [] and "hello" not in exported.text
+    listed = await world.http.get("/api/conversations", headers=outsider)
+    assert listed.json()["conversations"] == []
