@@ -90,6 +90,13 @@ def test_urls() -> None:
         ("::ffff:93.184.215.14", True),
         ("64:ff9b::7f00:1", False),
         ("2002:7f00:1::", False),
+        # Python 3.11 calls these global; each stands for an IPv4 address.
+        ("::127.0.0.1", False),
+        ("::8.8.8.8", False),
+        ("::ffff:0:7f00:1", False),
+        ("64:ff9b:1::a00:1", False),
+        ("2606:4700::1111", True),
+        ("8.8.8.8", True),
     ],
 )
 def test_only_public_addresses_are_allowed(address: str, allowed: bool) -> None:

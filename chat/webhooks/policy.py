@@ -37,6 +37,15 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # NAT64's well-known prefix embeds an IPv4 address in its last 32 bits.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Ranges whose addresses stand for IPv4 ones but that Python 3.11 calls global:
+# IPv4-compatible (::a.b.c.d, deprecated), IPv4-translated (::ffff:0:a.b.c.d,
+# SIIT) and NAT64's local-use prefix (RFC 8215). None is a public receiver, and
+# a translator on the path could carry them to an internal IPv4 address.
+_NEVER_GLOBAL = (
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+)
 
 
 class _Typed(msgspec.Struct):
@@ -86,6 +95,8 @@ def address_allowed(address: Address) -> bool:
     """Only addresses on the public Internet: not loopback, private, link-local,
     multicast, reserved, unspecified, shared (CGNAT) or documentation ranges."""
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NEVER_GLOBAL):
+            return False
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
