@@ -82,6 +82,8 @@ async def test_readyz_follows_redis(own_valkey: EmbeddedValkey, tmp_path: Path) 
             alive = await http.get("/healthz")
             own_valkey.start()
             assert down.status_code == 503 and down.json()["status"] == "unavailable"
+            # Public: it names no socket path, address or data folder of the server.
+            assert str(tmp_path) not in down.text and "own-valkey" not in down.text, down.text
             assert alive.status_code == 200
             for _ in range(100):
                 if (await http.get("/readyz")).status_code == 200:
