@@ -372,6 +372,15 @@ PRIVATE = [
     "https://169.254.169.254/latest/meta-data",
     "https://[::1]/",
     "https://[::ffff:127.0.0.1]/",
+    # Other spellings of loopback: getaddrinfo reads them all as 127.0.0.1.
+    "https://2130706433/",
+    "https://0177.0.0.1/",
+    "https://0x7f.1/",
+    "https://127.1/",
+    # IPv6 forms that stand for an IPv4 address.
+    "https://[::127.0.0.1]/",
+    "https://[::ffff:0:7f00:1]/",
+    "https://[64:ff9b:1::a00:1]/",
     "https://[fe80::1]/",
     "https://0.0.0.0/",
     "https://224.0.0.1/",
