@@ -259,6 +259,10 @@ async def test_hsts_is_sent_when_cookies_are_secure(redis_url: str, tmp_path: Pa
             for path in ("/", "/api/me", "/healthz"):
                 hsts = (await http.get(path)).headers.get("strict-transport-security")
                 assert hsts == "max-age=31536000", path
+            signed_up = await http.post(
+                "/api/accounts", json={"handle": "secure_one", "password": PASSWORD}
+            )
+            assert "; secure" in signed_up.headers["set-cookie"].lower()
 
 
 async def test_even_an_unexpected_500_carries_the_headers(

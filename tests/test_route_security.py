@@ -9,6 +9,7 @@ after it then run against that route on a real server and real Valkey.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -454,3 +455,25 @@ async def test_a_third_party_reads_no_message_of_a_conversation_by_any_route(
     assert exported.json()["conversations"] == [] and "hello" not in exported.text
     listed = await world.http.get("/api/conversations", headers=outsider)
     assert listed.json()["conversations"] == []
+
+
+@module_loop
+async def test_redis_holds_no_token_or_password_as_given(world: World) -> None:
+    """Sessions are kept by the token's SHA-256, passwords as argon2id."""
+    client = redis.Redis.from_url(world.server.app.state.runtime.settings.redis_url)
+    try:
+        token = world.owner.token
+        assert token
+        found = [key for key in client.scan_iter(count=1000) if token.encode() in key]
+        values = [
+            key
+            for key in client.scan_iter(count=1000)
+            if client.type(key) == b"string" and token.encode() in (client.get(key) or b"")
+        ]
+        assert (found, values) == ([], [])
+        assert client.exists(f"sess:{hashlib.sha256(token.encode()).hexdigest()}")
+        stored = client.hget(f"user:{handle(world.owner).lower()}", "pw")
+        assert stored and stored.decode().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert PASSWORD.encode() not in stored
+    finally:
+        client.close()
