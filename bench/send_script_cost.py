@@ -14,7 +14,8 @@ measures two ways, ROUNDS times each, printing the median and the range:
 
 Every send is between a follower pair (the common case: inbox), with a new
 client_id each time (so the client_id map and its field expiry are written)
-and the send limits at their defaults (checked and charged, never refused).
+and the send limits on, far above the workload (checked and charged, never
+refused), or off with --limits-off.
 `usec_per_call` is the CPU time Valkey spent in the command itself, so it is
 fairly robust on a shared machine; the wall time is not.
 """
@@ -22,7 +23,6 @@ fairly robust on a shared machine; the wall time is not.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -43,9 +43,10 @@ from chat.store.lane import Lane
 from chat.store.store import SendResult, Store
 
 # Far above the workload, as bench/limits.py sets them: checked, never refused.
-LIMITS = SendLimits(
+ON = SendLimits(
     messages_per_min=10_000_000, new_conversations_per_day=1_000_000, requests_per_hour=1_000_000
 )
+OFF = SendLimits(messages_per_min=0, new_conversations_per_day=0, requests_per_hour=0)
 
 
 class _Capture:
@@ -72,11 +73,11 @@ async def _users(url: str, tag: str, pairs: int) -> list[tuple[str, str]]:
     return list(zip(senders, recipients, strict=True))
 
 
-async def store_round(url: str, tag: str, count: int, pairs: int) -> float:
+async def store_round(url: str, limits: SendLimits, tag: str, count: int, pairs: int) -> float:
     people = await _users(url, tag, pairs)
     client = aredis.Redis.from_url(url, decode_responses=True)
     lane = Lane(url)
-    store = Store(client, event_retention=DEFAULT_EVENT_RETENTION, lane=lane, limits=LIMITS)
+    store = Store(client, event_retention=DEFAULT_EVENT_RETENTION, lane=lane, limits=limits)
     await client.config_resetstat()
     for i in range(count):
         sender, recipient = people[i % pairs]
@@ -90,7 +91,9 @@ async def store_round(url: str, tag: str, count: int, pairs: int) -> float:
     return float(stats["cmdstat_evalsha"]["usec_per_call"])
 
 
-async def _calls(url: str, tag: str, count: int, pairs: int) -> list[tuple[list[str], list[Any]]]:
+async def _calls(
+    url: str, limits: SendLimits, tag: str, count: int, pairs: int
+) -> list[tuple[list[str], list[Any]]]:
     """The keys and arguments of COUNT sends, as Store.send makes them."""
     people = await _users(url, tag, pairs)
     capture = _Capture()
@@ -98,7 +101,7 @@ async def _calls(url: str, tag: str, count: int, pairs: int) -> list[tuple[list[
         aredis.Redis.from_url(url),
         event_retention=DEFAULT_EVENT_RETENTION,
         lane=capture,  # type: ignore[arg-type]
-        limits=LIMITS,
+        limits=limits,
     )
     calls = []
     for i in range(count):
@@ -111,7 +114,9 @@ async def _calls(url: str, tag: str, count: int, pairs: int) -> list[tuple[list[
     return calls
 
 
-def loop_round(url: str, script: str, calls: list[tuple[list[str], list[Any]]]) -> tuple[float, float]:
+def loop_round(
+    url: str, script: str, calls: list[tuple[list[str], list[Any]]]
+) -> tuple[float, float]:
     client = redis.Redis.from_url(url)
     sha = client.script_load(script)
     client.config_resetstat()
@@ -129,10 +134,11 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.median(values):7.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-async def main(count: int, pairs: int, rounds: int, script_path: str | None) -> None:
+async def main(
+    count: int, pairs: int, rounds: int, limits: SendLimits, script_path: str | None, variant: str
+) -> None:
     script = store_module.SEND_LUA
     if script_path is not None:
-        variant = Path(script_path).read_text()
         script = store_module.RULE_LUA + "\n" + store_module.LIMITS_LUA + "\n" + variant
         # Store.send must run the variant too.
         store_module.SEND_LUA = script
@@ -141,13 +147,14 @@ async def main(count: int, pairs: int, rounds: int, script_path: str | None) -> 
         in_loop: list[float] = []
         wall: list[float] = []
         for r in range(rounds):
-            in_store.append(await store_round(valkey.url, f"a{r}x", count, pairs))
-            calls = await _calls(valkey.url, f"b{r}x", count, pairs)
+            in_store.append(await store_round(valkey.url, limits, f"a{r}x", count, pairs))
+            calls = await _calls(valkey.url, limits, f"b{r}x", count, pairs)
             usec, seconds = loop_round(valkey.url, script, calls)
             in_loop.append(usec)
             wall.append(seconds)
-    print(f"{script_path or 'send.lua'}: {count:,} sends per round over {pairs} follower pairs, "
-          f"{rounds} rounds; median (min-max)")  # fmt: skip
+    state = "on" if limits is ON else "off"
+    print(f"{script_path or 'send.lua'}, limits {state}: {count:,} sends per round over "
+          f"{pairs} follower pairs, {rounds} rounds; median (min-max)")  # fmt: skip
     print(f"  store  Valkey µs per send (usec_per_call)  {_cell(in_store)}")
     print(f"  loop   Valkey µs per send (usec_per_call)  {_cell(in_loop)}")
     print(f"  loop   client wall µs per EVALSHA          {_cell(wall)}")
@@ -159,5 +166,8 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--script", help="a variant of chat/store/scripts/send.lua to measure")
+    parser.add_argument("--limits-off", action="store_true", help="every send limit at 0 (off)")
     args = parser.parse_args()
-    uvloop.run(main(args.count, args.pairs, args.rounds, args.script))
+    variant = Path(args.script).read_text() if args.script else ""
+    limits = OFF if args.limits_off else ON
+    uvloop.run(main(args.count, args.pairs, args.rounds, limits, args.script, variant))
