@@ -530,3 +530,25 @@ async def test_a_team_socket_for_one_conversation_hears_only_its_team_events(
         await call(ann, "POST", f"/api/conversations/{c}/notes", {"text": "mine"}, **{"as": b})
         frames = await drain(sock)
         assert [(f["type"], f.get("note", {}).get("text")) for f in frames] == [("note", "mine")]
+
+
+async def test_an_agent_can_leave_a_team_and_remove_no_one_else(server: RunningServer) -> None:
+    shop, (ann, bea), _ = await team_of(server, agents=2)
+    b = handle(shop)
+    # Only itself: not a colleague, not the business, and not without being in it.
+    for who, target in ((ann, handle(bea)), (ann, b), (shop, handle(ann))):
+        status, answer = await call(who, "DELETE", f"/api/team/{target}", **{"as": b})
+        assert (status, answer["error"]["code"], answer["error"]["reason"]) == (
+            403,
+            "not_allowed",
+            "cannot_receive",
+        ), (handle(who), target)
+    assert await call(ann, "DELETE", f"/api/team/{handle(ann)}", **{"as": b}) == (204, {})
+    assert (await ann.me())["teams"] == []
+    status, answer = await call(ann, "GET", "/api/conversations", **{"as": b})
+    assert (status, answer["error"]["code"]) == (403, "not_allowed")
+    status, answer = await call(ann, "DELETE", f"/api/team/{handle(ann)}", **{"as": b})
+    assert (status, answer["error"]["code"]) == (403, "not_allowed")
+    assert [u["handle"] for u in (await call(shop, "GET", "/api/team"))[1]["users"]] == [
+        handle(bea)
+    ]

@@ -54,7 +54,10 @@ async def business_of(request: Request) -> tuple[auth.Principal, dict[str, str]]
 
 
 async def change_member(request: Request) -> Response:
-    """PUT/DELETE /api/team/{handle}: only the business itself changes its team."""
+    """PUT/DELETE /api/team/{handle}: only the business itself changes its team,
+    except that an agent may leave one (`DELETE /api/team/{self}?as=B`)."""
+    if request.method == "DELETE" and AS_PARAM in request.query_params:
+        return await leave_team(request)
     principal, _ = await business_of(request)
     target = await existing_user(request, request.path_params["handle"])
     agent = target["handle"].lower()
@@ -72,6 +75,23 @@ async def change_member(request: Request) -> Response:
             f"@{target['handle']} is already in {MAX_TEAMS_PER_AGENT} teams, the most allowed.",
             "handle",
         )
+    return no_content()
+
+
+async def leave_team(request: Request) -> Response:
+    """An agent leaves a team it was put in. A business adds any account without
+    asking, and each account is in at most MAX_TEAMS_PER_AGENT teams: without a
+    way out, throwaway businesses could fill them all."""
+    principal = await signed_in(request)
+    business = await acting(request, principal)
+    target = await existing_user(request, request.path_params["handle"])
+    if business == principal.user or target["handle"].lower() != principal.user:
+        raise ApiError(
+            NOT_ALLOWED,
+            "With as=, an agent can remove only itself from the team.",
+            reason=Reason.CANNOT_RECEIVE.value,
+        )
+    await team_store(runtime(request).store).remove_agent(business, principal.user)
     return no_content()
 
 
