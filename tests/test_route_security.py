@@ -26,7 +26,14 @@ from chat.app import WEBSOCKET_PATH, create_app
 from chat.client import Client
 from chat.config import WebhookSettings
 from chat.store.embedded import EmbeddedValkey
-from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    handle,
+    new_user,
+    running_server,
+    settings_for,
+)
 from tests.test_websocket import recv, refused
 
 # Every async test shares the module's event loop, the one its server runs in.
@@ -138,11 +145,6 @@ def test_every_route_is_classified(tmp_path: Path) -> None:
 
 
 # -- one server and one set of accounts for the module ----------------------------------------
-
-
-def handle(client: Client) -> str:
-    assert client.user
-    return str(client.user["handle"])
 
 
 @dataclass
@@ -392,6 +394,13 @@ async def test_public_writes_answer_without_credentials(world: World) -> None:
         body={"handle": "fresh_public", "password": PASSWORD},
     )
     assert status == 201
+    # They set the cookie: a foreign page may not sign someone in (login CSRF).
+    for path, fields in (
+        ("/api/sessions", {"handle": handle(world.outsider), "password": PASSWORD}),
+        ("/api/accounts", {"handle": "fresh_csrf", "password": PASSWORD}),
+    ):
+        refused = await call(world, "POST", path, {"Origin": FOREIGN_ORIGIN}, body=fields)
+        assert refused == (403, "forbidden_origin"), path
 
 
 # -- authorization on reads, where tests/test_teams.py, test_webhooks.py and
