@@ -157,7 +157,6 @@ class World:
     outsider: Client  # nobody's anything
     webhook_id: str
     session_id: str
-    message_id: str
 
     def fill(self, path: str) -> str:
         return path.format(
@@ -187,7 +186,7 @@ async def world(
         owner = await new_user(server.url, open_dms=True, kind="business")
         agent, customer, outsider = [await new_user(server.url) for _ in range(3)]
         await owner.request("PUT", f"/api/team/{handle(agent)}")
-        sent = await customer.post_message(handle(owner), "hello")
+        await customer.post_message(handle(owner), "hello")
         hook = await owner.request("POST", "/api/webhooks", {"url": "http://127.0.0.1:1/hook"})
         sessions = await owner.request("GET", "/api/sessions")
         world = World(
@@ -199,7 +198,6 @@ async def world(
             outsider=outsider,
             webhook_id=hook["webhook"]["id"],
             session_id=sessions["sessions"][0]["id"],
-            message_id=sent["id"],
         )
         yield world
         await world.http.aclose()

@@ -49,7 +49,12 @@ async def resolve(host: str, port: int) -> list[Address]:
 
 
 def _refusal(host: str, address: Address) -> str:
-    return f"{host} resolves to {address}, which is not a public Internet address."
+    # The address itself is not repeated: any account may create webhooks, and
+    # naming what an internal host name resolves to would map the operator's
+    # network for it. An IP literal in the URL is the caller's own words.
+    if host.strip("[]") == str(address):
+        return f"{address} is not a public Internet address."
+    return f"{host} resolves to an address that is not a public Internet address."
 
 
 async def check_url(value: object, *, allow_private: bool) -> str:
