@@ -3,6 +3,8 @@ the few page gestures every test repeats."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -101,6 +103,20 @@ def signed_in(page: Page) -> None:
     so a following goto() can't race the sign-in request)."""
     expect(page.locator("#auth-root")).to_be_hidden()
     expect(page.locator("#app")).to_be_visible()
+
+
+# The front page itself, no path and no fragment: where a signed-out page lands.
+FRONT_PAGE = re.compile(r"^https?://[^/]+/$")
+
+
+def lands_signed_out(page: Page, act: Callable[[], None]) -> None:
+    """`act` ends the session: the page must load the front page afresh (so nothing
+    of the old session's state survives) and show the sign-in screen. Waiting for
+    that load also keeps a test from ending mid-navigation: closing a context
+    then can hang Chromium until the test times out."""
+    with page.expect_navigation(url=FRONT_PAGE):
+        act()
+    expect(page.locator("#auth-root")).to_be_visible()
 
 
 def wait_inbox(page: Page) -> None:

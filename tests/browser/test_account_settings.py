@@ -6,7 +6,7 @@ import re
 
 import httpx
 import pytest
-from browser_helpers import PASSWORD, new_handle, sign_up, wait_inbox
+from browser_helpers import PASSWORD, lands_signed_out, new_handle, sign_up, wait_inbox
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,8 +35,7 @@ def test_change_password_then_delete_the_account(new_page, server):
 
     dialog.get_by_role("button", name="Delete account…").click()
     dialog.get_by_label("Your password, to confirm").fill(NEW_PASSWORD)
-    dialog.get_by_role("button", name="Delete my account for good").click()
-    expect(page.locator("#auth-root")).to_be_visible()
+    lands_signed_out(page, dialog.get_by_role("button", name="Delete my account for good").click)
 
     gone = httpx.post(
         f"{server}/api/sessions", json={"handle": handle, "password": NEW_PASSWORD}, timeout=10
@@ -52,8 +51,9 @@ def test_sign_out_everywhere_asks_once_more_then_signs_out(new_page, server):
     dialog = page.locator(".settings-dialog")
     dialog.get_by_role("button", name="Sign out everywhere").click()
     expect(page.locator("#app")).to_be_visible()
-    dialog.get_by_role("button", name="Sign out on every device, this one too?").click()
-    expect(page.locator("#auth-root")).to_be_visible()
+    lands_signed_out(
+        page, dialog.get_by_role("button", name="Sign out on every device, this one too?").click
+    )
 
 
 def test_the_other_sessions_are_listed_and_can_be_signed_out(new_page, server):

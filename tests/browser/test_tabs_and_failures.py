@@ -8,6 +8,7 @@ import pytest
 from browser_helpers import (
     composer,
     friends,
+    lands_signed_out,
     message,
     open_conversation,
     send_ui,
@@ -87,7 +88,7 @@ def test_signing_out_in_one_tab_signs_out_the_other(new_page, server):
     wait_inbox(tab2)
 
     tab1.get_by_role("button", name=re.compile("^Settings")).click()
-    tab1.get_by_role("button", name="Sign out", exact=True).click()
+    lands_signed_out(tab1, tab1.get_by_role("button", name="Sign out", exact=True).click)
     expect(tab1.get_by_role("button", name="Sign in")).to_be_visible()
     expect(tab2.locator(".auth-note")).to_contain_text("signed out")
     # Nothing secret was left behind in storage.
