@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import redis.asyncio as aredis
 
 from chat.client import ClientError, Socket
 from chat.store import keys
+from tests.faults import eventually
 from tests.support import RunningServer, handle, new_user, running_server, settings_for
 
 
@@ -166,9 +166,15 @@ async def test_sockets_per_user_per_process(limited: RunningServer) -> None:
         async with other.socket():
             pass
         await second.close()
-        await asyncio.sleep(0.1)
-        third = alice.socket()
-        await third.connect()
+
+        async def connected() -> Socket:
+            sock = alice.socket()
+            await sock.connect()
+            return sock
+
+        # The server lets the slot go when its end of the socket is done, a moment
+        # after the client's close returns: poll for it, bounded, not a fixed sleep.
+        third = await eventually(connected, 5, "a closed socket's slot to be free again")
         await third.close()
     finally:
         await first.close()
