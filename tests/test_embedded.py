@@ -20,7 +20,7 @@ import pytest
 from chat.client import Client, Socket
 from chat.config import VALKEY_RESTART_BUDGET
 from tests.faults import alive, eventually, history, messages_until, next_message, valkey_child
-from tests.support import PASSWORD, ROOT, DmhubProcess, free_port, new_user
+from tests.support import PASSWORD, ROOT, DmhubProcess, free_port, handle, new_user
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
@@ -48,10 +48,18 @@ def _is_our_valkey(pid: int, data_dir: Path) -> bool:
     return str(data_dir.resolve()).encode() in cmdline
 
 
-def start(data_dir: Path, log_dir: Path) -> DmhubProcess:
+def start(
+    data_dir: Path, log_dir: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
+) -> tuple[DmhubProcess, int]:
+    """`dmhub serve` on the folder, and its valkey-server's PID; both are ended
+    after the test if it stops half-way."""
     node = DmhubProcess(embedded_env(data_dir))
     node.log_path = log_dir / f"dmhub-{node.port}.log"
-    return node.start()
+    node.start()
+    cleanup.append((node, None, data_dir))
+    valkey_pid = our_valkey(node, data_dir)
+    cleanup.append((None, valkey_pid, data_dir))
+    return node, valkey_pid
 
 
 def our_valkey(node: DmhubProcess, data_dir: Path) -> int:
@@ -59,20 +67,23 @@ def our_valkey(node: DmhubProcess, data_dir: Path) -> int:
     return valkey_child(node.process.pid, data_dir)
 
 
+async def alice_and_bob(url: str) -> tuple[Client, Client, str, str]:
+    """Two people and their handles; bob follows alice, so she may write to him."""
+    alice, bob = await new_user(url), await new_user(url)
+    a_h, b_h = handle(alice), handle(bob)
+    await bob.follow(a_h)
+    return alice, bob, a_h, b_h
+
+
 @pytest.mark.timeout(50)
 async def test_sigterm_then_restart_keeps_accounts_history_and_cursors(
     tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
 ) -> None:
     data_dir = tmp_path / "d"
-    node = start(data_dir, tmp_path)
-    valkey_pid = our_valkey(node, data_dir)
-    cleanup.append((node, valkey_pid, data_dir))
+    node, valkey_pid = start(data_dir, tmp_path, cleanup)
 
-    alice = await new_user(node.url)
-    bob = await new_user(node.url)
-    assert alice.user and bob.user and bob.token
-    a_h, b_h = alice.user["handle"], bob.user["handle"]
-    await bob.follow(a_h)
+    alice, bob, a_h, b_h = await alice_and_bob(node.url)
+    assert bob.token
 
     async with alice.socket() as alice_sock:
         bob_sock = Socket(node.url, bob.token)
@@ -92,9 +103,7 @@ async def test_sigterm_then_restart_keeps_accounts_history_and_cursors(
         assert await alice_sock.wait_closed(10) == 1012
     await eventually(lambda: not alive(valkey_pid), 10, "the embedded valkey-server to exit")
 
-    restarted = start(data_dir, tmp_path)
-    new_valkey = our_valkey(restarted, data_dir)
-    cleanup.append((restarted, new_valkey, data_dir))
+    restarted, new_valkey = start(data_dir, tmp_path, cleanup)
     assert new_valkey != valkey_pid
 
     # Same password, new session; and the old session survived the restart too.
@@ -127,9 +136,7 @@ async def test_serve_creates_its_data_dir_and_a_second_serve_on_it_fails_fast(
 ) -> None:
     data_dir = tmp_path / "fresh" / "d"
     assert not data_dir.exists()
-    node = start(data_dir, tmp_path)
-    valkey_pid = our_valkey(node, data_dir)
-    cleanup.append((node, valkey_pid, data_dir))
+    node, valkey_pid = start(data_dir, tmp_path, cleanup)
 
     assert data_dir.is_dir()
     aof = data_dir / "appendonlydir"
@@ -172,9 +179,7 @@ async def test_sigkill_of_dmhub_takes_its_valkey_down_and_the_folder_is_reusable
     tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
 ) -> None:
     data_dir = tmp_path / "d"
-    node = start(data_dir, tmp_path)
-    valkey_pid = our_valkey(node, data_dir)
-    cleanup.append((node, valkey_pid, data_dir))
+    node, valkey_pid = start(data_dir, tmp_path, cleanup)
 
     alice = await new_user(node.url)
     bob = await new_user(node.url, open_dms=True)
@@ -190,8 +195,7 @@ async def test_sigkill_of_dmhub_takes_its_valkey_down_and_the_folder_is_reusable
 
     # The lock died with the process: a new dmhub can take the folder, and the
     # acknowledged message is there.
-    restarted = start(data_dir, tmp_path)
-    cleanup.append((restarted, our_valkey(restarted, data_dir), data_dir))
+    restarted, _ = start(data_dir, tmp_path, cleanup)
     again = Client(restarted.url)
     await again.sign_in(bob.user["handle"], PASSWORD)
     assert await history(again, alice.user["handle"]) == [message]
@@ -205,15 +209,9 @@ async def test_a_valkey_killed_under_serve_is_restarted_on_the_same_data_and_soc
     tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
 ) -> None:
     data_dir = tmp_path / "d"
-    node = start(data_dir, tmp_path)
-    valkey_pid = our_valkey(node, data_dir)
-    cleanup.append((node, valkey_pid, data_dir))
+    node, valkey_pid = start(data_dir, tmp_path, cleanup)
 
-    alice = await new_user(node.url)
-    bob = await new_user(node.url)
-    assert alice.user and bob.user
-    a_h, b_h = alice.user["handle"], bob.user["handle"]
-    await bob.follow(a_h)
+    alice, bob, a_h, b_h = await alice_and_bob(node.url)
     async with alice.socket() as alice_sock, bob.socket() as bob_sock:
         bob_phone = bob.socket()
         await bob_phone.connect()
@@ -261,9 +259,7 @@ async def test_a_valkey_that_keeps_dying_makes_serve_exit_non_zero(
     tmp_path: Path, cleanup: list[tuple[DmhubProcess | None, int | None, Path]]
 ) -> None:
     data_dir = tmp_path / "d"
-    node = start(data_dir, tmp_path)
-    pid = our_valkey(node, data_dir)
-    cleanup.append((node, pid, data_dir))
+    node, pid = start(data_dir, tmp_path, cleanup)
     assert node.process is not None
     kills = 0
     while node.process.poll() is None and kills < VALKEY_RESTART_BUDGET + 1:
