@@ -936,10 +936,9 @@ def main(argv: list[str] | None = None) -> int:
         session.log(f"server logs kept in {work.relative_to(ROOT)}")
     else:
         shutil.rmtree(work, ignore_errors=True)
-    session.log(
-        f"wrote {out.relative_to(ROOT)}/summary.md and p99_vs_rate.png "
-        f"in {info['elapsed_min']:.1f} min"
-    )
+    # --out may point anywhere (a scratch folder outside the repository).
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    session.log(f"wrote {shown}/summary.md and p99_vs_rate.png in {info['elapsed_min']:.1f} min")
     print((out / "summary.md").read_text())
     return 0
 
