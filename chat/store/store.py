@@ -217,7 +217,7 @@ class Store:
         self._link = client.register_script(_script("link.lua"))
         self._block = client.register_script(_script("block.lua"))
         self._facts = client.register_script(_script("facts.lua"))
-        self._bounds = client.register_script(_script("stream_bounds.lua"))
+        self._stream_read = client.register_script(_script("stream_read.lua"))
         self._counter = client.register_script(_script("counter.lua"))
         self._events_page = client.register_script(_script("events_page.lua"))
         # The hot path (facts, send, session lookups) goes through the pipelined
@@ -633,7 +633,7 @@ class Store:
 
     async def event_bounds(self, lc: str) -> tuple[str, str]:
         """(newest event id, oldest id kept after trimming or '0-0') of a user's events."""
-        last, floor = await self._bounds(keys=[keys.events(lc)])
+        last, floor, _ = await self._stream_read(keys=[keys.events(lc)], args=["0-0", 0])
         return str(last), str(floor)
 
     async def events_after(

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis
 
 from chat.protocol.frames import with_cursor
 from chat.store import keys
+from chat.store.store import _script
 
 INDEX_SCAN_COUNT = 500
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +35,7 @@ class WebhookStore:
         self._delete = client.register_script(_script("webhook_delete.lua"))
         self._update = client.register_script(_script("webhook_update.lua"))
         self._lease = client.register_script(_script("webhook_lease.lua"))
-        self._read = client.register_script(_script("webhook_read.lua"))
+        self._read = client.register_script(_script("stream_read.lua"))
 
     # -- what the API does -----------------------------------------------------
 

@@ -1,8 +1,9 @@
--- The events after a webhook's position, with what retention took.
+-- An event stream's bounds, and the events after a position: what a resuming
+-- socket (bounds only) and a webhook (bounds and a page) both need.
 -- KEYS: 1 ev:{lc}   ARGV: 1 position (exclusive)   2 most entries (0: only the bounds)
 -- Returns {newest id, oldest id kept when older ones were trimmed ('0-0' when
--- nothing was), entries}. As in stream_bounds.lua: a position below that floor
--- means events after it may be gone.
+-- nothing was), entries}. A position below that floor cannot be replayed
+-- without a gap.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'0-0', '0-0', {}}
 end
