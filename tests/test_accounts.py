@@ -202,7 +202,7 @@ async def test_secrets_are_stored_hashed(server: RunningServer, settings: Settin
     token = made.json()["token"]
     assert settings.redis_url
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    stored = client.hget(f"user:{handle.lower()}", "pw")
+    stored = client.hget(f"user:{{{handle.lower()}}}", "pw")
     dump = {key: client.type(key) for key in client.scan_iter()}
     client.close()
     assert isinstance(stored, str) and stored.startswith("$argon2id$") and PASSWORD not in stored

@@ -49,9 +49,9 @@ async def test_lane_and_broker_authenticate_and_the_lane_picks_its_database(
     broker = Broker(url, on_message=lambda c, p: heard.append((c, p)), on_resubscribed=resubscribed)
     await broker.start()
     try:
-        await asyncio.wait_for(broker.subscribe("ch:ann"), 5)
+        await asyncio.wait_for(broker.subscribe("ch:{ann}"), 5)
         await lane.execute("SET", "k", "v")
-        assert await lane.execute("PUBLISH", "ch:ann", "hello") == 1
+        assert await lane.execute("PUBLISH", "ch:{ann}", "hello") == 1
         check = redis.Redis(port=guarded_valkey, password=PASSWORD, db=2, decode_responses=True)
         assert check.get("k") == "v"
         check.close()
@@ -59,7 +59,7 @@ async def test_lane_and_broker_authenticate_and_the_lane_picks_its_database(
             if heard:
                 break
             await asyncio.sleep(0.02)
-        assert heard == [("ch:ann", "hello")]
+        assert heard == [("ch:{ann}", "hello")]
     finally:
         await broker.stop()
         await lane.aclose()

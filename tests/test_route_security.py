@@ -479,7 +479,7 @@ async def test_redis_holds_no_token_or_password_as_given(world: World) -> None:
         ]
         assert (found, values) == ([], [])
         assert client.exists(f"sess:{hashlib.sha256(token.encode()).hexdigest()}")
-        stored = client.hget(f"user:{handle(world.owner).lower()}", "pw")
+        stored = client.hget(f"user:{{{handle(world.owner).lower()}}}", "pw")
         assert stored and stored.decode().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
         assert PASSWORD.encode() not in stored
     finally:

@@ -36,7 +36,6 @@ log = logging.getLogger("dmhub.hub")
 # giving up and asking every socket to reconnect.
 RESYNC_PATIENCE_S = 30.0
 RESYNC_BACKOFF_MAX_S = 1.0
-CHANNEL_PREFIX = keys.channel("")
 
 
 class Hub:
@@ -215,7 +214,7 @@ class Hub:
 
     def dispatch(self, channel: str, payload: str) -> None:
         """Called by the broker for every pub/sub message, in publish order."""
-        lc = channel[len(CHANNEL_PREFIX) :]
+        lc = keys.channel_user(channel)
         conns = self.by_user.get(lc)
         if payload.startswith("x "):
             # A session ended: its own sockets, and its team sockets (`?as=`).

@@ -10,7 +10,7 @@ SEQ = "seq"  # one counter: message ids and the order of follows and blocks
 
 
 def user(lc: str) -> str:
-    return f"user:{lc}"
+    return f"user:{{{lc}}}"
 
 
 def session(token_hash: str) -> str:
@@ -18,23 +18,23 @@ def session(token_hash: str) -> str:
 
 
 def following(lc: str) -> str:
-    return f"fwing:{lc}"
+    return f"fwing:{{{lc}}}"
 
 
 def followers(lc: str) -> str:
-    return f"fwers:{lc}"
+    return f"fwers:{{{lc}}}"
 
 
 def blocking(lc: str) -> str:
-    return f"blk:{lc}"
+    return f"blk:{{{lc}}}"
 
 
 def blocked_by(lc: str) -> str:
-    return f"blkby:{lc}"
+    return f"blkby:{{{lc}}}"
 
 
 def wrote(lc: str) -> str:
-    return f"wrote:{lc}"
+    return f"wrote:{{{lc}}}"
 
 
 def conversation(a: str, b: str) -> str:
@@ -43,35 +43,43 @@ def conversation(a: str, b: str) -> str:
 
 
 def inbox(lc: str) -> str:
-    return f"cin:{lc}"
+    return f"cin:{{{lc}}}"
 
 
 def requests(lc: str) -> str:
-    return f"creq:{lc}"
+    return f"creq:{{{lc}}}"
 
 
 def unread(lc: str) -> str:
-    return f"unread:{lc}"
+    return f"unread:{{{lc}}}"
 
 
 def read_pointer(lc: str) -> str:
-    return f"rd:{lc}"
+    return f"rd:{{{lc}}}"
 
 
 def cleared(lc: str) -> str:
-    return f"clr:{lc}"
+    return f"clr:{{{lc}}}"
 
 
 def client_ids(lc: str) -> str:
-    return f"cid:{lc}"
+    return f"cid:{{{lc}}}"
 
 
 def events(lc: str) -> str:
-    return f"ev:{lc}"
+    return f"ev:{{{lc}}}"
 
 
 def channel(lc: str) -> str:
-    return f"ch:{lc}"
+    return f"ch:{{{lc}}}"
+
+
+CHANNEL_PREFIX = "ch:{"
+
+
+def channel_user(channel_name: str) -> str:
+    """The user whose channel this is (the inverse of `channel`)."""
+    return channel_name[len(CHANNEL_PREFIX) : -1]
 
 
 def folder_key(lc: str, folder: str) -> str:

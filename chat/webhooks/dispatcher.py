@@ -55,7 +55,6 @@ SUPERVISOR_BACKOFF_MAX_S = 10.0
 RELEASE_TIMEOUT_S = 2.0
 MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "dmhub-webhooks/1"
-CHANNEL_PREFIX = keys.channel("")
 WAKE_PREFIX = keys.webhook_wake("")[:-1]  # "whwake:{"
 # Updates to a webhook: 1 applied, 0 it is gone, -1 lease lost, -2 replayed meanwhile.
 APPLIED, GONE, LEASE_LOST, REPLAYED = 1, 0, -1, -2
@@ -244,11 +243,11 @@ class Dispatcher:
             for worker in self.by_account.get(channel[len(WAKE_PREFIX) : -1], ()):
                 if payload in ("*", worker.webhook_id):
                     worker.notify(control=True)
-        elif channel.startswith(CHANNEL_PREFIX):
+        elif channel.startswith(keys.CHANNEL_PREFIX):
             # Typing and session ends are not in the stream: nothing to deliver.
             if payload.startswith(("t ", "x ")):
                 return
-            for worker in self.by_account.get(channel[len(CHANNEL_PREFIX) :], ()):
+            for worker in self.by_account.get(keys.channel_user(channel), ()):
                 worker.notify(control=False)
 
     async def _wake_all(self) -> None:
