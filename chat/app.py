@@ -28,6 +28,7 @@ from chat.hub import Hub
 from chat.runtime import Runtime
 from chat.store import failures
 from chat.store.lane import Lane
+from chat.store.outbox import Reconciler
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
 from chat.transport import (
@@ -152,9 +153,12 @@ def create_app(settings: Settings) -> Starlette:
         await webhooks.start()
         collector = Collector()
         collector.start()
+        reconciler = Reconciler(store.outbox)
+        reconciler.start()
         try:
             yield
         finally:
+            await reconciler.stop()
             await collector.stop()
             await webhooks.stop()
             await hub.stop()

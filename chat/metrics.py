@@ -10,6 +10,11 @@ SEND_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 PUBSUB_RECONNECTS = Counter("dmhub_pubsub_reconnects_total", "Pub/sub reconnections.")
+RECONCILED = Counter(
+    "dmhub_reconciled_total",
+    "Split operations a reconciler completed after their process left them half-done.",
+    ["kind"],
+)
 EVENTS_DISPATCHED = Counter("dmhub_events_dispatched_total", "Pub/sub events fanned out here.")
 SLOW_CLOSES = Counter("dmhub_slow_socket_closes_total", "Sockets closed with 1013 (too slow).")
 INVALID_FRAMES = Counter("dmhub_invalid_frames_total", "Frames answered with an invalid error.")

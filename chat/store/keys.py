@@ -6,6 +6,8 @@ while the handle as typed is kept in the user hash.
 
 import zlib
 
+from chat.store.slots import key_slot, slot_tag
+
 SEQ = "seq"  # one counter: message ids and the order of follows and blocks
 
 
@@ -210,3 +212,17 @@ def team_conversations(business: str) -> str:
 
 def notes(business: str, peer: str) -> str:
     return f"notes:{{{business}}}:{peer}"
+
+
+# -- the outbox (chat/store/outbox.py): one stream per hash slot, named by the
+# slot's tag, so that the first step of a split operation can write it in the
+# same script as its own effect, and the reconciler knows every outbox there is.
+
+
+def outbox(lc: str) -> str:
+    """The outbox in the slot of `lc`'s keys."""
+    return outbox_of_slot(key_slot(lc))
+
+
+def outbox_of_slot(slot: int) -> str:
+    return f"obx:{{{slot_tag(slot)}}}"

@@ -22,6 +22,7 @@ from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys
 from chat.store.lane import Lane
+from chat.store.outbox import Outbox
 from chat.store.signin import SigninStore
 
 # `qr`: a business's quick replies, as JSON (chat/store/business.py).
@@ -224,6 +225,9 @@ class Store:
         # lane when there is one; everything else uses the ordinary client.
         self.lane = lane
         self.signin = SigninStore(client)
+        # What split operations still owe another slot; each operation's module
+        # registers the handler that completes it (chat/store/outbox.py).
+        self.outbox = Outbox(client)
 
     async def _hot_script(self, script: Any, key_names: list[str], args: list[Any]) -> Any:
         if self.lane is None:

@@ -1,0 +1,240 @@
+"""The outbox and its reconciler: how an operation that touches two users
+finishes even if the process running it dies half-way.
+
+On a Valkey Cluster two users' keys live in different slots, maybe on
+different nodes, and no script or transaction spans them. So a send, a
+follow, a block or a read receipt runs as steps, one per slot, in a fixed
+order. The first step that writes decides the outcome and, in the same
+script, appends what remains to be done to its slot's outbox
+(scripts/outbox.lua); the later steps are idempotent. The process that ran
+the first step runs the rest at once and then calls `Outbox.done`.
+
+If it dies in between, the entry stays pending in the outbox's consumer group
+and idles. Every process runs a `Reconciler`: it finds the outboxes that hold
+entries (one script per node, scripts/outbox_scan.lua), claims the entries
+idle longer than `RECONCILE_MIN_IDLE_MS` with XAUTOCLAIM (atomic, so two
+reconcilers never claim one entry at the same time) and runs the registered
+handler for the entry's kind, which performs the remaining steps. A handler
+that runs twice has the same effect as once; that is what lets a claim
+overlap a slow original without harm.
+
+There is one outbox per hash slot (`keys.outbox_of_slot`), not per user, so
+the set of outboxes is finite and known: no SCAN, and nothing global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from chat import metrics
+from chat.store import keys
+from chat.store.slots import SLOTS, key_slot
+from chat.tasks import cancel_and_wait
+
+log = logging.getLogger("dmhub.reconcile")
+
+GROUP = "reconcile"
+# Entries are born pending for INFLIGHT (scripts/outbox.lua) and move to
+# RECLAIMER when a reconciler claims them. Fixed names: a consumer per process
+# would add one to every outbox's group at every restart, without bound.
+INFLIGHT = "inflight"
+RECLAIMER = "reconciler"
+
+# An entry idle this long is taken to be abandoned. A live process finishes its
+# operation in milliseconds; a claim that overlaps a slow one is harmless
+# (handlers are idempotent), only wasted work.
+RECONCILE_MIN_IDLE_MS = 5_000
+# How often each process sweeps every outbox, with jitter so that processes
+# started together do not sweep together.
+RECONCILE_INTERVAL_S = 10.0
+# Outboxes checked per script call: about 2 ms of Valkey time, short enough not
+# to stall the sends queued behind it.
+SCAN_BATCH = 1024
+CLAIM_COUNT = 100
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+OUTBOX_LUA = resources.files("chat.store").joinpath("scripts", "outbox.lua").read_text()
+
+
+def _script(name: str) -> str:
+    return resources.files("chat.store").joinpath("scripts", name).read_text()
+
+
+class Outbox:
+    """What split operations still owe, and the handlers that pay it."""
+
+    def __init__(self, client: Any) -> None:
+        self.redis: Any = client
+        self._done = client.register_script(_script("outbox_done.lua"))
+        self._scan = client.register_script(_script("outbox_scan.lua"))
+        self.handlers: dict[str, Handler] = {}
+
+    def register(self, kind: str, handler: Handler) -> None:
+        """`handler(payload)` performs the remaining steps of a `kind` operation,
+        idempotently: the reconciler may run it after the original did."""
+        self.handlers[kind] = handler
+
+    async def done(self, lc: str, *entry_ids: str) -> None:
+        """The operations recorded in `lc`'s slot's outbox are complete."""
+        await self.done_in(keys.outbox(lc), *entry_ids)
+
+    async def done_in(self, outbox: str, *entry_ids: str) -> None:
+        if entry_ids:
+            await self._done(keys=[outbox], args=list(entry_ids))
+
+    async def finish_later(self, lc: str, entry_id: str) -> None:
+        """`done`, for callers that already answered their client: a failure is
+        only logged, since the entry stays pending and the reconciler, finding
+        the remaining steps already applied, removes it."""
+        try:
+            await self.done(lc, entry_id)
+        except (RedisError, OSError) as exc:
+            log.info("outbox entry %s stays for the reconciler: %s", entry_id, exc)
+
+    # -- the reconciler's sweep -----------------------------------------------
+
+    async def nonempty(self, slots: Sequence[int]) -> list[str]:
+        """The outboxes of these slots that hold entries (all on one node)."""
+        found: list[str] = []
+        for start in range(0, len(slots), SCAN_BATCH):
+            names = [keys.outbox_of_slot(slot) for slot in slots[start : start + SCAN_BATCH]]
+            found.extend(await self._scan_names(names))
+        return found
+
+    async def _scan_names(self, names: list[str]) -> list[str]:
+        nodes_manager = getattr(self.redis, "nodes_manager", None)
+        if nodes_manager is None:
+            result: list[str] = await self._scan(keys=names)
+            return result
+        # A cluster client checks that a script's keys share one slot; this one
+        # is allowed to span slots (allow-cross-slot-keys) as long as they are
+        # on one node, so it is sent to that node directly.
+        node = nodes_manager.get_node_from_slot(key_slot(names[0]))
+        try:
+            result = await self.redis.execute_command(
+                "EVALSHA", self._scan.sha, len(names), *names, target_nodes=node
+            )
+        except RedisError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            await self.redis.execute_command("SCRIPT", "LOAD", self._scan.script, target_nodes=node)
+            result = await self.redis.execute_command(
+                "EVALSHA", self._scan.sha, len(names), *names, target_nodes=node
+            )
+        return list(result)
+
+    def slot_groups(self) -> list[list[int]]:
+        """Slots grouped by the node that serves them (one group on a single Valkey)."""
+        nodes_manager = getattr(self.redis, "nodes_manager", None)
+        if nodes_manager is None:
+            return [list(range(SLOTS))]
+        by_node: dict[str, list[int]] = {}
+        for slot in range(SLOTS):
+            node = nodes_manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, []).append(slot)
+        return list(by_node.values())
+
+    async def reconcile(self, min_idle_ms: int = RECONCILE_MIN_IDLE_MS) -> int:
+        """One sweep: complete every operation abandoned for `min_idle_ms`.
+        Returns how many entries were completed."""
+        completed = 0
+        for slots in self.slot_groups():
+            for outbox in await self.nonempty(slots):
+                completed += await self.reconcile_outbox(outbox, min_idle_ms)
+        return completed
+
+    async def reconcile_outbox(self, outbox: str, min_idle_ms: int) -> int:
+        completed = 0
+        cursor = "0-0"
+        while True:
+            reply = await self.redis.execute_command(
+                "XAUTOCLAIM", outbox, GROUP, RECLAIMER, min_idle_ms, cursor, "COUNT", CLAIM_COUNT
+            )
+            cursor, entries = reply[0], reply[1]
+            for entry in entries:
+                if entry is None:
+                    continue
+                if await self._complete(outbox, entry[0], entry[1]):
+                    completed += 1
+            if cursor == "0-0":
+                return completed
+
+    async def _complete(self, outbox: str, entry_id: str, fields: Any) -> bool:
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
+        kind = fields.get("k", "")
+        handler = self.handlers.get(kind)
+        if handler is None:
+            # A newer version's operation, perhaps: leave it for a process that knows it.
+            log.warning("outbox %s entry %s: no handler for kind %r", outbox, entry_id, kind)
+            return False
+        try:
+            payload = json.loads(fields.get("p", ""))
+            if not isinstance(payload, dict):
+                raise ValueError("payload is not an object")
+        except ValueError:
+            # Nothing can ever complete it: drop it, loudly, rather than claim it forever.
+            log.error(
+                "outbox %s entry %s (%s): unreadable payload, dropped", outbox, entry_id, kind
+            )
+            await self.done_in(outbox, entry_id)
+            return False
+        try:
+            await handler(payload)
+        except (RedisError, OSError) as exc:
+            # The other slot is unreachable for now: the entry idles again and
+            # the next sweep retries it. One such entry does not stop the sweep.
+            log.warning(
+                "outbox %s entry %s (%s) not completed yet: %s", outbox, entry_id, kind, exc
+            )
+            return False
+        except Exception:
+            log.exception("outbox %s entry %s (%s): handler failed", outbox, entry_id, kind)
+            return False
+        await self.done_in(outbox, entry_id)
+        metrics.RECONCILED.labels(kind).inc()
+        log.info("completed a %s left half-done (outbox entry %s)", kind, entry_id)
+        return True
+
+
+class Reconciler:
+    """The background sweep, in every process: supervised, never fatal."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        interval_s: float = RECONCILE_INTERVAL_S,
+        min_idle_ms: int = RECONCILE_MIN_IDLE_MS,
+    ) -> None:
+        self.outbox = outbox
+        self.interval_s = interval_s
+        self.min_idle_ms = min_idle_ms
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dmhub-reconciler")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s * random.uniform(0.5, 1.5))
+            try:
+                await self.outbox.reconcile(self.min_idle_ms)
+            except (RedisError, OSError) as exc:
+                # Storage down or a slot on the move: the next sweep tries again.
+                log.warning("reconciler sweep failed: %s", exc)
+            except Exception:
+                log.exception("reconciler sweep failed")

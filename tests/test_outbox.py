@@ -1,0 +1,137 @@
+"""The outbox and the reconciler (chat/store/outbox.py), on a real Valkey."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from chat.store import keys
+from chat.store.outbox import OUTBOX_LUA, Outbox
+from chat.store.slots import SLOTS, all_slot_tags, key_slot, slot_tag
+
+# A first step in miniature: its own effect and the outbox entry, atomically.
+FIRST_STEP_LUA = (
+    OUTBOX_LUA
+    + """
+redis.call('SET', KEYS[2], 'first step done')
+return outbox_add(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
+
+
+def test_key_slot_matches_the_cluster_specification() -> None:
+    # Examples from the Redis Cluster specification and its hash-tag rules.
+    assert key_slot("foo") == 12182
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers") == 3443
+    assert key_slot("foo{}{bar}") == key_slot("foo{}{bar}")  # an empty tag hashes the whole key
+    assert key_slot("foo{{bar}}zap") == key_slot("{bar")
+    assert key_slot("foo{bar}{zap}") == key_slot("bar")
+
+
+def test_every_slot_has_a_tag_that_lands_in_it() -> None:
+    tags = all_slot_tags()
+    assert len(tags) == SLOTS == len(set(tags))
+    assert all(key_slot(tag) == slot for slot, tag in enumerate(tags))
+    assert slot_tag(key_slot("alice")) == tags[key_slot("alice")]
+
+
+def test_a_users_outbox_is_in_that_users_slot() -> None:
+    for lc in ("alice", "bob", "acme_support", "x"):
+        assert key_slot(keys.outbox(lc)) == key_slot(keys.user(lc)) == key_slot(keys.events(lc))
+
+
+@pytest.fixture
+async def client(redis_url: str) -> Any:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    await connection.aclose()
+
+
+async def first_step(client: Any, lc: str, kind: str, payload: dict[str, Any]) -> str:
+    script = client.register_script(FIRST_STEP_LUA)
+    entry: str = await script(
+        keys=[keys.outbox(lc), f"effect:{{{lc}}}"], args=[kind, json.dumps(payload)]
+    )
+    return entry
+
+
+async def test_an_entry_is_pending_from_its_first_moment_and_done_removes_it(client: Any) -> None:
+    outbox = Outbox(client)
+    entry = await first_step(client, "alice", "demo", {"n": 1})
+    assert await client.get("effect:{alice}") == "first step done"
+    pending = await client.xpending(keys.outbox("alice"), "reconcile")
+    assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "inflight"
+    await outbox.done("alice", entry)
+    assert await client.xlen(keys.outbox("alice")) == 0
+    assert (await client.xpending(keys.outbox("alice"), "reconcile"))["pending"] == 0
+
+
+async def test_the_reconciler_completes_abandoned_entries_once(client: Any) -> None:
+    outbox = Outbox(client)
+    done: list[dict[str, Any]] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        done.append(payload)
+
+    outbox.register("demo", handler)
+    await first_step(client, "alice", "demo", {"n": 1})
+    await first_step(client, "bob", "demo", {"n": 2})
+    # Young entries belong to the process still working on them.
+    assert await outbox.reconcile(min_idle_ms=60_000) == 0
+    assert done == []
+    assert sorted(await outbox.nonempty(list(range(SLOTS)))) == sorted(
+        {keys.outbox("alice"), keys.outbox("bob")}
+    )
+    assert await outbox.reconcile(min_idle_ms=0) == 2
+    assert sorted(p["n"] for p in done) == [1, 2]
+    assert await outbox.reconcile(min_idle_ms=0) == 0
+    assert len(done) == 2
+    assert await outbox.nonempty(list(range(SLOTS))) == []
+
+
+async def test_a_failing_handler_leaves_the_entry_for_the_next_sweep(client: Any) -> None:
+    outbox = Outbox(client)
+    calls = 0
+
+    async def flaky(payload: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the other slot is down")
+
+    outbox.register("demo", flaky)
+    await first_step(client, "carol", "demo", {})
+    assert await outbox.reconcile(min_idle_ms=0) == 0
+    assert await client.xlen(keys.outbox("carol")) == 1
+    assert await outbox.reconcile(min_idle_ms=0) == 1
+    assert await client.xlen(keys.outbox("carol")) == 0
+
+
+async def test_unknown_kinds_stay_and_unreadable_payloads_are_dropped(client: Any) -> None:
+    outbox = Outbox(client)
+    await first_step(client, "dave", "from_a_newer_version", {})
+    assert await outbox.reconcile(min_idle_ms=0) == 0
+    assert await client.xlen(keys.outbox("dave")) == 1
+
+    outbox.register("demo", lambda payload: pytest.fail("must not run"))  # type: ignore[arg-type,return-value]
+    script = client.register_script(FIRST_STEP_LUA)
+    await script(keys=[keys.outbox("erin"), "effect:{erin}"], args=["demo", "not json"])
+    assert await outbox.reconcile(min_idle_ms=0) == 0
+    assert await client.xlen(keys.outbox("erin")) == 0
+
+
+async def test_the_group_keeps_two_consumers_however_many_entries(client: Any) -> None:
+    outbox = Outbox(client)
+    outbox.register("demo", lambda payload: _nothing())
+    for n in range(5):
+        await first_step(client, "frank", "demo", {"n": n})
+    await outbox.reconcile(min_idle_ms=0)
+    consumers = await client.xinfo_consumers(keys.outbox("frank"), "reconcile")
+    assert sorted(c["name"] for c in consumers) == ["inflight", "reconciler"]
+
+
+async def _nothing() -> None:
+    return None
