@@ -153,7 +153,11 @@ def create_app(settings: Settings) -> Starlette:
         await webhooks.start()
         collector = Collector()
         collector.start()
-        reconciler = Reconciler(store.outbox)
+        reconciler = Reconciler(
+            store.outbox,
+            interval_s=settings.reconcile_interval_s,
+            min_idle_ms=settings.reconcile_min_idle_ms,
+        )
         reconciler.start()
         try:
             yield

@@ -29,6 +29,11 @@ VALKEY_RESTART_BUDGET = 5
 VALKEY_RESTART_WINDOW_S = 60.0
 # How long a send's client_id is remembered, i.e. how long a retry is honoured.
 DEFAULT_CLIENT_ID_TTL_S = 24 * 3600
+# The reconciler (chat/store/outbox.py): how often each process sweeps the
+# outboxes, and how long an entry must have idled before it counts as abandoned
+# (a live process finishes its operation in milliseconds).
+DEFAULT_RECONCILE_INTERVAL_S = 10.0
+DEFAULT_RECONCILE_MIN_IDLE_MS = 5_000
 DEFAULT_SESSION_TTL_S = 30 * 24 * 3600
 DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_SOCKET_QUEUE = 512
@@ -224,6 +229,8 @@ class Settings:
     reporter_min_age_s: int = DEFAULT_REPORTER_MIN_AGE_S
     # The admin HTTP API exists only when this is set.
     admin_token: str | None = None
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+    reconcile_min_idle_ms: int = DEFAULT_RECONCILE_MIN_IDLE_MS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -247,6 +254,10 @@ class Settings:
             allowed_origins=allowed_origins,
             valkey_maxmemory=maxmemory or DEFAULT_VALKEY_MAXMEMORY,
             client_id_ttl_s=_client_id_ttl(),
+            reconcile_interval_s=_float("DMHUB_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S),
+            reconcile_min_idle_ms=_int(
+                "DMHUB_RECONCILE_MIN_IDLE_MS", DEFAULT_RECONCILE_MIN_IDLE_MS
+            ),
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),

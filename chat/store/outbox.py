@@ -35,6 +35,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from chat import metrics
+from chat.config import DEFAULT_RECONCILE_INTERVAL_S, DEFAULT_RECONCILE_MIN_IDLE_MS
 from chat.store import keys
 from chat.store.slots import SLOTS, key_slot
 from chat.tasks import cancel_and_wait
@@ -48,13 +49,12 @@ GROUP = "reconcile"
 INFLIGHT = "inflight"
 RECLAIMER = "reconciler"
 
-# An entry idle this long is taken to be abandoned. A live process finishes its
-# operation in milliseconds; a claim that overlaps a slow one is harmless
-# (handlers are idempotent), only wasted work.
-RECONCILE_MIN_IDLE_MS = 5_000
-# How often each process sweeps every outbox, with jitter so that processes
-# started together do not sweep together.
-RECONCILE_INTERVAL_S = 10.0
+# An entry idle this long is taken to be abandoned; a claim that overlaps a slow
+# original is harmless (handlers are idempotent), only wasted work. Each
+# process sweeps every interval, with jitter so that processes started together
+# do not sweep together.
+RECONCILE_MIN_IDLE_MS = DEFAULT_RECONCILE_MIN_IDLE_MS
+RECONCILE_INTERVAL_S = DEFAULT_RECONCILE_INTERVAL_S
 # Outboxes checked per script call: about 2 ms of Valkey time, short enough not
 # to stall the sends queued behind it.
 SCAN_BATCH = 1024
