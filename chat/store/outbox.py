@@ -9,14 +9,16 @@ script, appends what remains to be done to its slot's outbox
 (scripts/outbox.lua); the later steps are idempotent. The process that ran
 the first step runs the rest at once and then calls `Outbox.done`.
 
-If it dies in between, the entry stays pending in the outbox's consumer group
-and idles. Every process runs a `Reconciler`: it finds the outboxes that hold
-entries (one script per node, scripts/outbox_scan.lua), claims the entries
-idle longer than `RECONCILE_MIN_IDLE_MS` with XAUTOCLAIM (atomic, so two
-reconcilers never claim one entry at the same time) and runs the registered
-handler for the entry's kind, which performs the remaining steps. A handler
-that runs twice has the same effect as once; that is what lets a claim
-overlap a slow original without harm.
+If it dies in between, the entry stays in the outbox. Every process runs a
+`Reconciler`: it finds the outboxes that hold entries (one script per node,
+scripts/outbox_scan.lua), takes their new entries into the consumer group
+(XREADGROUP, so they start to idle), claims the entries idle longer than
+`RECONCILE_MIN_IDLE_MS` with XAUTOCLAIM (atomic, so two reconcilers never
+claim one entry at the same time) and runs the registered handler for the
+entry's kind, which performs the remaining steps. A handler that runs twice
+has the same effect as once; that is what lets a claim overlap a slow
+original without harm. An abandoned entry is therefore completed within
+`RECONCILE_MIN_IDLE_MS` plus two sweep intervals.
 
 There is one outbox per hash slot (`keys.outbox_of_slot`), not per user, so
 the set of outboxes is finite and known: no SCAN, and nothing global.
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from chat import metrics
 from chat.config import DEFAULT_RECONCILE_INTERVAL_S, DEFAULT_RECONCILE_MIN_IDLE_MS
@@ -43,11 +45,12 @@ from chat.tasks import cancel_and_wait
 log = logging.getLogger("dmhub.reconcile")
 
 GROUP = "reconcile"
-# Entries are born pending for INFLIGHT (scripts/outbox.lua) and move to
-# RECLAIMER when a reconciler claims them. Fixed names: a consumer per process
-# would add one to every outbox's group at every restart, without bound.
-INFLIGHT = "inflight"
+# Reconcilers read and claim entries as RECLAIMER. A fixed name: a consumer per
+# process would add one to every outbox's group at every restart, without bound.
 RECLAIMER = "reconciler"
+# The group is created by the first reconciler to find entries in an outbox,
+# from its start: every entry there is owed work.
+GROUP_START = "0"
 
 # An entry idle this long is taken to be abandoned; a claim that overlaps a slow
 # original is harmless (handlers are idempotent), only wasted work. Each
@@ -74,7 +77,6 @@ class Outbox:
 
     def __init__(self, client: Any) -> None:
         self.redis: Any = client
-        self._done = client.register_script(_script("outbox_done.lua"))
         self._scan = client.register_script(_script("outbox_scan.lua"))
         self.handlers: dict[str, Handler] = {}
 
@@ -89,7 +91,15 @@ class Outbox:
 
     async def done_in(self, outbox: str, *entry_ids: str) -> None:
         if entry_ids:
-            await self._done(keys=[outbox], args=list(entry_ids))
+            # Two plain commands in one round trip, not a script: a script call
+            # costs Valkey more than both commands. Not atomic, and need not be:
+            # XACK only releases a reconciler's claim on an entry taken while
+            # its operation was still running, and if it is lost, XAUTOCLAIM
+            # drops claims on deleted entries by itself.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xdel(outbox, *entry_ids)
+            pipe.xack(outbox, GROUP, *entry_ids)
+            await pipe.execute()
 
     async def finish_later(self, lc: str, entry_id: str) -> None:
         """`done`, for callers that already answered their client: a failure is
@@ -153,6 +163,7 @@ class Outbox:
         return completed
 
     async def reconcile_outbox(self, outbox: str, min_idle_ms: int) -> int:
+        await self._take_new(outbox)
         completed = 0
         cursor = "0-0"
         while True:
@@ -167,6 +178,30 @@ class Outbox:
                     completed += 1
             if cursor == "0-0":
                 return completed
+
+    async def _take_new(self, outbox: str) -> None:
+        """Deliver the entries no reconciler has seen yet to RECLAIMER, so that
+        they idle from now on; XAUTOCLAIM takes those idle long enough. The
+        replies are not used: an entry this young may belong to a running
+        operation."""
+        created = False
+        while True:
+            try:
+                reply = await self.redis.xreadgroup(
+                    GROUP, RECLAIMER, {outbox: ">"}, count=CLAIM_COUNT
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc) or created:
+                    raise
+                created = True
+                try:
+                    await self.redis.xgroup_create(outbox, GROUP, GROUP_START, mkstream=True)
+                except ResponseError as busy:
+                    if "BUSYGROUP" not in str(busy):  # else another reconciler was first
+                        raise
+                continue
+            if _delivered(reply) < CLAIM_COUNT:
+                return
 
     async def _complete(self, outbox: str, entry_id: str, fields: Any) -> bool:
         if isinstance(fields, list):
@@ -204,6 +239,14 @@ class Outbox:
         metrics.RECONCILED.labels(kind).inc()
         log.info("completed a %s left half-done (outbox entry %s)", kind, entry_id)
         return True
+
+
+def _delivered(reply: Any) -> int:
+    """How many entries redis-py's XREADGROUP reply holds: RESP2 gives
+    [[stream, entries]], RESP3 {stream: [entries]}."""
+    if isinstance(reply, dict):
+        return sum(len(value[0]) if value else 0 for value in reply.values())
+    return sum(len(row[1]) for row in reply or [])
 
 
 class Reconciler:

@@ -3,17 +3,13 @@
 -- first step, so that the step's effect and the record of what remains are one
 -- atomic write.
 --
--- The entry is delivered to the consumer 'inflight' at once, in this same
--- script, so it is pending from its first moment: the process that wrote it
--- finishes the operation and removes it (outbox_done.lua); if that process
--- dies, the entry idles, and a reconciler claims it with XAUTOCLAIM. Every
--- process uses the same two consumer names, so the group never grows with
--- restarts.
+-- The entry is only appended here, not delivered to anyone: the process that
+-- wrote it finishes the operation and deletes it (Outbox.done), mostly within
+-- milliseconds. Reconcilers take entries that are still there into the
+-- consumer group themselves (XREADGROUP), and claim them with XAUTOCLAIM once
+-- they idle. Making every entry pending here as well (EXISTS, XGROUP CREATE,
+-- XREADGROUP) cost Valkey about 17 µs per operation, for entries that almost
+-- always disappear before any reconciler looks (docs/performance.md).
 local function outbox_add(key, kind, payload)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('XGROUP', 'CREATE', key, 'reconcile', '$', 'MKSTREAM')
-  end
-  local entry = redis.call('XADD', key, '*', 'k', kind, 'p', payload)
-  redis.call('XREADGROUP', 'GROUP', 'reconcile', 'inflight', 'COUNT', '1', 'STREAMS', key, '>')
-  return entry
+  return redis.call('XADD', key, '*', 'k', kind, 'p', payload)
 end
