@@ -88,6 +88,11 @@ def folder_key(lc: str, folder: str) -> str:
     return inbox(lc) if folder == "inbox" else requests(lc)
 
 
+def idgen(lc: str) -> str:
+    """The last id lc's slot issued (chat/store/msgid.py): messages and edges."""
+    return f"idgen:{{{lc}}}"
+
+
 # Sign-in and sign-up throttling (v1.1 Limits). Per-IP keys carry the IP in their
 # hash tag so that one IP's counters live in one slot; per-account keys live in
 # the account's slot. All expire.

@@ -8,9 +8,9 @@ those into `unavailable`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from enum import IntEnum
 from importlib import resources
 from typing import Any
 
@@ -21,8 +21,12 @@ from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys
+from chat.store.graph import FollowResult, graph
+from chat.store.graph import register_handlers as register_graph_handlers
 from chat.store.lane import Lane
 from chat.store.outbox import Outbox
+from chat.store.receipts import receipts
+from chat.store.receipts import register_handlers as register_receipt_handlers
 from chat.store.signin import SigninStore
 
 # `qr`: a business's quick replies, as JSON (chat/store/business.py).
@@ -111,13 +115,6 @@ class PairFacts:
     recipient: dict[str, str] | None
     a_follows_b: bool
     a_has_request: bool = False
-
-
-class FollowResult(IntEnum):
-    ADDED = 1
-    ALREADY = 0
-    YOU_BLOCKED = -1
-    BLOCKED_YOU = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +210,9 @@ class Store:
             HOUR_MS,
         ]
         self._send = client.register_script(SEND_LUA)
-        self._read = client.register_script(_script("read.lua"))
         self._create_user = client.register_script(_script("create_user.lua"))
-        self._link = client.register_script(_script("link.lua"))
-        self._block = client.register_script(_script("block.lua"))
-        self._facts = client.register_script(_script("facts.lua"))
+        self._facts_sender = client.register_script(_script("facts_sender.lua"))
+        self._facts_recipient = client.register_script(_script("facts_recipient.lua"))
         self._stream_read = client.register_script(_script("stream_read.lua"))
         self._counter = client.register_script(_script("counter.lua"))
         self._events_page = client.register_script(_script("events_page.lua"))
@@ -228,6 +223,8 @@ class Store:
         # What split operations still owe another slot; each operation's module
         # registers the handler that completes it (chat/store/outbox.py).
         self.outbox = Outbox(client)
+        register_graph_handlers(self)
+        register_receipt_handlers(self)
 
     async def _hot_script(self, script: Any, key_names: list[str], args: list[Any]) -> Any:
         if self.lane is None:
@@ -303,44 +300,19 @@ class Store:
 
     # -- edges: follows and blocks -------------------------------------------
 
-    async def unlink(self, forward: str, reverse: str, a: str, b: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(forward, b)
-            pipe.zrem(reverse, a)
-            await pipe.execute()
-
     async def follow(self, a: str, b: str) -> FollowResult:
         """A follows B, unless a block stands between them (either way)."""
-        result = await self._link(
-            keys=[keys.SEQ, keys.following(a), keys.followers(b), keys.blocking(a),
-                  keys.blocking(b)],
-            args=[a, b],
-        )  # fmt: skip
-        return FollowResult(int(result))
+        return await graph(self).follow(a, b)
 
     async def unfollow(self, a: str, b: str) -> None:
-        await self.unlink(keys.following(a), keys.followers(b), a, b)
+        await graph(self).unfollow(a, b)
 
     async def block(self, a: str, b: str) -> bool:
-        """A blocks B: follows end both ways and B leaves A's requests, atomically."""
-        added = await self._block(
-            keys=[
-                keys.SEQ,
-                keys.blocking(a),
-                keys.blocked_by(b),
-                keys.following(a),
-                keys.followers(b),
-                keys.following(b),
-                keys.followers(a),
-                keys.requests(a),
-                keys.unread(a),
-            ],
-            args=[a, b],
-        )
-        return bool(added)
+        """A blocks B: follows end both ways and B leaves A's requests."""
+        return await graph(self).block(a, b)
 
     async def unblock(self, a: str, b: str) -> None:
-        await self.unlink(keys.blocking(a), keys.blocked_by(b), a, b)
+        await graph(self).unblock(a, b)
 
     async def edge_page(
         self, key: str, limit: int, before: int | None
@@ -357,38 +329,35 @@ class Store:
     # -- the permission facts -------------------------------------------------
 
     async def pair_facts(self, a: str, b: str) -> PairFacts:
-        """Everything `decide` needs about A writing to B, in one round trip."""
+        """Everything `decide` needs about A writing to B: one read in each slot."""
         if a == b:
             row = await self.user(a)
             exists = row is not None
             facts = Facts(sender_exists=exists, recipient_exists=exists, same_account=True)
             return PairFacts(facts, row["handle"] if row else None, row, False)
-        result = await self._hot_script(
-            self._facts,
-            [
-                keys.user(a),
-                keys.user(b),
-                keys.blocking(a),
-                keys.blocking(b),
-                keys.following(b),
-                keys.wrote(b),
-                keys.inbox(b),
-                keys.following(a),
-                keys.requests(a),
-            ],
-            [a, b],
-        )
+        # Two slots, so two single-slot reads, side by side: each half is a
+        # consistent snapshot of its user's keys, as a cluster allows.
         (
-            sender,
-            recipient_values,
-            a_blocks,
-            b_blocks,
-            b_follows,
-            b_wrote,
-            b_inbox,
-            a_follows,
-            a_request,
-        ) = result
+            (sender, a_blocks, a_follows, a_request),
+            (
+                recipient_values,
+                b_blocks,
+                b_follows,
+                b_wrote,
+                b_inbox,
+            ),
+        ) = await asyncio.gather(
+            self._hot_script(
+                self._facts_sender,
+                [keys.user(a), keys.blocking(a), keys.following(a), keys.requests(a)],
+                [b],
+            ),
+            self._hot_script(
+                self._facts_recipient,
+                [keys.user(b), keys.blocking(b), keys.following(b), keys.wrote(b), keys.inbox(b)],
+                [a],
+            ),
+        )
         recipient = _user_from_values(recipient_values)
         facts = Facts(
             sender_exists=sender[0] is not None,
@@ -593,21 +562,7 @@ class Store:
         )
 
     async def mark_read(self, me: str, peer: str, up_to: str, body: str, tell_peer: bool) -> int:
-        result = await self._read(
-            keys=[
-                keys.read_pointer(me),
-                keys.unread(me),
-                keys.conversation(me, peer),
-                keys.events(me),
-                keys.events(peer),
-                keys.channel(me),
-                keys.channel(peer),
-                keys.blocking(me),
-                keys.blocking(peer),
-            ],
-            args=[me, peer, up_to, body, "1" if tell_peer else "0", self.event_retention],
-        )
-        return int(result)
+        return await receipts(self).mark_read(me, peer, up_to, body, tell_peer)
 
     async def accept(self, me: str, peer: str) -> bool:
         """Move a request to the inbox; False when there is no such conversation."""

@@ -28,7 +28,8 @@ from chat.hub import actions
 from chat.protocol import validation
 from chat.runtime import Runtime
 from chat.store import accounts, business, keys, safety
-from chat.store.store import FollowResult, public_user
+from chat.store.graph import FollowResult
+from chat.store.store import public_user
 from chat.store.teams import team_store
 from chat.teams.authz import acting_account, agent_handle
 from chat.transport import auth

@@ -1,20 +1,24 @@
--- Move a reader's read pointer forward and tell whoever should know.
+-- A read receipt, step 1 of 2, in the reader's slot (docs/architecture.md,
+-- "Split operations"): move the reader's read pointer forward, recount their
+-- unread, tell the reader's own sockets, and when a receipt goes to the peer,
+-- record it in the outbox; step 2 (receipt.lua, in the peer's slot) delivers it.
 --
--- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{a}:{b}   4 ev:{me}   5 ev:{peer}
---       6 ch:{me}   7 ch:{peer}   8 blk:{me}   9 blk:{peer}
+-- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{a}:{b}   4 ev:{me}   5 ch:{me}
+--       6 blk:{me}   7 blkby:{me}   8 the outbox of me's slot
 -- ARGV: 1 me (lower case)   2 peer (lower case)   3 up_to (message id)
 --       4 the read frame body without its cursor   5 send a receipt to the peer ('1'|'0')
 --       6 event retention
--- Returns -1 when up_to is not a message of this conversation, 0 when the pointer
--- was already there or past it, 1 when it moved.
+-- Returns {-1} when up_to is not a message of this conversation, {0} when the
+-- pointer was already there or past it, {1} when it moved, {1, outbox entry}
+-- when it moved and a receipt is on its way to the peer.
 local me, peer, up_to = ARGV[1], ARGV[2], ARGV[3]
 
 if #redis.call('XRANGE', KEYS[3], up_to .. '-0', up_to .. '-0') == 0 then
-  return -1
+  return {-1}
 end
 local current = redis.call('HGET', KEYS[1], peer)
 if current and tonumber(current) >= tonumber(up_to) then
-  return 0
+  return {0}
 end
 redis.call('HSET', KEYS[1], peer, up_to)
 
@@ -34,11 +38,11 @@ end
 
 local body = ARGV[4]
 local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'p', peer, 'f', body)
-redis.call('PUBLISH', KEYS[6], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
--- Checked here too, so that a block made after the caller looked stops the receipt.
-local blocked = redis.call('ZSCORE', KEYS[8], peer) or redis.call('ZSCORE', KEYS[9], me)
+redis.call('PUBLISH', KEYS[5], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
+-- Checked here too, so that a block made after the caller looked stops the
+-- receipt: the reader's own blocks, and the mirror of the peer's.
+local blocked = redis.call('ZSCORE', KEYS[6], peer) or redis.call('ZSCORE', KEYS[7], peer)
 if ARGV[5] == '1' and not blocked then
-  local peer_cursor = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'p', me, 'f', body)
-  redis.call('PUBLISH', KEYS[7], 'r ' .. peer_cursor .. ' ' .. me .. ' -\n' .. body .. ',"cursor":"' .. peer_cursor .. '"}')
+  return {1, outbox_add(KEYS[8], 'receipt', cjson.encode({me = me, peer = peer, body = body}))}
 end
-return 1
+return {1}

@@ -1,0 +1,19 @@
+-- Follow, step 1 of 2, in the follower A's slot (docs/architecture.md, "Split
+-- operations"): refuse across a block either way (A's own list and the mirror
+-- blkby:{a} of B's list), else add the edge, keeping its first time, and record
+-- in the outbox that B's mirror fwers:{b} must follow (chat/store/graph.py).
+-- KEYS: 1 fwing:{a}   2 blk:{a}   3 blkby:{a}   4 idgen:{a}   5 the outbox of A's slot
+-- ARGV: 1 a   2 b
+-- Returns {1, outbox entry} added, {0} already there, {-1} a blocks b, {-2} b blocks a.
+local a, b = ARGV[1], ARGV[2]
+if redis.call('ZSCORE', KEYS[2], b) then
+  return {-1}
+end
+if redis.call('ZSCORE', KEYS[3], b) then
+  return {-2}
+end
+if redis.call('ZSCORE', KEYS[1], b) then
+  return {0}
+end
+redis.call('ZADD', KEYS[1], edge_id(KEYS[4]), b)
+return {1, outbox_add(KEYS[5], 'follow', cjson.encode({a = a, b = b}))}

@@ -1,0 +1,207 @@
+"""Follows, blocks and read receipts in per-slot steps: a crash between the steps
+is finished by the reconciler, once, and racing changes of one edge converge.
+
+A crash is the first step run alone (what a process that died right after it
+leaves); then the reconciler runs what the outbox says remains, twice, to show
+that twice is once. One test kills a real process at the crash point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aredis
+
+from chat.store import keys
+from chat.store.graph import FOLLOW, FollowResult, graph
+from chat.store.receipts import receipts
+from chat.store.store import SendResult, Store
+
+READ_BODY = '{"type":"read","reader":"Bob","peer":"Ann","up_to":"%s"'
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        made = Store(client, event_retention=100)
+        for handle in ("Ann", "Bob"):
+            await made.create_user(handle, "-", handle, "person")
+        yield made
+    finally:
+        await client.aclose()
+
+
+async def reconcile(store: Store) -> int:
+    """One sweep of the reconciler, taking every entry as abandoned."""
+    return await store.outbox.reconcile(min_idle_ms=0)
+
+
+async def pending(store: Store) -> int:
+    total = 0
+    for lc in ("ann", "bob"):
+        if await store.redis.exists(keys.outbox(lc)):
+            total += int(await store.redis.xlen(keys.outbox(lc)))
+    return total
+
+
+async def edges(store: Store) -> dict[str, list[tuple[str, float]]]:
+    """Every edge list of both users, with scores."""
+    found = {}
+    for name in ("following", "followers", "blocking", "blocked_by"):
+        for lc in ("ann", "bob"):
+            key = getattr(keys, name)(lc)
+            found[key] = await store.redis.zrange(key, 0, -1, withscores=True)
+    return found
+
+
+async def test_a_follow_cut_after_its_first_step_is_finished_once(store: Store) -> None:
+    first = await graph(store).follow_first("ann", "bob")
+    assert first[0] == FollowResult.ADDED
+    score = await store.redis.zscore(keys.following("ann"), "bob")
+    assert await store.redis.zscore(keys.followers("bob"), "ann") is None
+    assert await reconcile(store) == 1
+    assert await store.redis.zscore(keys.followers("bob"), "ann") == score
+    after_once = await edges(store)
+    assert await reconcile(store) == 0 and await pending(store) == 0
+    # The step itself, run again (a reconciler that died before marking it done).
+    await graph(store).sync_follow("ann", "bob")
+    assert await edges(store) == after_once
+    # And the request path agrees: following again changes nothing.
+    assert await store.follow("ann", "bob") == FollowResult.ALREADY
+
+
+async def test_a_block_cut_after_its_first_step_is_finished_once(store: Store) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    first = await graph(store).block_first("ann", "bob")
+    assert first[0] == 1
+    # Ann's side is done; Bob still follows Ann until step 2.
+    assert await store.redis.zscore(keys.following("ann"), "bob") is None
+    assert await store.redis.zscore(keys.followers("ann"), "bob") is None
+    assert await store.redis.zscore(keys.following("bob"), "ann") is not None
+    assert await reconcile(store) == 1
+    blocked = await edges(store)
+    (mirror,), (authority,) = blocked[keys.blocked_by("bob")], blocked[keys.blocking("ann")]
+    assert mirror == ("ann", authority[1]) and authority[0] == "bob"
+    assert blocked[keys.following("bob")] == blocked[keys.followers("bob")] == []
+    assert await reconcile(store) == 0
+    await graph(store).sync_block("ann", "bob")
+    assert await edges(store) == blocked
+    assert await store.block("ann", "bob") is False
+
+
+async def test_unfollow_and_unblock_cut_after_their_first_step(store: Store) -> None:
+    await store.follow("bob", "ann")
+    assert await graph(store).unlink_first(FOLLOW, "bob", "ann") is not None
+    assert await store.redis.zscore(keys.followers("ann"), "bob") is not None  # not yet
+    await store.block("ann", "bob")
+    assert await graph(store).unlink_first("block", "ann", "bob") is not None
+    assert await store.redis.zscore(keys.blocked_by("bob"), "ann") is not None  # not yet
+    assert await reconcile(store) == 2
+    assert all(rows == [] for rows in (await edges(store)).values())
+    assert await reconcile(store) == 0 and await pending(store) == 0
+    # Nothing to remove: no step 1 entry, nothing to reconcile.
+    assert await graph(store).unlink_first(FOLLOW, "bob", "ann") is None
+
+
+async def test_a_follow_meets_a_block_whose_mirror_is_not_written_yet(store: Store) -> None:
+    await graph(store).block_first("bob", "ann")  # bob's step 2 (blkby:{ann}) not run
+    # Step 1 in ann's slot cannot see the block; step 2 in bob's slot refuses
+    # and takes ann's edge back: the same answer as a block already mirrored.
+    assert await store.follow("ann", "bob") == FollowResult.BLOCKED_YOU
+    assert await store.redis.zscore(keys.following("ann"), "bob") is None
+    assert await store.redis.zscore(keys.followers("bob"), "ann") is None
+    await reconcile(store)
+    assert await store.follow("ann", "bob") == FollowResult.BLOCKED_YOU
+
+
+async def test_racing_follow_and_unfollow_leave_the_mirror_equal_to_the_edge(
+    store: Store,
+) -> None:
+    edges_ = graph(store)
+    # Follow's step 1, unfollow's steps 1 and 2, then follow's (late) step 2.
+    await edges_.follow_first("ann", "bob")
+    await edges_.unlink_first(FOLLOW, "ann", "bob")
+    await edges_.sync_follow("ann", "bob")
+    await edges_.sync_follow("ann", "bob")
+    assert await store.redis.zscore(keys.followers("bob"), "ann") is None
+    # Unfollow's step 1 between follow's steps: the mirror stays absent too.
+    await edges_.follow_first("ann", "bob")
+    await edges_.sync_follow("ann", "bob")
+    await edges_.unlink_first(FOLLOW, "ann", "bob")
+    await edges_.follow_first("ann", "bob")
+    await edges_.sync_follow("ann", "bob")
+    score = await store.redis.zscore(keys.following("ann"), "bob")
+    assert await store.redis.zscore(keys.followers("bob"), "ann") == score
+    await reconcile(store)
+    assert await store.redis.zscore(keys.followers("bob"), "ann") == score
+
+
+async def test_edge_order_comes_from_each_slot_and_pages_by_it(store: Store) -> None:
+    for handle in ("Cy", "Di", "Ed"):
+        await store.create_user(handle, "-", handle, "person")
+        await store.follow("ann", handle.lower())
+    page, cursor = await store.edge_page(keys.following("ann"), 2, None)
+    assert [row["handle"] for row in page] == ["Ed", "Di"] and cursor is not None
+    rest, more = await store.edge_page(keys.following("ann"), 2, int(cursor))
+    assert [row["handle"] for row in rest] == ["Cy"] and more is None
+    # Both lists of an edge carry the same order number.
+    assert await store.redis.zscore(keys.followers("cy"), "ann") == await store.redis.zscore(
+        keys.following("ann"), "cy"
+    )
+
+
+async def test_a_read_receipt_cut_after_its_first_step_is_delivered(store: Store) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    sent = await store.send(sender="ann", recipient="bob", text="hi", client_id=None, origin="-")
+    assert isinstance(sent, SendResult)
+    before = await store.redis.xlen(keys.events("ann"))
+    body = READ_BODY % sent.message_id
+    first = await receipts(store).read_first("bob", "ann", sent.message_id, body, True)
+    assert first[0] == 1 and len(first) == 2
+    assert await store.redis.xlen(keys.events("ann")) == before  # not yet
+    assert await reconcile(store) == 1
+    last = await store.redis.xrevrange(keys.events("ann"), "+", "-", 1)
+    assert last[0][1] == {"p": "bob", "f": body}
+    assert await reconcile(store) == 0 and await store.redis.xlen(keys.events("ann")) == before + 1
+
+
+async def test_a_receipt_step_2_refuses_what_changed_since_step_1(store: Store) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    sent = await store.send(sender="ann", recipient="bob", text="hi", client_id=None, origin="-")
+    assert isinstance(sent, SendResult)
+    body = READ_BODY % sent.message_id
+    await receipts(store).read_first("bob", "ann", sent.message_id, body, True)
+    before = await store.redis.xlen(keys.events("ann"))
+    await store.update_user("ann", {"rr": "0"}, [])  # ann turns receipts off meanwhile
+    assert await reconcile(store) == 1
+    assert await store.redis.xlen(keys.events("ann")) == before
+    assert await pending(store) == 0
+
+
+async def test_a_process_killed_after_a_follows_first_step_is_finished(
+    store: Store, redis_url: str
+) -> None:
+    program = f"""
+import asyncio, redis.asyncio as aredis
+from chat.store.store import Store
+async def main():
+    client = aredis.Redis.from_url({redis_url!r}, decode_responses=True)
+    await Store(client, event_retention=100).follow("ann", "bob")
+asyncio.run(main())
+"""
+    env = dict(os.environ, DMHUB_CRASH_AT="follow:after_first")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", program, env=env)
+    assert await asyncio.wait_for(child.wait(), 30) == 70
+    authority = await store.redis.zscore(keys.following("ann"), "bob")
+    assert authority is not None
+    assert await store.redis.zscore(keys.followers("bob"), "ann") is None
+    assert await reconcile(store) + await reconcile(store) == 1
+    assert await store.redis.zscore(keys.followers("bob"), "ann") == authority
