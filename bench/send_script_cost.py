@@ -94,6 +94,7 @@ SCRIPT_COMMANDS = ("evalsha", "eval", "fcall", "fcall_ro", "evalsha_ro", "eval_r
 class StoreRound:
     scripts: float  # usec of the script calls, per send
     cpu: float  # Valkey's process CPU, per send
+    own: float  # this process's CPU (Store.send, the lane, the event loop), per send
     by_command: dict[str, tuple[float, float]]  # name: (calls, usec) per send
 
 
@@ -115,7 +116,9 @@ async def store_round(
 
     await client.config_resetstat()
     cpu_before = await _cpu_s(client)
+    own_before = time.process_time()
     await asyncio.gather(*(sends(w) for w in range(concurrency)))
+    own = (time.process_time() - own_before) * 1e6 / count
     cpu = (await _cpu_s(client) - cpu_before) * 1e6 / count
     stats = await client.info("commandstats")
     # The two INFO calls and CONFIG RESETSTAT are the bench's own.
@@ -129,6 +132,7 @@ async def store_round(
     return StoreRound(
         scripts=sum(u for name, (_, u) in by_command.items() if name in SCRIPT_COMMANDS),
         cpu=cpu,
+        own=own,
         by_command=by_command,
     )
 
@@ -261,6 +265,7 @@ async def main(
           f"{pairs} follower pairs, {concurrency} at once, {rounds} rounds; "
           "median (min-max)")  # fmt: skip
     print(f"  store  Valkey CPU µs per send (INFO cpu)  {_cell([s.cpu for s in in_store])}")
+    print(f"  store  dmhub's own CPU µs per send         {_cell([s.own for s in in_store])}")
     print(f"  store  Valkey µs per send in scripts      {_cell([s.scripts for s in in_store])}")
     print(f"  loop   Valkey µs per send (usec_per_call)  {_cell(in_loop)}")
     print(f"  loop   client wall µs per EVALSHA          {_cell(wall)}")
