@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from chat.store import keys
+from chat.store.lane import Lane
 from chat.store.outbox import OUTBOX_LUA, Outbox
 from chat.store.slots import SLOTS, all_slot_tags, key_slot, slot_tag
 
@@ -67,17 +68,23 @@ async def test_an_entry_is_in_the_outbox_with_the_effect_and_done_removes_it(cli
     assert await client.xlen(keys.outbox("alice")) == 0
 
 
+@pytest.mark.parametrize("via_lane", [False, True], ids=["client", "lane"])
 async def test_done_releases_an_entry_a_reconciler_took_while_it_was_running(
-    client: Any,
+    client: Any, redis_url: str, via_lane: bool
 ) -> None:
-    outbox = Outbox(client)
+    lane = Lane(redis_url) if via_lane else None
+    outbox = Outbox(client, lane)
     outbox.register("demo", lambda payload: pytest.fail("too young to run"))  # type: ignore[arg-type,return-value]
     entry = await first_step(client, "gina", "demo", {})
     # A sweep now takes the entry into the group (it starts to idle) but runs nothing.
     assert await outbox.reconcile(min_idle_ms=60_000) == 0
     pending = await client.xpending(keys.outbox("gina"), "reconcile")
     assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "reconciler"
-    await outbox.done("gina", entry)
+    try:
+        await outbox.done("gina", entry)
+    finally:
+        if lane is not None:
+            await lane.aclose()
     assert await client.xlen(keys.outbox("gina")) == 0
     assert (await client.xpending(keys.outbox("gina"), "reconcile"))["pending"] == 0
 

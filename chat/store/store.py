@@ -222,7 +222,7 @@ class Store:
         self.signin = SigninStore(client)
         # What split operations still owe another slot; each operation's module
         # registers the handler that completes it (chat/store/outbox.py).
-        self.outbox = Outbox(client)
+        self.outbox = Outbox(client, lane)
         register_graph_handlers(self)
         register_receipt_handlers(self)
 
