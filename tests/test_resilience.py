@@ -62,7 +62,7 @@ async def test_valkey_crash_keeps_acked_messages_and_server_recovers_by_itself(
 
     After the restart the retries are sent either once the hub has subscribed
     again (`live`: the open sockets get them through pub/sub), or while the hub
-    cannot subscribe yet (`by_resync`: SUBSCRIBE is denied by an ACL until the
+    cannot subscribe yet (`by_resync`: SSUBSCRIBE is denied by an ACL until the
     retries are stored, so the open sockets can only get them through the hub's
     resync after pub/sub reconnects). Either way: once each, in order."""
     async with running_server(settings_for(own_valkey.url, tmp_path)) as srv:
@@ -120,11 +120,11 @@ async def test_valkey_crash_keeps_acked_messages_and_server_recovers_by_itself(
             channels = [keys.channel(a_h.lower()), keys.channel(b_h.lower())]
 
             async def subscribed() -> bool:
-                counts = dict(await admin.pubsub_numsub(*channels))
+                counts = dict(await admin.pubsub_shardnumsub(*channels))
                 return all(int(counts[c]) > 0 for c in channels)
 
             if catch_up == "by_resync":
-                await admin.execute_command("ACL", "SETUSER", "default", "-subscribe")
+                await admin.execute_command("ACL", "SETUSER", "default", "-ssubscribe")
                 # In case the hub got in first: it cannot come back now.
                 await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
                 assert not await subscribed()
@@ -163,7 +163,7 @@ async def test_valkey_crash_keeps_acked_messages_and_server_recovers_by_itself(
 
             if catch_up == "by_resync":
                 assert not await subscribed()
-                await admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+                await admin.execute_command("ACL", "SETUSER", "default", "+ssubscribe")
                 await eventually(subscribed, 15, "the hub to subscribe again")
             await admin.aclose()
 
@@ -208,14 +208,14 @@ async def test_pubsub_loss_resync_delivers_missed_messages_once_and_not_to_the_s
         bob_channel = keys.channel(b_h.lower())
 
         async def subscribers() -> int:
-            return int((await admin.pubsub_numsub(bob_channel))[0][1])
+            return int((await admin.pubsub_shardnumsub(bob_channel))[0][1])
 
         async with alice.socket() as alice_other, bob.socket() as bob_sock:
             sender, _ = await open_raw(srv.url, alice.token)
             await eventually(lambda: subscribers(), 5, "bob's channel to be subscribed")
 
-            # Pub/sub may not come back until we allow SUBSCRIBE again.
-            await admin.execute_command("ACL", "SETUSER", "default", "-subscribe")
+            # Pub/sub may not come back until we allow SSUBSCRIBE again.
+            await admin.execute_command("ACL", "SETUSER", "default", "-ssubscribe")
             await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
             await eventually(
                 lambda: _equals(subscribers(), 0), 5, "the pub/sub connection to be gone"
@@ -228,7 +228,7 @@ async def test_pubsub_loss_resync_delivers_missed_messages_once_and_not_to_the_s
                 assert frame["type"] == "ack" and frame["client_id"] == f"down-{i}", frame
                 during.append(frame["message"])
 
-            await admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+            await admin.execute_command("ACL", "SETUSER", "default", "+ssubscribe")
             await eventually(lambda: subscribers(), 15, "the hub to subscribe again")
             if resync == "called_directly":
                 await srv.app.state.runtime.hub.resync_all()
@@ -277,7 +277,7 @@ async def test_a_live_message_as_the_resync_begins_does_not_hide_what_was_missed
         bob_channel = keys.channel(b_h.lower())
 
         async def subscribers() -> int:
-            return int((await admin.pubsub_numsub(bob_channel))[0][1])
+            return int((await admin.pubsub_shardnumsub(bob_channel))[0][1])
 
         injected: list[str] = []
         handed_over = asyncio.Event()
@@ -314,12 +314,12 @@ async def test_a_live_message_as_the_resync_begins_does_not_hide_what_was_missed
 
         async with bob.socket() as bob_sock:
             await eventually(lambda: subscribers(), 5, "bob's channel to be subscribed")
-            await admin.execute_command("ACL", "SETUSER", "default", "-subscribe")
+            await admin.execute_command("ACL", "SETUSER", "default", "-ssubscribe")
             await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
             await eventually(lambda: _equals(subscribers(), 0), 5, "pub/sub to be gone")
 
             missed = [await alice.post_message(b_h, f"missed {i}") for i in range(3)]
-            await admin.execute_command("ACL", "SETUSER", "default", "+subscribe")
+            await admin.execute_command("ACL", "SETUSER", "default", "+ssubscribe")
             await eventually(lambda: subscribers(), 15, "the hub to subscribe again")
             await eventually(lambda: injected, 10, "the hub to begin its resync")
 

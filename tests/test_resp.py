@@ -51,7 +51,7 @@ async def test_lane_and_broker_authenticate_and_the_lane_picks_its_database(
     try:
         await asyncio.wait_for(broker.subscribe("ch:{ann}"), 5)
         await lane.execute("SET", "k", "v")
-        assert await lane.execute("PUBLISH", "ch:{ann}", "hello") == 1
+        assert await lane.execute("SPUBLISH", "ch:{ann}", "hello") == 1
         check = redis.Redis(port=guarded_valkey, password=PASSWORD, db=2, decode_responses=True)
         assert check.get("k") == "v"
         check.close()

@@ -2,13 +2,16 @@
 
 The hub asks for a user's channel when that user's first socket arrives here and
 gives it back when the last one leaves, so a process hears only about its own
-users. A `subscribe` returns once Redis has confirmed it: from then on nothing
+users. Channels are sharded (SSUBSCRIBE; the scripts SPUBLISH): on a Valkey Cluster
+a channel lives on the shard that owns its slot, with the user's keys, and a
+publish does not travel to every node. A `subscribe` returns once Redis has
+confirmed it: from then on nothing
 published to that user can be missed, which is what makes resume-by-cursor
 gap-free.
 
 If the connection drops, the listener reconnects with capped exponential
 backoff and jitter, subscribes to every wanted channel again, and, once Redis has
-confirmed all of them (a PING queued behind the SUBSCRIBE answers after them),
+confirmed all of them (a PING queued behind the SSUBSCRIBE answers after them),
 calls `on_resubscribed` so the hub can replay what each socket missed meanwhile.
 
 Pushed messages are parsed by hiredis as the bytes arrive and handed to the hub
@@ -109,7 +112,7 @@ class Broker:
         self._last_heard = 0.0
         self._resync: asyncio.Task[None] | None = None
         self._first_connect = True
-        # A restarted Redis refuses SUBSCRIBE while it loads its data: say so
+        # A restarted Redis refuses SSUBSCRIBE while it loads its data: say so
         # once, not on every retry.
         self._said_loading = False
 
@@ -134,14 +137,14 @@ class Broker:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[channel] = waiter
         if self._connected:
-            self._send("SUBSCRIBE", channel)
+            self._send("SSUBSCRIBE", channel)
         await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT_S)
 
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._confirmed.discard(channel)
         if self._connected:
-            self._send("UNSUBSCRIBE", channel)
+            self._send("SUNSUBSCRIBE", channel)
 
     # -- the supervised listener ---------------------------------------------
 
@@ -182,8 +185,8 @@ class Broker:
         self._first_connect = False
         wanted = list(self._wanted)
         for start in range(0, len(wanted), SUBSCRIBE_BATCH):
-            link.write("SUBSCRIBE", *wanted[start : start + SUBSCRIBE_BATCH])
-        # Answered after every SUBSCRIBE above: when it comes back, all are live.
+            link.write("SSUBSCRIBE", *wanted[start : start + SUBSCRIBE_BATCH])
+        # Answered after every SSUBSCRIBE above: when it comes back, all are live.
         link.write("PING", RESYNC_TOKEN if resubscribing else "ready")
         health = asyncio.create_task(self._health_loop(link), name="dmhub-pubsub-health")
         try:
@@ -204,13 +207,13 @@ class Broker:
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
-        if kind == "message":
+        if kind == "smessage":
             try:
                 self._on_message(reply[1], reply[2])
             except Exception:
                 # One bad event must not take the listener (and every socket) down.
                 log.exception("dropping an event that could not be dispatched")
-        elif kind == "subscribe":
+        elif kind == "ssubscribe":
             channel = reply[1]
             if channel in self._wanted:
                 self._confirmed.add(channel)

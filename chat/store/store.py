@@ -626,15 +626,15 @@ class Store:
         return events, bool(reply[0])
 
     async def publish_typing(self, sender: str, recipient: str, frame: str) -> None:
-        await self.redis.publish(keys.channel(recipient), f"t - {sender} -\n{frame}")
+        await self.redis.spublish(keys.channel(recipient), f"t - {sender} -\n{frame}")
 
     async def publish_team_typing(self, business: str, peer: str, origin: str, frame: str) -> None:
         """An agent typing to `peer`, told to the business's other sockets."""
-        await self.redis.publish(keys.channel(business), f"t - {peer} {origin}\n{frame}")
+        await self.redis.spublish(keys.channel(business), f"t - {peer} {origin}\n{frame}")
 
     async def publish_session_end(self, lc: str, token_hash: str) -> None:
         """Close the sockets of that session on every process (EVERY_SESSION: all of lc's)."""
-        await self.redis.publish(keys.channel(lc), f"x - - -\n{token_hash}")
+        await self.redis.spublish(keys.channel(lc), f"x - - -\n{token_hash}")
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -96,7 +96,7 @@ class TeamStore:
         """Out of the team, then every node closes the agent's sockets for the business."""
         await self.redis.srem(keys.team(business), agent)
         await self.redis.srem(keys.teams_of(agent), business)
-        await self.redis.publish(keys.channel(business), f"k - - -\n{agent}")
+        await self.redis.spublish(keys.channel(business), f"k - - -\n{agent}")
 
     async def forget(self, lc: str) -> None:
         """An account is deleted: its team, its place in others' teams, its
@@ -112,7 +112,7 @@ class TeamStore:
                 pipe.srem(keys.teams_of(agent), lc)
             for business in businesses:
                 pipe.srem(keys.team(business), lc)
-                pipe.publish(keys.channel(business), f"k - - -\n{lc}")
+                pipe.spublish(keys.channel(business), f"k - - -\n{lc}")
             for peer in peers:
                 pipe.delete(keys.notes(lc, peer))
             pipe.delete(keys.team(lc), keys.teams_of(lc), keys.team_conversations(lc))

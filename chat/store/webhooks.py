@@ -87,7 +87,7 @@ class WebhookStore:
         """An account's end: every webhook goes, and their holders stop."""
         for webhook_id in await self.ids(lc):
             await self.delete(lc, webhook_id)
-        await self.redis.publish(keys.webhook_wake(lc), "*")
+        await self.redis.spublish(keys.webhook_wake(lc), "*")
 
     async def _unindex(self, lc: str) -> None:
         """Drop an account without webhooks from the index, safely against a
@@ -124,7 +124,7 @@ class WebhookStore:
 
     async def wake(self, lc: str, webhook_id: str) -> None:
         """Tell whichever process holds the webhook's lease to look at it now."""
-        await self.redis.publish(keys.webhook_wake(lc), webhook_id)
+        await self.redis.spublish(keys.webhook_wake(lc), webhook_id)
 
     # -- what the dispatcher does -------------------------------------------------
 

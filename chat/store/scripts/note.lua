@@ -13,6 +13,6 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'j', ARGV[2]
 local note = '{"id":"' .. id .. '",' .. ARGV[2] .. '}'
 local body = '{"type":"note","peer":' .. ARGV[5] .. ',"note":' .. note
 local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'p', ARGV[1], 'f', body)
-redis.call('PUBLISH', KEYS[3], 'n ' .. cursor .. ' ' .. ARGV[1] .. ' -\n'
+redis.call('SPUBLISH', KEYS[3], 'n ' .. cursor .. ' ' .. ARGV[1] .. ' -\n'
   .. body .. ',"cursor":"' .. cursor .. '"}')
 return {note, cursor}

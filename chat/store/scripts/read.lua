@@ -38,7 +38,7 @@ end
 
 local body = ARGV[4]
 local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'p', peer, 'f', body)
-redis.call('PUBLISH', KEYS[5], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
+redis.call('SPUBLISH', KEYS[5], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
 -- Checked here too, so that a block made after the caller looked stops the
 -- receipt: the reader's own blocks, and the mirror of the peer's.
 local blocked = redis.call('ZSCORE', KEYS[6], peer) or redis.call('ZSCORE', KEYS[7], peer)

@@ -17,5 +17,5 @@ if not peer[1] or peer[2] == '0' then
   return 0
 end
 local cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', me, 'f', body)
-redis.call('PUBLISH', KEYS[2], 'r ' .. cursor .. ' ' .. me .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
+redis.call('SPUBLISH', KEYS[2], 'r ' .. cursor .. ' ' .. me .. ' -\n' .. body .. ',"cursor":"' .. cursor .. '"}')
 return 1

@@ -171,9 +171,9 @@ local sender_cursor = redis.call('XADD', KEYS[3], 'MAXLEN', '~', retention, '*',
   'p', r, 'f', sender_body, 'o', ARGV[8])
 local recipient_cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', retention, '*', 'p', s, 'f', recipient_body)
 
-redis.call('PUBLISH', KEYS[12], 'm ' .. sender_cursor .. ' ' .. r .. ' ' .. ARGV[8] .. '\n'
+redis.call('SPUBLISH', KEYS[12], 'm ' .. sender_cursor .. ' ' .. r .. ' ' .. ARGV[8] .. '\n'
   .. sender_body .. ',"cursor":"' .. sender_cursor .. '"}')
-redis.call('PUBLISH', KEYS[13], 'm ' .. recipient_cursor .. ' ' .. s .. ' -\n'
+redis.call('SPUBLISH', KEYS[13], 'm ' .. recipient_cursor .. ' ' .. s .. ' -\n'
   .. recipient_body .. ',"cursor":"' .. recipient_cursor .. '"}')
 
 -- A customer writing again reopens the conversation for the business's team,
@@ -188,7 +188,7 @@ if team_state then
     local body = '{"type":"conversation","peer":' .. json_handle(sender[1])
       .. ',"status":"open","assignee":' .. cjson.encode(assignee) .. ',"by":null'
     local cursor = redis.call('XADD', KEYS[4], 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)
-    redis.call('PUBLISH', KEYS[13], 'c ' .. cursor .. ' ' .. s .. ' -\n'
+    redis.call('SPUBLISH', KEYS[13], 'c ' .. cursor .. ' ' .. s .. ' -\n'
       .. body .. ',"cursor":"' .. cursor .. '"}')
   end
 end

@@ -28,6 +28,6 @@ local body = '{"type":"conversation","peer":' .. cjson.encode(ARGV[2])
   .. ',"assignee":' .. cjson.encode(state.assignee)
   .. ',"by":' .. cjson.encode(ARGV[6])
 local cursor = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'p', ARGV[1], 'f', body)
-redis.call('PUBLISH', KEYS[3], 'c ' .. cursor .. ' ' .. ARGV[1] .. ' -\n'
+redis.call('SPUBLISH', KEYS[3], 'c ' .. cursor .. ' ' .. ARGV[1] .. ' -\n'
   .. body .. ',"cursor":"' .. cursor .. '"}')
 return {encoded, cursor}
