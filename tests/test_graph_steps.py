@@ -20,6 +20,7 @@ from chat.store import keys
 from chat.store.graph import FOLLOW, FollowResult, graph
 from chat.store.receipts import receipts
 from chat.store.store import SendResult, Store
+from chat.store.teams import team_store
 
 READ_BODY = '{"type":"read","reader":"Bob","peer":"Ann","up_to":"%s"'
 
@@ -205,3 +206,42 @@ asyncio.run(main())
     assert await store.redis.zscore(keys.followers("bob"), "ann") is None
     assert await reconcile(store) + await reconcile(store) == 1
     assert await store.redis.zscore(keys.followers("bob"), "ann") == authority
+
+
+async def test_team_changes_cut_after_their_first_step_are_finished(store: Store) -> None:
+    teams = team_store(store)
+    added = await teams.add_first("ann", "bob")
+    assert added[0] == 1 and await teams.is_member("ann", "bob")
+    assert await teams.teams("bob") == []  # the index lags; it never grants
+    assert await reconcile(store) == 1
+    assert await teams.teams("bob") == ["Ann"]
+    assert await reconcile(store) == 0
+    assert await teams.remove_first("ann", "bob") is not None
+    assert await store.redis.sismember(keys.teams_of("bob"), "ann")
+    assert await reconcile(store) == 1
+    assert not await store.redis.exists(keys.teams_of("bob"))
+    assert await reconcile(store) == 0 and await pending(store) == 0
+
+
+async def test_a_deletion_cut_after_its_tombstone_is_finished_once(
+    store: Store, redis_url: str
+) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    program = f"""
+import asyncio, redis.asyncio as aredis
+from chat.store.accounts import delete_account
+from chat.store.store import Store
+async def main():
+    client = aredis.Redis.from_url({redis_url!r}, decode_responses=True)
+    await delete_account(Store(client, event_retention=100), "ann")
+asyncio.run(main())
+"""
+    env = dict(os.environ, DMHUB_CRASH_AT="delete:after_first")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", program, env=env)
+    assert await asyncio.wait_for(child.wait(), 30) == 70
+    assert await store.user("ann") is None
+    assert await store.redis.exists(keys.following("bob"))  # not yet
+    assert await reconcile(store) == 1
+    assert all(rows == [] for rows in (await edges(store)).values())
+    assert await reconcile(store) == 0 and await pending(store) == 0

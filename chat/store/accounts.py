@@ -22,6 +22,8 @@ from typing import Any
 import msgspec
 
 from chat.store import keys
+from chat.store.crashpoints import crash_point
+from chat.store.outbox import OUTBOX_LUA
 from chat.store.store import EVERY_SESSION, Store, iso_ms
 from chat.store.teams import team_store
 from chat.store.webhooks import WebhookStore
@@ -34,7 +36,13 @@ MAX_AGENT_CHARS = 200
 BATCH = 500
 
 _encoder = msgspec.json.Encoder()
-DELETE_USER_LUA = resources.files("chat.store").joinpath("scripts", "delete_user.lua").read_text()
+DELETE_USER_LUA = (
+    OUTBOX_LUA
+    + "\n"
+    + resources.files("chat.store").joinpath("scripts", "delete_user.lua").read_text()
+)
+# The outbox kind of what remains of a deletion after its tombstone.
+DELETE = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +173,28 @@ async def set_password_hash(store: Store, lc: str, password_hash: str) -> None:
 
 async def delete_account(store: Store, lc: str) -> bool:
     """Tombstone the account, end its sessions, and take it out of everyone's lists."""
-    deleted = await _redis(store).register_script(DELETE_USER_LUA)(
-        keys=[keys.user(lc)], args=[int(time.time() * 1000)]
+    entry = await _redis(store).register_script(DELETE_USER_LUA)(
+        keys=[keys.user(lc), keys.outbox(lc)], args=[int(time.time() * 1000), lc]
     )
-    if not deleted:
+    if not entry:
         return False
+    crash_point("delete:after_first")
+    await finish_deletion(store, lc)
+    await store.outbox.done(lc, entry)
+    return True
+
+
+def register_handlers(store: Store) -> None:
+    """The reconciler finishes a deletion whose process died after the tombstone."""
+
+    async def delete(payload: dict[str, Any]) -> None:
+        await finish_deletion(store, str(payload["lc"]))
+
+    store.outbox.register(DELETE, delete)
+
+
+async def finish_deletion(store: Store, lc: str) -> None:
+    """Everything after the tombstone; every part may run twice."""
     await end_all_sessions(store, lc)
     # Sockets of sessions the index does not know (older than it) close too.
     await store.publish_session_end(lc, EVERY_SESSION)
@@ -224,7 +249,6 @@ async def delete_account(store: Store, lc: str) -> bool:
         keys.typing_count(lc),
         keys.report_count(lc),
     )
-    return True
 
 
 async def _members(redis: Any, key: str) -> AsyncIterator[list[str]]:

@@ -225,6 +225,12 @@ class Store:
         self.outbox = Outbox(client, lane)
         register_graph_handlers(self)
         register_receipt_handlers(self)
+        # Modules that import this one register theirs here, imported late.
+        from chat.store import accounts
+        from chat.store.teams import team_store
+
+        team_store(self)
+        accounts.register_handlers(self)
 
     async def _hot_script(self, script: Any, key_names: list[str], args: list[Any]) -> Any:
         if self.lane is None:

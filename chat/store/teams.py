@@ -4,8 +4,10 @@ Keys (chat/store/keys.py): `team:{b}` (set of agents, at most MAX_TEAM_SIZE),
 `teams:{a}` (set of businesses, at most MAX_TEAMS_PER_AGENT), `tconv:{b}`
 (hash peer → {"status","assignee"} JSON, one field per conversation of b),
 `notes:{b}:peer` (stream, capped at MAX_NOTES_PER_CONVERSATION). Membership is
-written to both sides; `team:{b}` is the one that authorizes, and `teams:{a}`
-is checked against it when read, so a half-done write never grants anything.
+written to both sides, in two steps through the outbox (team_add.lua,
+team_remove.lua, then `sync_member`); `team:{b}` is the one that authorizes,
+and `teams:{a}` is checked against it when read, so a half-done change never
+grants anything, and the reconciler finishes it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import msgspec
 
 from chat.config import MAX_NOTES_PER_CONVERSATION, MAX_TEAM_SIZE, MAX_TEAMS_PER_AGENT
 from chat.store import keys
+from chat.store.crashpoints import crash_point
+from chat.store.graph import SYNC_ROUNDS
+from chat.store.outbox import OUTBOX_LUA
 from chat.store.store import (
     USER_FIELDS,
     Store,
@@ -34,6 +39,8 @@ from chat.teams.core import ConversationState, Filter, decode_state
 FOLDERS = ("inbox", "requests")
 # Entries read per folder per round while a filtered listing looks for matches.
 SCAN_CHUNK = 200
+# The outbox kind of a membership change (step 2: the agent's index).
+TEAM = "team"
 _json = msgspec.json.Encoder()
 
 
@@ -67,6 +74,12 @@ class TeamStore:
         self.redis: Any = store.redis
         self._state = self.redis.register_script(_script("team_state.lua"))
         self._note = self.redis.register_script(_script("note.lua"))
+        self._add = self.redis.register_script(OUTBOX_LUA + "\n" + _script("team_add.lua"))
+        self._remove = self.redis.register_script(OUTBOX_LUA + "\n" + _script("team_remove.lua"))
+        store.outbox.register(TEAM, self._reconcile_member)
+
+    async def _reconcile_member(self, payload: dict[str, Any]) -> None:
+        await self.sync_member(str(payload["business"]), str(payload["agent"]))
 
     # -- membership ---------------------------------------------------------------
 
@@ -74,29 +87,66 @@ class TeamStore:
         return bool(await self.redis.sismember(keys.team(business), agent))
 
     async def add_agent(self, business: str, agent: str) -> AddResult:
-        """Two slots (the business's and the agent's), so two writes, business first:
-        the sizes are checked just before, so a race can pass a cap by a few at most."""
+        """Two slots, so two steps, the business's first (team_add.lua: the authority,
+        within its cap), then the agent's index. The agent's cap is read just
+        before, in the agent's slot, so a race can pass it by a few at most."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sismember(keys.team(business), agent)
-            pipe.scard(keys.team(business))
             pipe.scard(keys.teams_of(agent))
-            already, team_size, agent_teams = await pipe.execute()
-        if already:
-            await self.redis.sadd(keys.teams_of(agent), business)
-            return AddResult.ALREADY
-        if team_size >= MAX_TEAM_SIZE:
-            return AddResult.TEAM_FULL
-        if agent_teams >= MAX_TEAMS_PER_AGENT:
+            already, agent_teams = await pipe.execute()
+        if not already and agent_teams >= MAX_TEAMS_PER_AGENT:
             return AddResult.AGENT_FULL
-        await self.redis.sadd(keys.team(business), agent)
-        await self.redis.sadd(keys.teams_of(agent), business)
+        result = await self.add_first(business, agent)
+        if result[0] < 0:
+            return AddResult.TEAM_FULL
+        if result[0] == 0:
+            # Already a member: the index is made to agree, in case it does not.
+            await self.sync_member(business, agent)
+            return AddResult.ALREADY
+        crash_point("team:after_first")
+        await self.sync_member(business, agent)
+        await self.store.outbox.done(business, result[1])
         return AddResult.ADDED
 
     async def remove_agent(self, business: str, agent: str) -> None:
         """Out of the team, then every node closes the agent's sockets for the business."""
-        await self.redis.srem(keys.team(business), agent)
-        await self.redis.srem(keys.teams_of(agent), business)
+        entry = await self.remove_first(business, agent)
+        if entry is not None:
+            crash_point("team:after_first")
+            await self.redis.spublish(keys.channel(business), f"k - - -\n{agent}")
+            await self.sync_member(business, agent)
+            await self.store.outbox.done(business, entry)
+            return
+        await self.sync_member(business, agent)
         await self.redis.spublish(keys.channel(business), f"k - - -\n{agent}")
+
+    async def add_first(self, business: str, agent: str) -> list[Any]:
+        result: list[Any] = await self._add(
+            keys=[keys.team(business), keys.outbox(business)],
+            args=[business, agent, MAX_TEAM_SIZE],
+        )
+        return result
+
+    async def remove_first(self, business: str, agent: str) -> str | None:
+        entry: str | None = await self._remove(
+            keys=[keys.team(business), keys.outbox(business)], args=[business, agent]
+        )
+        return entry
+
+    async def sync_member(self, business: str, agent: str) -> None:
+        """Step 2, in the agent's slot: teams:{agent} made to agree with team:{b}.
+        Read, write, read again until the two reads agree, so that an add and a
+        remove racing each other still leave the index equal to the team."""
+        for _ in range(SYNC_ROUNDS):
+            member = await self.redis.sismember(keys.team(business), agent)
+            if member:
+                await self.redis.sadd(keys.teams_of(agent), business)
+            else:
+                await self.redis.srem(keys.teams_of(agent), business)
+            if await self.redis.sismember(keys.team(business), agent) == member:
+                return
+        # Still changing: the outbox entry stays, and the reconciler settles it;
+        # `teams` checks every index entry against team:{b} meanwhile.
 
     async def forget(self, lc: str) -> None:
         """An account is deleted: its team, its place in others' teams, its
