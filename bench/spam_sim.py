@@ -53,6 +53,7 @@ import redis.asyncio as aredis
 
 from chat import config
 from chat.store import accounts, keys
+from chat.store.msgid import IDS_PER_MS
 from chat.store.store import Store
 from chat.transport.auth import hash_password, new_token, token_hash
 from tests.support import DmhubProcess, plain_valkey
@@ -184,13 +185,14 @@ class Sim:
                     self.follows.add((a, b))
                     if rng.random() < 0.5:
                         self.follows.add((b, a))
-        # The follow edges as link.lua writes them (scored by the shared sequence),
-        # one ZADD per account and direction rather than one per edge.
+        # The follow edges as a follow writes them (scored by clock-based ids, the
+        # same score in both lists: chat/store/graph.py), one ZADD per account
+        # and direction rather than one per edge.
         edges = sorted(self.follows)
-        top = await self.store.redis.incrby(keys.SEQ, len(edges))
+        first = int(time.time() * 1000) * IDS_PER_MS
         following: dict[str, dict[str, int]] = collections.defaultdict(dict)
         followers: dict[str, dict[str, int]] = collections.defaultdict(dict)
-        for n, (a, b) in enumerate(edges, start=top - len(edges) + 1):
+        for n, (a, b) in enumerate(edges, start=first):
             following[a][b] = n
             followers[b][a] = n
         # Packed as one string per key: the client's encoding of ~700k separate

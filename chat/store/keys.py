@@ -88,8 +88,9 @@ def folder_key(lc: str, folder: str) -> str:
     return inbox(lc) if folder == "inbox" else requests(lc)
 
 
-def idgen(lc: str) -> str:
-    """The last id lc's slot issued (chat/store/msgid.py): messages and edges."""
+def id_generator(lc: str) -> str:
+    """The last id issued in lc's slot (chat/store/msgid.py): message ids, and
+    the order of the follows and blocks lc makes."""
     return f"idgen:{{{lc}}}"
 
 
