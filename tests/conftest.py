@@ -10,6 +10,8 @@ import redis
 
 from chat.config import Settings
 from chat.store.embedded import EmbeddedValkey
+from tests.cluster_support import ValkeyCluster
+from tests.cluster_support import valkey_cluster as start_cluster
 from tests.support import RunningServer, running_server, settings_for
 
 
@@ -58,3 +60,18 @@ def own_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
     valkey.start()
     yield valkey
     valkey.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """One three-master Valkey Cluster for the whole run (no replicas: tests that
+    fail a node over start a cluster of their own with them)."""
+    with start_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(valkey_cluster: ValkeyCluster) -> str:
+    """REDIS_URL of the shared cluster (its masters as seeds), emptied first."""
+    valkey_cluster.flushall()
+    return valkey_cluster.url
