@@ -91,8 +91,8 @@ class _Link(asyncio.Protocol):
 
 
 class Lane:
-    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.endpoint = Endpoint.from_url(url)
+    def __init__(self, url: str | Endpoint, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.endpoint = url if isinstance(url, Endpoint) else Endpoint.from_url(url)
         self.timeout_s = timeout_s
         self._link: _Link | None = None
         self._connect_lock = asyncio.Lock()
@@ -106,6 +106,18 @@ class Lane:
         """Run one command; concurrent calls share writes. Raises like redis-py."""
         link = self._link if self._link is not None else await self._connect()
         return await self._submit(link, pack(args))
+
+    async def execute_asking(self, *args: Any) -> Any:
+        """ASKING and the command back to back (a cluster slot being migrated):
+        nothing another coroutine queues can come between them."""
+        link = self._link if self._link is not None else await self._connect()
+        asking = self._submit(link, pack(("ASKING",)))
+        reply = self._submit(link, pack(args))
+        results = await asyncio.gather(asking, reply, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results[1]
 
     def _submit(self, link: _Link, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
