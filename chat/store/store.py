@@ -21,6 +21,7 @@ from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys
+from chat.store.cluster_lane import ClusterLane
 from chat.store.graph import FollowResult, graph
 from chat.store.graph import register_handlers as register_graph_handlers
 from chat.store.lane import Lane
@@ -190,7 +191,7 @@ class Store:
         client: redis.Redis,
         *,
         event_retention: int,
-        lane: Lane | None = None,
+        lane: Lane | ClusterLane | None = None,
         limits: SendLimits | None = None,
         client_id_ttl_s: int = DEFAULT_CLIENT_ID_TTL_S,
     ) -> None:

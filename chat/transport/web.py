@@ -14,6 +14,7 @@ from chat import metrics
 from chat.errors import UNAUTHENTICATED, ApiError
 from chat.runtime import Runtime
 from chat.store import failures
+from chat.store.cluster_lane import ClusterLane, shard_health
 from chat.transport.auth import bearer_is
 from chat.transport.http import json
 
@@ -33,6 +34,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
+    lane = rt.store.lane
+    if isinstance(lane, ClusterLane):
+        return await cluster_readyz(rt, lane)
     try:
         await rt.store.ping()
     except Exception as exc:
@@ -43,6 +47,22 @@ async def readyz(request: Request) -> Response:
     if rt.hub.draining:
         return json({"status": "draining"}, 503)
     return json({"status": "ok", "pubsub": rt.hub.broker.connected})
+
+
+async def cluster_readyz(rt: Runtime, lane: ClusterLane) -> Response:
+    """Ready when every master answers and says cluster_state:ok; each shard reported."""
+    try:
+        health = await shard_health(lane)
+    except Exception as exc:
+        failures.note(exc, "GET /readyz")
+        return json({"status": "unavailable", "redis": type(exc).__name__}, 503)
+    pubsub = rt.hub.broker.shards
+    shards = [{**h.public(), "pubsub": pubsub.get(h.shard.master, False)} for h in health]
+    if not all(h.ok for h in health):
+        return json({"status": "unavailable", "redis": "cluster", "shards": shards}, 503)
+    if rt.hub.draining:
+        return json({"status": "draining", "shards": shards}, 503)
+    return json({"status": "ok", "pubsub": rt.hub.broker.connected, "shards": shards})
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -85,7 +85,13 @@ class Outcome:
 
 class Dispatcher:
     def __init__(
-        self, store: WebhookStore, users: Store, settings: WebhookSettings, redis_url: str
+        self,
+        store: WebhookStore,
+        users: Store,
+        settings: WebhookSettings,
+        redis_url: str,
+        *,
+        cluster: bool = False,
     ) -> None:
         self.store = store
         self.users = users
@@ -94,7 +100,9 @@ class Dispatcher:
         self.lease_ms = max(int(settings.lease_s * 1000), 100)
         self.workers: dict[tuple[str, str], Worker] = {}
         self.by_account: dict[str, set[Worker]] = {}
-        self.broker = Broker(redis_url, on_message=self._heard, on_resubscribed=self._wake_all)
+        self.broker = Broker(
+            redis_url, on_message=self._heard, on_resubscribed=self._wake_all, cluster=cluster
+        )
         self.http = httpx.AsyncClient(
             transport=GuardedTransport(
                 allow_private=settings.allow_private, max_connections=settings.concurrency
@@ -250,7 +258,7 @@ class Dispatcher:
             for worker in self.by_account.get(keys.channel_user(channel), ()):
                 worker.notify(control=False)
 
-    async def _wake_all(self) -> None:
+    async def _wake_all(self, channels: frozenset[str] = frozenset()) -> None:
         for worker in list(self.workers.values()):
             worker.notify(control=True)
 
