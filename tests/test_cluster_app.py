@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from pathlib import Path
 
 import httpx
@@ -83,8 +84,16 @@ async def test_the_admin_listing_and_the_persistence_check_speak_cluster(
     assert "everysec" in persistence.check(cluster_url).sentence
 
 
-async def test_readyz_reports_every_shard(cluster_url: str, tmp_path: Path) -> None:
+async def test_readyz_reports_every_shard(
+    cluster_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dmhub")
     async with running_server(settings_for(cluster_url, tmp_path)) as srv:
+        # Start-up said which master serves which slots.
+        logged = caplog.text
+        assert "Valkey Cluster with 3 masters" in logged
+        for master in cluster_url.removeprefix("redis://").split(","):
+            assert f"shard {master} slots" in logged
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.get(srv.url + "/readyz")
         assert response.status_code == 200, response.text

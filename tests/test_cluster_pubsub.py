@@ -137,3 +137,23 @@ async def test_a_dropped_shard_connection_resyncs_only_that_shards_channels(
     for each in rig.channels:
         await rig.publish_and_hear(each, "after the drop")
     assert rig.broker.connected
+
+
+async def test_a_subscribe_that_meets_moved_goes_to_the_new_owner(
+    rig: Rig, valkey_cluster: ValkeyCluster
+) -> None:
+    channel = keys.channel(handles_on_shards(1)[0])
+    slot = key_slot(channel)
+    home = slot_owner(valkey_cluster, slot)
+    elsewhere = next(m for m in valkey_cluster.masters if m is not home)
+    move_slot(valkey_cluster, slot, elsewhere)  # the broker's map is stale now
+    try:
+        await asyncio.wait_for(rig.broker.subscribe(channel), WAIT_S)
+        with contextlib.closing(elsewhere.client()) as client:
+            assert client.pubsub_shardnumsub(channel) == [(channel, 1)]
+        await rig.publish_and_hear(channel, "found it")
+        # It was never live before: nothing to replay.
+        assert rig.heard.lost == [] and rig.heard.resynced == []
+    finally:
+        await rig.broker.unsubscribe(channel)
+        move_slot(valkey_cluster, slot, home)

@@ -205,6 +205,7 @@ class ClusterLane:
             ):
                 return self.topology
             self._refresh = asyncio.create_task(self._fetch(), name="dmhub-lane-topology")
+            self._refresh.add_done_callback(_retrieve)
         return await asyncio.shield(self._refresh)
 
     def _refresh_soon(self) -> None:
