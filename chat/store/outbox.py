@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from chat import metrics
 from chat.config import DEFAULT_RECONCILE_INTERVAL_S, DEFAULT_RECONCILE_MIN_IDLE_MS
@@ -131,22 +131,21 @@ class Outbox:
     async def _scan_names(self, names: list[str]) -> list[str]:
         nodes_manager = getattr(self.redis, "nodes_manager", None)
         if nodes_manager is None:
-            result: list[str] = await self._scan(keys=names)
+            result: list[str] = await self._scan(args=names)
             return result
-        # A cluster client checks that a script's keys share one slot; this one
-        # is allowed to span slots (allow-cross-slot-keys) as long as they are
-        # on one node, so it is sent to that node directly.
+        # The outboxes span slots (all on one node): they go as ARGV, since
+        # Valkey refuses declared KEYS of several slots even to a script flagged
+        # allow-cross-slot-keys (the flag lets it reach them), and the call is
+        # sent to that node directly.
         node = nodes_manager.get_node_from_slot(key_slot(names[0]))
         try:
             result = await self.redis.execute_command(
-                "EVALSHA", self._scan.sha, len(names), *names, target_nodes=node
+                "EVALSHA", self._scan.sha, 0, *names, target_nodes=node
             )
-        except RedisError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
+        except NoScriptError:
             await self.redis.execute_command("SCRIPT", "LOAD", self._scan.script, target_nodes=node)
             result = await self.redis.execute_command(
-                "EVALSHA", self._scan.sha, len(names), *names, target_nodes=node
+                "EVALSHA", self._scan.sha, 0, *names, target_nodes=node
             )
         return list(result)
 
