@@ -117,36 +117,46 @@ class ClusterLane:
             self._lanes[address] = lane
         return lane
 
-    async def owner(self, key: str | None) -> str:
-        """The address of the master for `key` (any master for None)."""
-        topology = self.topology or await self.refresh()
+    def _known_owner(self, key: str | None) -> str | None:
+        """The owner from the map in hand, without waiting (the common case)."""
+        topology = self.topology
+        if topology is None:
+            return None
         if key is None:
             return topology.masters[0]
         slot = key_slot(key)
-        address = self._moved.get(slot) or topology.owner_of_slot(slot)
+        return self._moved.get(slot) or topology.owner_of_slot(slot)
+
+    async def owner(self, key: str | None) -> str:
+        """The address of the master for `key` (any master for None)."""
+        address = self._known_owner(key)
+        if address is not None:
+            return address
+        # No map yet, or a slot without a master (a failover may have ended).
+        await self.refresh(force=self.topology is not None)
+        address = self._known_owner(key)
         if address is None:
-            # A slot without a master: ask again (a failover may have ended).
-            topology = await self.refresh(force=True)
-            address = topology.owner_of_slot(slot)
-            if address is None:
-                raise RedisConnectionError(f"no master serves slot {slot}")
+            raise RedisConnectionError(f"no master serves slot {key_slot(key or '')}")
         return address
 
     async def _routed(self, key: str | None, command: tuple[Any, ...], script: str | None) -> Any:
-        address = await self.owner(key)
+        # One coroutine per command on the way there: routing is a CRC16 and two
+        # lookups when the map is known.
+        address = self._known_owner(key) or await self.owner(key)
         asking = False
-        redirects = 0
-        busy = 0
+        redirects = busy = loads = 0
         while True:
-            lane = self.lane(address)
+            lane = self._lanes.get(address) or self.lane(address)
             try:
                 if asking:
                     return await self._asking(lane, command, script)
-                if script is not None:
-                    return await self._evalsha(lane, command, script)
                 return await lane.execute(*command)
             except NoScriptError:
-                raise  # _evalsha loads scripts itself; this is a real error
+                if script is None or loads:
+                    raise
+                # This master has not seen the script (new, restarted, or promoted).
+                loads += 1
+                await lane.execute("SCRIPT", "LOAD", script)
             except ResponseError as exc:
                 message = str(exc)
                 moved = redirection(message)
@@ -175,15 +185,6 @@ class ClusterLane:
                 # next command, which the caller's retry will send.
                 self._refresh_soon()
                 raise
-
-    @staticmethod
-    async def _evalsha(lane: Lane, command: tuple[Any, ...], script: str) -> Any:
-        try:
-            return await lane.execute(*command)
-        except NoScriptError:
-            # This master has not seen the script (new, restarted, or promoted).
-            await lane.execute("SCRIPT", "LOAD", script)
-            return await lane.execute(*command)
 
     @staticmethod
     async def _asking(lane: Lane, command: tuple[Any, ...], script: str | None) -> Any:
