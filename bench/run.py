@@ -83,6 +83,8 @@ class System:
     ready_path: str = "/healthz"
     # dmhub needs accounts (and a follow per pair); the peers take any name.
     accounts: bool = False
+    # On a three-master Valkey Cluster (tests/cluster_support.py) instead of one Valkey.
+    cluster: bool = False
 
 
 def _python_peer(module: str) -> Callable[[int], list[str]]:
@@ -114,6 +116,16 @@ SYSTEMS = [
         ready_path="/readyz",
         accounts=True,
         env=BENCH_LIMITS_ENV,
+    ),
+    System(
+        "dmhub-cluster",
+        "dmhub, 1 process, on a Valkey Cluster of 3 masters (no replicas) on this machine",
+        "bench.adapters:DmhubBenchAdapter",
+        _dmhub(1),
+        ready_path="/readyz",
+        accounts=True,
+        env=BENCH_LIMITS_ENV,
+        cluster=True,
     ),
     System(
         "bare-relay",
@@ -339,12 +351,110 @@ class Valkey:
         except (psutil.Error, TypeError, ValueError):
             return None
 
+    def cpu_s(self) -> dict[str, float]:
+        """Valkey's CPU seconds so far (user + system), per node."""
+        import redis
+
+        with contextlib.closing(redis.Redis.from_url(self.url)) as client:
+            return {"valkey": _cpu_of(client)}
+
     def stop(self) -> None:
         self.embedded.stop()
 
 
+def _cpu_of(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+class ClusterValkey:
+    """Three fresh masters formed into a cluster for one system and round, holding
+    a copy of every key of the seeded store (DUMP and RESTORE, each key to the
+    master of its slot): the same accounts, follows and session tokens."""
+
+    def __init__(self, data_dir: Path, seed: Path | None = None) -> None:
+        from tests.cluster_support import valkey_cluster
+
+        self._stack = contextlib.ExitStack()
+        self.cluster = self._stack.enter_context(valkey_cluster(data_dir))
+        self.url = self.cluster.url
+        try:
+            if seed is not None:
+                self._restore(data_dir / "seed-copy", seed)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _restore(self, scratch: Path, seed: Path) -> None:
+        import redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        source = Valkey(scratch, seed)
+        target = RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", m.port) for m in self.cluster.masters]
+        )
+        try:
+            with contextlib.closing(redis.Redis.from_url(source.url)) as reader:
+                batch: list[bytes] = []
+                for key in reader.scan_iter(count=1000):
+                    batch.append(key)
+                    if len(batch) == 500:
+                        _copy(reader, target, batch)
+                        batch = []
+                _copy(reader, target, batch)
+        finally:
+            target.close()
+            source.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def rss_mb(self) -> float | None:
+        import psutil
+
+        try:
+            total = sum(
+                psutil.Process(m.process.pid).memory_info().rss
+                for m in self.cluster.masters
+                if m.process is not None
+            )
+        except psutil.Error:
+            return None
+        return round(total / 2**20, 1)
+
+    def cpu_s(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for index, master in enumerate(self.cluster.masters):
+            with contextlib.closing(master.client()) as client:
+                found[f"shard {index + 1}"] = _cpu_of(client)
+        return found
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+def _copy(reader: Any, target: Any, batch: list[bytes]) -> None:
+    if not batch:
+        return
+    read = reader.pipeline(transaction=False)
+    for key in batch:
+        read.dump(key)
+        read.pttl(key)
+    found = read.execute()
+    write = target.pipeline()
+    for index, key in enumerate(batch):
+        dump, ttl = found[2 * index], found[2 * index + 1]
+        if dump is not None:
+            write.restore(key, max(ttl, 0), dump, replace=True)
+    write.execute()
+
+
 @contextlib.contextmanager
-def running(system: System, valkey: Valkey, work: Path, tag: str) -> Iterator[Server]:
+def running(
+    system: System, valkey: Valkey | ClusterValkey, work: Path, tag: str
+) -> Iterator[Server]:
     server = Server(system, valkey.url, work, tag)
     try:
         yield server.start()
@@ -391,7 +501,7 @@ def load(
     session: Session,
     system: System,
     server: Server,
-    valkey: Valkey,
+    valkey: Valkey | ClusterValkey,
     round_no: int,
     workload: str,
     sockets: int,
@@ -424,6 +534,7 @@ def load(
     timeout = min(180.0 + duration, max(session.deadline - time.monotonic() + 60, 30.0))
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    valkey_cpu = valkey.cpu_s()
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -457,6 +568,11 @@ def load(
         "wall_s": round(time.monotonic() - started, 1),
         "offered": {"sockets": sockets, "rate": rate, "duration_s": duration},
         "valkey_rss_mb": valkey.rss_mb(),
+        # Valkey's CPU seconds during the whole loadtest (connecting, sending,
+        # draining), per node: a shard's share of the work shows here.
+        "valkey_cpu_s": {
+            node: round(spent - valkey_cpu[node], 3) for node, spent in valkey.cpu_s().items()
+        },
         "command": command,
         "result": result,
     }
@@ -501,7 +617,15 @@ def round_of(session: Session, system: System, round_no: int, seed: Path | None)
     profile = session.profile
     work = session.work / f"r{round_no}-{system.name}"
     work.mkdir(parents=True)
-    valkey = Valkey(work / "valkey", seed if system.accounts else None)
+    try:
+        valkey: Valkey | ClusterValkey = (ClusterValkey if system.cluster else Valkey)(
+            work / "valkey", seed if system.accounts else None
+        )
+    except (RuntimeError, OSError, TimeoutError, ImportError) as exc:
+        session.log(f"  {system.name} round {round_no}: no Valkey: {exc}")
+        session.skipped.append(f"{system.name} round {round_no}: no Valkey ({exc})")
+        session.failures += 1
+        return
 
     def run(server: Server, workload: str, sockets: int, rate: float, duration: float) -> Any:
         return load(session, system, server, valkey, round_no, workload, sockets, rate, duration)
@@ -772,6 +896,7 @@ def summarize(session: Session, info: dict[str, Any], systems: list[System]) -> 
         "competes with the server, so the maximum rates are those of this machine with "
         "its generator, not of the servers alone.",
     ]
+    lines += cpu_per_message(records, systems, rate)
     if session.skipped:
         lines += ["", "## Not run", "", *[f"- {s}" for s in session.skipped]]
     lines += [
@@ -781,6 +906,54 @@ def summarize(session: Session, info: dict[str, Any], systems: list[System]) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def cpu_per_message(records: list[dict[str, Any]], systems: list[System], rate: str) -> list[str]:
+    """dmhub's table of CPU per message at the latency workload: Valkey's (per
+    shard, and each shard's share of it) and dmhub's own."""
+    rows = []
+    for system in systems:
+        runs = [
+            r
+            for r in records
+            if r["system"] == system.name
+            and r["workload"] == "latency"
+            and r.get("valkey_cpu_s")
+            and r["result"].get("sent")
+        ]
+        if not system.accounts or not runs:
+            continue
+        valkey, dmhub, shards, spread = [], [], [], []
+        for r in runs:
+            sent = r["result"]["sent"]
+            per_node = {n: s * 1e6 / sent for n, s in r["valkey_cpu_s"].items()}
+            total = sum(per_node.values())
+            valkey.append(total)
+            server = r["result"].get("server") or {}
+            if server.get("cpu_s") is not None:
+                dmhub.append(server["cpu_s"] * 1e6 / sent)
+            shards.append(" / ".join(f"{v:,.0f}" for v in per_node.values()))
+            if total > 0:
+                spread.append(" / ".join(f"{100 * v / total:.0f}%" for v in per_node.values()))
+        rows.append(
+            f"| {system.name} | {_cell(valkey, 0)} | {'; '.join(shards)} "
+            f"| {'; '.join(spread) or '-'} | {_cell(dmhub, 0)} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        f"## CPU per message at {rate} msg/s (dmhub)",
+        "",
+        "Valkey's CPU (`used_cpu_sys` + `used_cpu_user` of `INFO cpu` on every node, "
+        "before and after the latency run) and dmhub's (the server's processes) divided "
+        "by the messages sent. On a cluster, per shard and each shard's share; rounds "
+        "separated by `;`.",
+        "",
+        "| system | Valkey µs per message | per shard | shares | dmhub µs per message |",
+        "| --- | ---: | --- | --- | ---: |",
+        *rows,
+    ]
 
 
 def plot(session: Session, systems: list[System], path: Path) -> None:
