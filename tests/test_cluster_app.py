@@ -22,7 +22,7 @@ from chat.store.connection import (
 )
 from chat.store.safety import scan_accounts
 from chat.store.store import Store
-from tests.cluster_support import handles_on_shards, valkey_cluster
+from tests.cluster_support import ValkeyCluster, handles_on_shards, valkey_cluster
 from tests.support import PASSWORD, handle, new_user, running_server, settings_for
 
 
@@ -64,6 +64,24 @@ async def test_operator_scans_cover_every_master(cluster_url: str) -> None:
         assert sorted(found) == sorted(handles)
     finally:
         await client.aclose()
+
+
+async def test_memory_reports_the_master_nearest_its_ceiling(
+    cluster_url: str, valkey_cluster: ValkeyCluster
+) -> None:
+    fullest = valkey_cluster.masters[1]
+    with contextlib.closing(fullest.client()) as node:
+        node.config_set("maxmemory", 512 * 1024 * 1024)
+        try:
+            client = RedisTarget(cluster_url, cluster=True).client()
+            try:
+                used, ceiling = await Store(client, event_retention=100).memory()
+            finally:
+                await client.aclose()
+            assert ceiling == 512 * 1024 * 1024
+            assert used > 0
+        finally:
+            node.config_set("maxmemory", 0)
 
 
 async def test_the_admin_listing_and_the_persistence_check_speak_cluster(

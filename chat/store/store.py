@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
@@ -647,6 +648,13 @@ class Store:
         return bool(await self.redis.ping())
 
     async def memory(self) -> tuple[int, int]:
-        """(used_memory, maxmemory) in bytes; maxmemory 0 means no ceiling."""
+        """(used_memory, maxmemory) in bytes; maxmemory 0 means no ceiling. On a
+        cluster, the master nearest its ceiling: the first to refuse writes."""
+        if isinstance(self.redis, RedisCluster):
+            by_node = await self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            rows = [
+                (int(i.get("used_memory", 0)), int(i.get("maxmemory", 0))) for i in by_node.values()
+            ]
+            return max(rows, key=lambda r: (r[0] / r[1] if r[1] else 0.0, r[0]))
         info = await self.redis.info("memory")
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
