@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from chat import admin
+from chat.client import Client
 from chat.store import keys, persistence
 from chat.store.connection import (
     RedisTarget,
@@ -23,7 +24,14 @@ from chat.store.connection import (
 from chat.store.safety import scan_accounts
 from chat.store.store import Store
 from tests.cluster_support import ValkeyCluster, handles_on_shards, valkey_cluster
-from tests.support import PASSWORD, handle, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    handle,
+    new_user,
+    running_server,
+    settings_for,
+    two_nodes,
+)
 
 
 def test_seeds_share_the_scheme_credentials_database_and_options() -> None:
@@ -147,3 +155,23 @@ async def test_users_on_every_shard_get_their_events(cluster_url: str, tmp_path:
         again = await new_user(srv.url)
         await again.sign_out()
         await again.sign_in(handle(again), PASSWORD)
+
+
+@pytest.mark.timeout(90)
+async def test_two_dmhub_processes_on_the_cluster_hear_each_other(
+    cluster_url: str, tmp_path: Path
+) -> None:
+    """`dmhub serve` with seeds in REDIS_URL: a socket on one process is closed by
+    a sign-out made through the other, for users on every shard."""
+    env = {"REDIS_URL": cluster_url, "DMHUB_DATA_DIR": str(tmp_path)}
+    with two_nodes(env) as (a, b):
+        async with httpx.AsyncClient(timeout=10) as http:
+            ready = (await http.get(a.url + "/readyz")).json()
+        assert ready["status"] == "ok" and len(ready["shards"]) == 3
+        for lc in handles_on_shards(3):
+            on_a = await new_user(a.url, lc)
+            on_b = Client(b.url)
+            await on_b.sign_in(lc, PASSWORD)
+            async with on_a.socket() as sock:
+                await on_b.sign_out_everywhere()
+                assert await sock.wait_closed(5) == 4401
