@@ -203,6 +203,9 @@ async def test_a_read_receipt_cut_after_its_first_step_is_delivered(store: Store
     last = await store.redis.xrevrange(keys.events("ann"), "+", "-", 1)
     assert last[0][1] == {"p": "bob", "f": body}
     assert await reconcile(store) == 0 and await store.redis.xlen(keys.events("ann")) == before + 1
+    # Step 2 again (a reconciler that died before removing the entry): not twice.
+    assert not await receipts(store).deliver("bob", "ann", body, sent.message_id)
+    assert await store.redis.xlen(keys.events("ann")) == before + 1
 
 
 # A send still writes the shared conversation stream, which a cluster cannot

@@ -230,6 +230,7 @@ async def finish_deletion(store: Store, lc: str) -> None:
         keys.requests(lc),
         keys.unread(lc),
         keys.read_pointer(lc),
+        keys.receipts_delivered(lc),
         keys.cleared(lc),
         keys.client_ids(lc),
         keys.events(lc),

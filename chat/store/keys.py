@@ -88,6 +88,12 @@ def folder_key(lc: str, folder: str) -> str:
     return inbox(lc) if folder == "inbox" else requests(lc)
 
 
+def receipts_delivered(lc: str) -> str:
+    """Hash: reader → the last read receipt's up_to delivered to lc (what makes
+    the receipt's second step idempotent); a field per conversation."""
+    return f"rcpt:{{{lc}}}"
+
+
 def id_generator(lc: str) -> str:
     """The last id issued in lc's slot (chat/store/msgid.py): message ids, and
     the order of the follows and blocks lc makes."""

@@ -4,9 +4,9 @@ Step 1 (read.lua, the reader's slot) moves the read pointer, recounts unread,
 tells the reader's sockets and, when the peer is to hear of it, appends a
 `receipt` entry to the outbox of the reader's slot. Step 2 (receipt.lua, the
 peer's slot) re-checks what may have changed since (a block, the peer's
-receipts setting, a request) and delivers the receipt event. A crash between
-the two is finished by the reconciler; a crash after step 2 but before the
-entry is done makes the reconciler deliver the receipt a second time.
+receipts setting, a request) and delivers the receipt event, once: the peer's
+`rcpt:{peer}` keeps the last receipt delivered from each reader. A crash
+between the two is finished by the reconciler.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Receipts:
         result = await self.read_first(me, peer, up_to, body, tell_peer)
         if len(result) > 1:
             crash_point("read:after_first")
-            await self.deliver(me, peer, body)
+            await self.deliver(me, peer, body, up_to)
             await self.store.outbox.done(me, result[1])
         return int(result[0])
 
@@ -67,8 +67,9 @@ class Receipts:
         )
         return result
 
-    async def deliver(self, me: str, peer: str, body: str) -> bool:
-        """Step 2: the receipt in the peer's stream and channel, if still wanted."""
+    async def deliver(self, me: str, peer: str, body: str, up_to: str) -> bool:
+        """Step 2: the receipt in the peer's stream and channel, if still wanted
+        and not delivered already."""
         delivered = await self._receipt(
             keys=[
                 keys.events(peer),
@@ -76,8 +77,9 @@ class Receipts:
                 keys.blocking(peer),
                 keys.user(peer),
                 keys.requests(peer),
+                keys.receipts_delivered(peer),
             ],
-            args=[me, body, self.store.event_retention],
+            args=[me, body, self.store.event_retention, up_to],
         )
         return bool(delivered)
 
@@ -98,6 +100,8 @@ def register_handlers(store: Any) -> None:
     steps = receipts(store)
 
     async def receipt(payload: dict[str, Any]) -> None:
-        await steps.deliver(str(payload["me"]), str(payload["peer"]), str(payload["body"]))
+        await steps.deliver(
+            str(payload["me"]), str(payload["peer"]), str(payload["body"]), str(payload["up_to"])
+        )
 
     store.outbox.register(RECEIPT, receipt)

@@ -43,6 +43,6 @@ redis.call('SPUBLISH', KEYS[5], 'r ' .. cursor .. ' ' .. peer .. ' -\n' .. body 
 -- receipt: the reader's own blocks, and the mirror of the peer's.
 local blocked = redis.call('ZSCORE', KEYS[6], peer) or redis.call('ZSCORE', KEYS[7], peer)
 if ARGV[5] == '1' and not blocked then
-  return {1, outbox_add(KEYS[8], 'receipt', cjson.encode({me = me, peer = peer, body = body}))}
+  return {1, outbox_add(KEYS[8], 'receipt', cjson.encode({me = me, peer = peer, body = body, up_to = up_to}))}
 end
 return {1}
