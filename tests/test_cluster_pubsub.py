@@ -157,3 +157,108 @@ async def test_a_subscribe_that_meets_moved_goes_to_the_new_owner(
     finally:
         await rig.broker.unsubscribe(channel)
         move_slot(valkey_cluster, slot, home)
+
+
+# A store script in miniature: append the event to the user's stream and publish
+# its cursor on the user's channel, atomically, in the user's slot.
+EVENT_LUA = (
+    "local c = redis.call('XADD', KEYS[1], '*', 'n', ARGV[1]) "
+    "redis.call('SPUBLISH', KEYS[2], c) return c"
+)
+EVENT_SHA = __import__("hashlib").sha1(EVENT_LUA.encode()).hexdigest()
+
+
+def _cursor_key(cursor: str) -> tuple[int, int]:
+    ms, _, seq = cursor.partition("-")
+    return int(ms), int(seq)
+
+
+@pytest.mark.timeout(60)
+async def test_a_slot_migrating_under_load_loses_and_repeats_nothing(
+    cluster_url: str, valkey_cluster: ValkeyCluster
+) -> None:
+    """Events keep coming while the user's slot (stream included) moves to another
+    master and back. A consumer that does what the hub does (hold live events
+    while a lost channel resyncs, replay the stream after its last cursor, drop
+    what it has seen) ends with every event exactly once, in order."""
+    lc = handles_on_shards(1)[0]
+    stream, channel = keys.events(lc), keys.channel(lc)
+    lane = ClusterLane(seed_endpoints(cluster_url))
+    delivered: list[str] = []
+    pending: list[str] = []
+    syncing = False
+    resyncs = 0
+    progress = asyncio.Event()
+
+    def deliver(cursor: str) -> None:
+        if not delivered or _cursor_key(cursor) > _cursor_key(delivered[-1]):
+            delivered.append(cursor)
+            progress.set()
+
+    def on_message(_: str, cursor: str) -> None:
+        if syncing:
+            pending.append(cursor)
+        else:
+            deliver(cursor)
+
+    def on_lost(_: frozenset[str]) -> None:
+        nonlocal syncing
+        syncing = True
+
+    async def on_resynced(_: frozenset[str]) -> None:
+        nonlocal syncing, resyncs
+        resyncs += 1
+        after = f"({delivered[-1]}" if delivered else "-"
+        for cursor, _fields in await lane.execute("XRANGE", stream, after, "+"):
+            deliver(cursor)
+        for cursor in pending:
+            deliver(cursor)
+        pending.clear()
+        syncing = False
+
+    broker = Broker(
+        cluster_url,
+        on_message=on_message,
+        on_resubscribed=on_resynced,
+        on_reconnect=on_lost,
+        cluster=True,
+    )
+    await broker.start()
+    written: list[str] = []
+    moving = True
+
+    async def produce() -> None:
+        n = 0
+        while moving or n < 50:
+            n += 1
+            written.append(await lane.evalsha(EVENT_SHA, EVENT_LUA, [stream, channel], [n]))
+            await asyncio.sleep(0.001)
+
+    try:
+        await asyncio.wait_for(broker.subscribe(channel), WAIT_S)
+        producer = asyncio.create_task(produce())
+        slot = key_slot(channel)
+        home = slot_owner(valkey_cluster, slot)
+        elsewhere = next(m for m in valkey_cluster.masters if m is not home)
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(move_slot, valkey_cluster, slot, elsewhere)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(move_slot, valkey_cluster, slot, home)
+        await asyncio.sleep(0.2)
+        moving = False
+        await asyncio.wait_for(producer, WAIT_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while (syncing or delivered[-1:] != written[-1:]) and loop.time() < deadline:
+            progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), 0.2)
+        print(f"{len(written)} events, {resyncs} resyncs")
+        assert resyncs >= 2  # the channel was lost and found again at each move
+        assert delivered == written
+        stored = [cursor for cursor, _ in await lane.execute("XRANGE", stream, "-", "+")]
+        assert stored == written
+    finally:
+        moving = False
+        await broker.stop()
+        await lane.aclose()
