@@ -266,3 +266,19 @@ async def test_a_deletion_cut_after_its_tombstone_is_finished_once(
     assert await reconcile(store) == 1
     assert all(rows == [] for rows in (await edges(store)).values())
     assert await reconcile(store) == 0 and await pending(store) == 0
+
+
+async def test_an_edge_that_keeps_changing_is_left_to_the_reconciler(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No round settles (as if every re-read found the edge changed again): the
+    # request still answers from step 1, and the entry stays, quietly.
+    monkeypatch.setattr("chat.store.graph.SYNC_ROUNDS", 0)
+    assert await store.follow("ann", "bob") == FollowResult.ADDED
+    assert await store.redis.zscore(keys.followers("bob"), "ann") is None
+    assert await reconcile(store) == 0 and await pending(store) == 1
+    monkeypatch.undo()
+    assert await reconcile(store) == 1 and await pending(store) == 0
+    assert await store.redis.zscore(keys.followers("bob"), "ann") == await store.redis.zscore(
+        keys.following("ann"), "bob"
+    )

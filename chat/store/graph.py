@@ -28,7 +28,7 @@ from typing import Any
 
 from chat.store import keys
 from chat.store.crashpoints import crash_point
-from chat.store.outbox import OUTBOX_LUA
+from chat.store.outbox import OUTBOX_LUA, NotYet
 
 # Rounds of read-authority, write-mirror, read-again before leaving an edge that
 # keeps changing under us to the reconciler.
@@ -51,7 +51,7 @@ class FollowResult(IntEnum):
     BLOCKED_YOU = -2
 
 
-class EdgeUnsettled(Exception):
+class EdgeUnsettled(NotYet):
     """The edge kept changing while its mirror was written: the outbox entry
     stays, and the reconciler finishes the mirror later."""
 

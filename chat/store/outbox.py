@@ -65,6 +65,12 @@ CLAIM_COUNT = 100
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
+
+class NotYet(Exception):
+    """A handler could not finish for now (what it reads keeps changing under
+    it): the entry stays, and a later sweep runs the handler again."""
+
+
 OUTBOX_LUA = resources.files("chat.store").joinpath("scripts", "outbox.lua").read_text()
 
 
@@ -232,9 +238,10 @@ class Outbox:
             return False
         try:
             await handler(payload)
-        except (RedisError, OSError) as exc:
-            # The other slot is unreachable for now: the entry idles again and
-            # the next sweep retries it. One such entry does not stop the sweep.
+        except (RedisError, OSError, NotYet) as exc:
+            # The other slot is unreachable for now, or busy: the entry idles
+            # again and the next sweep retries it. One such entry does not stop
+            # the sweep.
             log.warning(
                 "outbox %s entry %s (%s) not completed yet: %s", outbox, entry_id, kind, exc
             )

@@ -24,7 +24,7 @@ from chat.config import MAX_NOTES_PER_CONVERSATION, MAX_TEAM_SIZE, MAX_TEAMS_PER
 from chat.store import keys
 from chat.store.crashpoints import crash_point
 from chat.store.graph import SYNC_ROUNDS
-from chat.store.outbox import OUTBOX_LUA
+from chat.store.outbox import OUTBOX_LUA, NotYet
 from chat.store.store import (
     USER_FIELDS,
     Store,
@@ -101,11 +101,10 @@ class TeamStore:
             return AddResult.TEAM_FULL
         if result[0] == 0:
             # Already a member: the index is made to agree, in case it does not.
-            await self.sync_member(business, agent)
+            await self._settle(business, agent, None)
             return AddResult.ALREADY
         crash_point("team:after_first")
-        await self.sync_member(business, agent)
-        await self.store.outbox.done(business, result[1])
+        await self._settle(business, agent, result[1])
         return AddResult.ADDED
 
     async def remove_agent(self, business: str, agent: str) -> None:
@@ -114,11 +113,19 @@ class TeamStore:
         if entry is not None:
             crash_point("team:after_first")
             await self.redis.spublish(keys.channel(business), f"k - - -\n{agent}")
-            await self.sync_member(business, agent)
-            await self.store.outbox.done(business, entry)
+            await self._settle(business, agent, entry)
             return
-        await self.sync_member(business, agent)
+        await self._settle(business, agent, None)
         await self.redis.spublish(keys.channel(business), f"k - - -\n{agent}")
+
+    async def _settle(self, business: str, agent: str, entry: str | None) -> None:
+        """Step 2 now, and the outbox entry done; left to the reconciler if busy."""
+        try:
+            await self.sync_member(business, agent)
+        except NotYet:
+            return
+        if entry is not None:
+            await self.store.outbox.done(business, entry)
 
     async def add_first(self, business: str, agent: str) -> list[Any]:
         result: list[Any] = await self._add(
@@ -147,6 +154,7 @@ class TeamStore:
                 return
         # Still changing: the outbox entry stays, and the reconciler settles it;
         # `teams` checks every index entry against team:{b} meanwhile.
+        raise NotYet(f"team {business}: {agent} still changing")
 
     async def forget(self, lc: str) -> None:
         """An account is deleted: its team, its place in others' teams, its
