@@ -61,6 +61,22 @@ async def test_a_cluster_is_detected_and_a_single_node_is_not(
     assert not await detect_cluster(redis_url)
 
 
+async def test_cold_path_scripts_run_on_every_master_even_after_a_flush(
+    cluster_url: str, valkey_cluster: ValkeyCluster
+) -> None:
+    client = RedisTarget(cluster_url, cluster=True).client()
+    try:
+        script = client.register_script("return redis.call('INCR', KEYS[1])")
+        handles = handles_on_shards(3)
+        assert [await script(keys=[keys.user(lc)]) for lc in handles] == [1, 1, 1]
+        for node in valkey_cluster.masters:  # a restart, or a promoted replica
+            with contextlib.closing(node.client()) as direct:
+                direct.script_flush()
+        assert [await script(keys=[keys.user(lc)]) for lc in handles] == [2, 2, 2]
+    finally:
+        await client.aclose()
+
+
 async def test_operator_scans_cover_every_master(cluster_url: str) -> None:
     client = RedisTarget(cluster_url, cluster=True).client()
     try:
