@@ -28,6 +28,7 @@ from chat.store.cluster_lane import ClusterLane
 from chat.store.connection import REDIS_TIMEOUT_S
 from chat.store.lane import Lane
 from chat.store.outbox import Reconciler
+from chat.store.replicas import ReplicaAcks
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
 from chat.transport import (
@@ -136,15 +137,23 @@ def create_app(settings: Settings) -> Starlette:
             if target.cluster
             else Lane(redis_url, timeout_s=REDIS_TIMEOUT_S)
         )
+        replica_acks = (
+            ReplicaAcks(lane, settings.ack_replicas, settings.ack_replica_timeout_ms)
+            if settings.ack_replicas > 0
+            else None
+        )
         store = Store(
             client,
             event_retention=settings.event_retention,
             lane=lane,
             limits=settings.send_limits,
             client_id_ttl_s=settings.client_id_ttl_s,
+            replica_acks=replica_acks,
         )
         if isinstance(lane, ClusterLane):
             await log_topology(lane)
+        if replica_acks is not None:
+            await replica_acks.check()
         hub = Hub(store, redis_url, cluster=target.cluster)
         app.state.runtime = Runtime(settings=settings, redis=client, store=store, hub=hub)
         runtime_module.current = app.state.runtime

@@ -34,6 +34,13 @@ DEFAULT_CLIENT_ID_TTL_S = 24 * 3600
 # (a live process finishes its operation in milliseconds).
 DEFAULT_RECONCILE_INTERVAL_S = 10.0
 DEFAULT_RECONCILE_MIN_IDLE_MS = 5_000
+# Acks that wait for replicas (chat/store/replicas.py): 0 is off (an ack may
+# precede replication; docs/architecture.md, "What a failover can lose"). The
+# timeout bounds each WAIT, which holds its node's shared connection meanwhile,
+# so it stays well under the lane's 5 s reply watchdog.
+DEFAULT_ACK_REPLICAS = 0
+DEFAULT_ACK_REPLICA_TIMEOUT_MS = 500
+MAX_ACK_REPLICA_TIMEOUT_MS = 2_000
 DEFAULT_SESSION_TTL_S = 30 * 24 * 3600
 DEFAULT_EVENT_RETENTION = 10_000
 DEFAULT_SOCKET_QUEUE = 512
@@ -150,6 +157,15 @@ def _proxies(raw: str) -> TrustedProxies:
         raise SystemExit(str(exc)) from exc
 
 
+def _ack_replica_timeout() -> int:
+    value = _int("DMHUB_ACK_REPLICA_TIMEOUT_MS", DEFAULT_ACK_REPLICA_TIMEOUT_MS)
+    if not 1 <= value <= MAX_ACK_REPLICA_TIMEOUT_MS:
+        raise SystemExit(
+            f"DMHUB_ACK_REPLICA_TIMEOUT_MS must be 1 to {MAX_ACK_REPLICA_TIMEOUT_MS}, got {value}"
+        )
+    return value
+
+
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
@@ -231,6 +247,8 @@ class Settings:
     admin_token: str | None = None
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
     reconcile_min_idle_ms: int = DEFAULT_RECONCILE_MIN_IDLE_MS
+    ack_replicas: int = DEFAULT_ACK_REPLICAS
+    ack_replica_timeout_ms: int = DEFAULT_ACK_REPLICA_TIMEOUT_MS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -258,6 +276,8 @@ class Settings:
             reconcile_min_idle_ms=_int(
                 "DMHUB_RECONCILE_MIN_IDLE_MS", DEFAULT_RECONCILE_MIN_IDLE_MS
             ),
+            ack_replicas=_limit("DMHUB_ACK_REPLICAS", DEFAULT_ACK_REPLICAS),
+            ack_replica_timeout_ms=_ack_replica_timeout(),
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),
             event_retention=_int("DMHUB_EVENT_RETENTION", DEFAULT_EVENT_RETENTION),
             socket_queue=_int("DMHUB_SOCKET_QUEUE", DEFAULT_SOCKET_QUEUE),

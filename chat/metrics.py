@@ -9,6 +9,12 @@ SEND_LATENCY = Histogram(
     "From a send arriving to its durable write returning.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+ACK_REPLICA_WAITS = Counter(
+    "dmhub_ack_replica_waits_total",
+    "Acks that waited for replicas (DMHUB_ACK_REPLICAS): confirmed, or short (sent "
+    "anyway with fewer replicas confirming: a failover could lose them).",
+    ["outcome"],
+)
 PUBSUB_RECONNECTS = Counter("dmhub_pubsub_reconnects_total", "Pub/sub reconnections.")
 RECONCILED = Counter(
     "dmhub_reconciled_total",

@@ -18,7 +18,9 @@ from chat.errors import rate_limited as rate_limited_error
 from chat.permission import Decision, Reason, decide
 from chat.permission.rule import refusal_detail
 from chat.protocol import frames, validation
+from chat.store import keys
 from chat.store.business import offered_quick_replies
+from chat.store.replicas import ReplicaAcks
 from chat.store.store import PairFacts, SendLimited, SendRefused, SendResult, Store
 
 LIMIT_DETAILS = {
@@ -84,6 +86,8 @@ async def send_message(
     for the business `sender` (it signs the business's copy only).
     """
     started = time.perf_counter()
+    # DMHUB_ACK_REPLICAS: writes from here on are what the ack waits for.
+    since = ReplicaAcks.started()
     outcome = "error"
     try:
         body = validation.text(text)
@@ -105,6 +109,10 @@ async def send_message(
         if isinstance(result, SendLimited):
             outcome = "limited"
             raise rate_limited(result.limit, result.retry_after_ms, str(to))
+        if store.replica_acks is not None:
+            # A retry's original waits too: the attempt that stored it may have
+            # died before its ack (WAIT covers all this connection wrote).
+            await store.replica_acks.confirm(since, keys.user(recipient), keys.user(sender))
         outcome = "stored" if result.created else "duplicate"
         return result
     except ApiError as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,9 @@ class ClusterLane:
         self._moved: dict[int, str] = {}
         self._refresh: asyncio.Task[Topology] | None = None
         self._refreshed_at = -1e9
+        # When a slot last changed owner in this map (time.monotonic()): a write
+        # from before may have gone to another node than a WAIT would now.
+        self.map_changed_at = -1.0
         self._closed = False
 
     # -- the interface the Store uses ------------------------------------------
@@ -96,6 +100,26 @@ class ClusterLane:
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         return await self._routed(keys[0] if keys else None, command, script)
+
+    async def wait_replicas(
+        self, key: str | None, replicas: int, timeout_ms: int, *, since: float
+    ) -> int:
+        """Lane.wait_replicas on the master of `key`'s slot, over the connection
+        that carried the writes to that slot; 0 when the map changed after
+        `since` (the writes may have gone to the node that had the slot then)."""
+        if self.map_changed_at >= since:
+            return 0
+        address = self._known_owner(key) or await self.owner(key)
+        lane = self._lanes.get(address) or self.lane(address)
+        try:
+            count = await lane.wait_replicas(key, replicas, timeout_ms, since=since)
+        except ResponseError as exc:
+            # A node demoted meanwhile refuses WAIT ("cannot be used with
+            # replica instances"): what it took may not be on the new master.
+            log.info("WAIT on %s refused: %s", address, exc)
+            self._refresh_soon()
+            return 0
+        return 0 if self.map_changed_at >= since else count
 
     async def aclose(self) -> None:
         self._closed = True
@@ -166,6 +190,7 @@ class ClusterLane:
                     asking = kind == "ASK"
                     if not asking:
                         self._moved[slot] = address
+                        self.map_changed_at = time.monotonic()
                         self._refresh_soon()
                     continue
                 if _busy(message) and busy < BUSY_RETRIES:
@@ -219,6 +244,8 @@ class ClusterLane:
         endpoints = [node_endpoint(self.seeds[0], a) for a in known]
         topology = await fetch_topology([*endpoints, *self.seeds])
         self._moved.clear()
+        if self.topology is not None and _owners(self.topology) != _owners(topology):
+            self.map_changed_at = time.monotonic()
         self.topology = topology
         self._refreshed_at = asyncio.get_running_loop().time()
         retired, self._retired = self._retired, []
@@ -227,6 +254,10 @@ class ClusterLane:
         for address in [a for a in self._lanes if a not in topology.masters]:
             self._retired.append(self._lanes.pop(address))
         return topology
+
+
+def _owners(topology: Topology) -> set[tuple[str, tuple[tuple[int, int], ...]]]:
+    return {(shard.master, shard.ranges) for shard in topology.shards}
 
 
 def _retrieve(task: asyncio.Task[Topology]) -> None:

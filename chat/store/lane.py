@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any, cast
 
 import hiredis
@@ -38,6 +39,10 @@ log = logging.getLogger("dmhub.store")
 
 DEFAULT_TIMEOUT_S = 5.0
 WATCHDOG_INTERVAL_S = 0.5
+# A node found with too few replicas is not asked to WAIT again for this long
+# (chat/store/replicas.py): a WAIT that cannot be met holds the node's shared
+# connection for its whole timeout, every command queued behind it included.
+REPLICA_RECHECK_S = 5.0
 
 
 def _reply_error(message: str) -> Exception:
@@ -101,6 +106,16 @@ class Lane:
         self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
+        # When the last link broke (time.monotonic()): writes before it went over
+        # another connection, which a WAIT on the next one does not cover.
+        self.broken_at = -1.0
+        # The WAIT queued on this link and not yet answered: later waiters join
+        # it, since it comes after every write they have had a reply for.
+        self._wait: tuple[_Link, int, int, asyncio.Future[Any]] | None = None
+        # Too few replicas seen: until `_recheck_at`, waits answer 0 at once;
+        # then INFO (which does not block) says whether to WAIT again.
+        self._short = True
+        self._recheck_at = 0.0
 
     async def execute(self, *args: Any) -> Any:
         """Run one command; concurrent calls share writes. Raises like redis-py."""
@@ -118,6 +133,44 @@ class Lane:
             if isinstance(result, BaseException):
                 raise result
         return results[1]
+
+    async def wait_replicas(
+        self, key: str | None, replicas: int, timeout_ms: int, *, since: float
+    ) -> int:
+        """How many replicas confirm every write this connection carried so far
+        (WAIT on this same connection); 0 at once when this node is known to be
+        short of replicas, or when the link broke after `since` (time.monotonic()), as
+        the writes may have gone over the broken one. `key` routes on a cluster."""
+        loop = asyncio.get_running_loop()
+        if self.broken_at >= since:
+            return 0
+        if self._short:
+            if loop.time() < self._recheck_at:
+                return 0
+            self._recheck_at = loop.time() + REPLICA_RECHECK_S
+            if online_replicas(str(await self.execute("INFO", "replication"))) < replicas:
+                return 0
+            self._short = False
+        link = self._link if self._link is not None else await self._connect()
+        if self.broken_at >= since:
+            return 0
+        queued = self._wait
+        if queued is not None and queued[:3] == (link, replicas, timeout_ms):
+            future = queued[3]
+        else:
+            future = self._submit(link, pack(("WAIT", replicas, timeout_ms)))
+            self._wait = (link, replicas, timeout_ms, future)
+            future.add_done_callback(self._wait_answered)
+        # Shielded: one waiter cancelled must not fail the others' WAIT.
+        count = int(await asyncio.shield(future))
+        if count < replicas:
+            self._short = True
+            self._recheck_at = loop.time() + REPLICA_RECHECK_S
+        return count
+
+    def _wait_answered(self, future: asyncio.Future[Any]) -> None:
+        if self._wait is not None and self._wait[3] is future:
+            self._wait = None
 
     def _submit(self, link: _Link, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -188,6 +241,7 @@ class Lane:
         if self._link is not link:
             return
         self._link = None
+        self.broken_at = time.monotonic()
         if not self._closed:
             log.warning("redis lane lost its connection: %s", exc)
         failure = RedisConnectionError(str(exc) or "connection lost")
@@ -205,3 +259,12 @@ class Lane:
             self._broken(self._link, RedisConnectionError("closed"))
         if self._watchdog is not None:
             self._watchdog.cancel()
+
+
+def online_replicas(info: str) -> int:
+    """Replicas in `INFO replication` whose link is up (`slaveN:...,state=online,...`)."""
+    return sum(
+        1
+        for line in info.splitlines()
+        if line.startswith("slave") and ":" in line and "state=online" in line.split(":", 1)[1]
+    )

@@ -29,6 +29,7 @@ from chat.store.lane import Lane
 from chat.store.outbox import Outbox
 from chat.store.receipts import receipts
 from chat.store.receipts import register_handlers as register_receipt_handlers
+from chat.store.replicas import ReplicaAcks
 from chat.store.signin import SigninStore
 
 # `qr`: a business's quick replies, as JSON (chat/store/business.py).
@@ -195,6 +196,7 @@ class Store:
         lane: Lane | ClusterLane | None = None,
         limits: SendLimits | None = None,
         client_id_ttl_s: int = DEFAULT_CLIENT_ID_TTL_S,
+        replica_acks: ReplicaAcks | None = None,
     ) -> None:
         # The client decodes responses to str; redis-py's annotations cannot say
         # so (they promise bytes | str everywhere), hence Any rather than casts.
@@ -221,6 +223,8 @@ class Store:
         # The hot path (facts, send, session lookups) goes through the pipelined
         # lane when there is one; everything else uses the ordinary client.
         self.lane = lane
+        # DMHUB_ACK_REPLICAS: a send's ack waits for replicas (over the lane).
+        self.replica_acks = replica_acks
         self.signin = SigninStore(client)
         # What split operations still owe another slot; each operation's module
         # registers the handler that completes it (chat/store/outbox.py).

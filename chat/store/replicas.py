@@ -1,0 +1,98 @@
+"""Acks that wait for replicas (DMHUB_ACK_REPLICAS): WAIT before the ack.
+
+Valkey replicates asynchronously: a master answers a write before any replica
+has it, so a failover right after an ack can lose that write (docs/architecture.md,
+"What a failover can lose"). With DMHUB_ACK_REPLICAS = n > 0, a send is acked
+only after `WAIT n timeout` on the node of each slot it wrote, over the very
+connection that carried the writes (the lane's one connection per node), since
+WAIT covers exactly what its own connection wrote before it. Concurrent sends on
+one node share one WAIT (chat/store/lane.py).
+
+When fewer than n replicas confirm within the timeout, the ack still goes out,
+counted in `dmhub_ack_replica_waits_total{outcome="short"}` and logged. The
+message is on the master, already in the recipient's stream and published to
+their sockets: refusing the send would not undo it, only make the client retry
+into the same stored message; and one replica down would stop every send of its
+shard, when a replica is there to add availability, not take it away. A lost
+connection while waiting is different: the write's fate is unknown, so the send
+fails as `unavailable` and a retry with the same client_id is deduplicated.
+
+A node without enough replicas online (a single Valkey without any, the embedded
+one) is found by INFO, which does not block, before the first WAIT, and again
+every REPLICA_RECHECK_S: its acks go out at once, counted as short; they never
+wait for a replica that is not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from chat.metrics import ACK_REPLICA_WAITS
+from chat.store.cluster_lane import ClusterLane
+from chat.store.lane import REPLICA_RECHECK_S, Lane, online_replicas
+
+log = logging.getLogger("dmhub.store")
+
+
+class ReplicaAcks:
+    def __init__(self, lane: Lane | ClusterLane, replicas: int, timeout_ms: int) -> None:
+        if replicas < 1 or timeout_ms < 1:
+            raise ValueError("ReplicaAcks needs at least one replica and a timeout")
+        self.lane = lane
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self._warned_at = -1e9
+
+    @staticmethod
+    def started() -> float:
+        """Taken before an operation's first write; `confirm` checks against it."""
+        return time.monotonic()
+
+    async def confirm(self, since: float, *route_keys: str) -> bool:
+        """WAIT on the node of each key (at once); True when every node had
+        enough replicas confirm. Raises the lane's ConnectionError as a send does."""
+        counts = await asyncio.gather(
+            *(
+                self.lane.wait_replicas(key, self.replicas, self.timeout_ms, since=since)
+                for key in route_keys
+            )
+        )
+        confirmed = min(counts) >= self.replicas
+        ACK_REPLICA_WAITS.labels("confirmed" if confirmed else "short").inc()
+        if not confirmed and time.monotonic() - self._warned_at > REPLICA_RECHECK_S:
+            self._warned_at = time.monotonic()
+            log.warning(
+                "an ack went out with %d of %d replicas confirming (DMHUB_ACK_REPLICAS): "
+                "a failover now could lose it; see dmhub_ack_replica_waits_total",
+                min(counts),
+                self.replicas,
+            )
+        return confirmed
+
+    async def check(self) -> dict[str, int]:
+        """At start-up: the replicas online on each master, logged, with a warning
+        for each master that has fewer than asked (its acks will not wait)."""
+        if isinstance(self.lane, ClusterLane):
+            topology = await self.lane.refresh(force=True)
+            nodes = {address: self.lane.lane(address) for address in topology.masters}
+        else:
+            end = self.lane.endpoint
+            nodes = {end.path or f"{end.host}:{end.port}": self.lane}
+        online = {
+            address: online_replicas(str(await node.execute("INFO", "replication")))
+            for address, node in nodes.items()
+        }
+        for address, count in online.items():
+            if count < self.replicas:
+                log.warning(
+                    "DMHUB_ACK_REPLICAS=%d but %s has %d replica(s) online: its acks go "
+                    "out without waiting, counted as short, until enough are online",
+                    self.replicas,
+                    address,
+                    count,
+                )
+            else:
+                log.info("acks wait for %d of %d replica(s) of %s", self.replicas, count, address)
+        return online

@@ -1,0 +1,183 @@
+"""Acks that wait for replicas (DMHUB_ACK_REPLICAS, chat/store/replicas.py).
+
+On a real three-master cluster with a replica each: what a WAIT confirmed is on
+the replica when the answer arrives (read there with READONLY), a replica that
+stops answering makes the wait short and then not asked for a while, and a
+failover right after a confirmed ack loses nothing. On a single Valkey without
+replicas, acks go out at once, counted as short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chat.hub.actions import send_message
+from chat.metrics import ACK_REPLICA_WAITS
+from chat.store.cluster_lane import ClusterLane
+from chat.store.connection import RedisTarget, seed_endpoints
+from chat.store.lane import Lane, online_replicas
+from chat.store.replicas import ReplicaAcks
+from chat.store.store import SendResult, Store
+from tests.cluster_support import ClusterNode, ValkeyCluster, handles_on_shards, valkey_cluster
+
+# Long enough that a confirmation never times out on a loaded machine; a test
+# that must not wait at all would take this long if it did.
+WAIT_MS = 2_000
+FAILOVER_S = 20.0
+
+
+def short_acks() -> float:
+    return ACK_REPLICA_WAITS.labels("short")._value.get()
+
+
+def test_replicas_online_are_read_from_info() -> None:
+    info = (
+        "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"
+        "slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0\r\n"
+        "slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n"
+        "master_failover_state:no-failover\r\n"
+    )
+    assert online_replicas(info) == 1
+    assert online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") == 0
+
+
+def test_the_settings_refuse_a_timeout_that_could_hold_a_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chat.config import Settings
+
+    monkeypatch.setenv("DMHUB_ACK_REPLICAS", "1")
+    assert Settings.from_env().ack_replicas == 1
+    for bad in ("0", "60000"):
+        monkeypatch.setenv("DMHUB_ACK_REPLICA_TIMEOUT_MS", bad)
+        with pytest.raises(SystemExit):
+            Settings.from_env()
+
+
+@pytest.mark.timeout(30)
+async def test_a_valkey_without_replicas_acks_at_once_counted_as_short(redis_url: str) -> None:
+    client = RedisTarget(redis_url, False).client()
+    lane = Lane(redis_url)
+    try:
+        store = Store(
+            client, event_retention=100, lane=lane, replica_acks=ReplicaAcks(lane, 1, WAIT_MS)
+        )
+        for handle in ("Ann", "Bob"):
+            await store.create_user(handle, "-", handle, "person")
+        await store.follow("bob", "ann")  # Ann may write to Bob
+        before = short_acks()
+        for n in range(3):
+            sent = send_message(store, "ann", "Bob", f"hi {n}", None)
+            # A WAIT would hold each send for WAIT_MS: none may be issued.
+            assert isinstance(await asyncio.wait_for(sent, WAIT_MS / 2000), SendResult)
+        assert short_acks() == before + 3
+        stats = await client.info("commandstats")
+        assert "cmdstat_wait" not in stats
+    finally:
+        await lane.aclose()
+        await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    with valkey_cluster(tmp_path_factory.mktemp("acks"), replicas=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def lane(replicated: ValkeyCluster) -> AsyncIterator[ClusterLane]:
+    made = ClusterLane(seed_endpoints(replicated.url), timeout_s=5)
+    await made.refresh(force=True)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+def replica_of(cluster: ValkeyCluster, master: ClusterNode) -> ClusterNode:
+    return next(r for r in cluster.replicas if r.replica_of is master)
+
+
+@contextlib.contextmanager
+def read_only(node: ClusterNode) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=node.port, decode_responses=True, single_connection_client=True)
+    try:
+        client.execute_command("READONLY")
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def stopped(node: ClusterNode) -> Iterator[None]:
+    """SIGSTOP: the replica is there but answers nothing (a stalled link)."""
+    assert node.process is not None
+    os.kill(node.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(60)
+async def test_what_a_wait_confirmed_is_on_the_replica_already(
+    lane: ClusterLane, replicated: ValkeyCluster
+) -> None:
+    handles = handles_on_shards(3)
+    since = ReplicaAcks.started()
+    for round_ in range(20):
+        await asyncio.gather(*(lane.execute("SET", f"v:{{{lc}}}", round_) for lc in handles))
+        counts = await asyncio.gather(
+            *(lane.wait_replicas(f"v:{{{lc}}}", 1, WAIT_MS, since=since) for lc in handles)
+        )
+        assert counts == [1, 1, 1]
+        # No wait here: the replica had it when WAIT answered.
+        for lc in handles:
+            replica = replica_of(replicated, replicated.master_for(f"v:{{{lc}}}"))
+            with read_only(replica) as client:
+                assert client.get(f"v:{{{lc}}}") == str(round_)
+
+
+@pytest.mark.timeout(60)
+async def test_a_stalled_replica_makes_a_wait_short_then_not_asked(
+    lane: ClusterLane, replicated: ValkeyCluster
+) -> None:
+    lc = handles_on_shards(1)[0]
+    key = f"v:{{{lc}}}"
+    master = replicated.master_for(key)
+    with contextlib.closing(master.client()) as client:
+        waits_before = int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+    since = ReplicaAcks.started()
+    with stopped(replica_of(replicated, master)):
+        await lane.execute("SET", key, "unconfirmed")
+        assert await lane.wait_replicas(key, 1, 200, since=since) == 0
+        # Known short: answered at once, without holding the node's connection.
+        assert await asyncio.wait_for(lane.wait_replicas(key, 1, WAIT_MS, since=since), 1) == 0
+    with contextlib.closing(master.client()) as client:
+        waits_after = int(client.info("commandstats")["cmdstat_wait"]["calls"])
+    assert waits_after == waits_before + 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_lost_connection_cannot_vouch_for_writes_before_it(
+    lane: ClusterLane, replicated: ValkeyCluster
+) -> None:
+    lc = handles_on_shards(1)[0]
+    key = f"v:{{{lc}}}"
+    since = ReplicaAcks.started()
+    await lane.execute("SET", key, "1")
+    master = replicated.master_for(key)
+    with contextlib.closing(master.client()) as client:
+        client.client_kill_filter(_type="normal", skipme=True)
+    with contextlib.suppress(RedisConnectionError):
+        await lane.execute("PING")  # notices the break
+    assert await lane.wait_replicas(key, 1, WAIT_MS, since=since) == 0
+    assert await lane.wait_replicas(key, 1, WAIT_MS, since=ReplicaAcks.started()) == 1
