@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -27,6 +28,7 @@ from chat.store.lane import Lane, online_replicas
 from chat.store.replicas import ReplicaAcks
 from chat.store.store import SendResult, Store
 from tests.cluster_support import ClusterNode, ValkeyCluster, handles_on_shards, valkey_cluster
+from tests.support import handle, new_user, running_server, settings_for
 
 # Long enough that a confirmation never times out on a loaded machine; a test
 # that must not wait at all would take this long if it did.
@@ -181,3 +183,70 @@ async def test_a_lost_connection_cannot_vouch_for_writes_before_it(
         await lane.execute("PING")  # notices the break
     assert await lane.wait_replicas(key, 1, WAIT_MS, since=since) == 0
     assert await lane.wait_replicas(key, 1, WAIT_MS, since=ReplicaAcks.started()) == 1
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """A cluster of the test's own, for a test that fails a master over."""
+    with valkey_cluster(tmp_path / "cluster", replicas=True) as cluster:
+        yield cluster
+
+
+async def until_answers(lane: ClusterLane, *command: str) -> object:
+    """The command's answer once the shard has a master again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FAILOVER_S
+    while True:
+        try:
+            return await lane.execute(*command)
+        except RedisConnectionError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def replication_cut(cluster: ValkeyCluster, master: ClusterNode) -> Iterator[None]:
+    """The master's replica stopped and its link closed by the master: writes
+    from here on are in the master's backlog only (asynchronous replication at
+    its worst), and the replica cannot fetch them while stopped."""
+    with stopped(replica_of(cluster, master)):
+        with contextlib.closing(master.client()) as client:
+            client.client_kill_filter(_type="replica")
+        yield
+
+
+@pytest.mark.timeout(90)
+async def test_without_a_wait_an_acked_write_can_be_lost_to_a_failover(
+    fresh: ValkeyCluster,
+) -> None:
+    lane = ClusterLane(seed_endpoints(fresh.url), timeout_s=2)
+    try:
+        key = f"v:{{{handles_on_shards(1)[0]}}}"
+        master = fresh.master_for(key)
+        assert await lane.execute("SET", key, "replicated") == "OK"
+        assert await lane.wait_replicas(key, 1, WAIT_MS, since=ReplicaAcks.started()) == 1
+        with replication_cut(fresh, master):
+            assert await lane.execute("SET", key, "acked") == "OK"  # the master's answer
+            master.kill()
+        # The replica is promoted with what it had: the acked write is gone.
+        assert await until_answers(lane, "GET", key) == "replicated"
+    finally:
+        await lane.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_server_asked_to_wait_on_a_valkey_without_replicas_says_so_and_acks(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(redis_url, tmp_path, ack_replicas=1, ack_replica_timeout_ms=WAIT_MS)
+    before = short_acks()
+    async with running_server(settings) as server:
+        assert "has 0 replica(s) online" in caplog.text
+        ann, bob = await new_user(server.url), await new_user(server.url)
+        await bob.follow(handle(ann))
+        sent = ann.post_message(handle(bob), "hello", client_id="c1")
+        assert (await asyncio.wait_for(sent, WAIT_MS / 2000))["text"] == "hello"
+        await ann.aclose()
+        await bob.aclose()
+    assert short_acks() == before + 1
