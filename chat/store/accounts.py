@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from chat.store import keys
+from chat.store import keys, views
 from chat.store.crashpoints import crash_point
 from chat.store.outbox import OUTBOX_LUA
 from chat.store.store import EVERY_SESSION, Store, iso_ms
@@ -220,7 +220,16 @@ async def finish_deletion(store: Store, lc: str) -> None:
                 for member in members:
                     pipe.zrem(reverse(member), lc)
                 await pipe.execute()
+    # Its views of its conversations go; each peer keeps its own view. The
+    # views are named by every set that records a conversation, before those go.
+    peers = set(await conversation_peers(store, lc)) | set(await redis.smembers(keys.heard(lc)))
+    ordered = sorted(peers)
+    for start in range(0, len(ordered), BATCH):
+        await redis.delete(*(keys.view(lc, peer) for peer in ordered[start : start + BATCH]))
     await redis.delete(
+        keys.heard(lc),
+        keys.id_generator(lc),
+        keys.client_ids_in(lc),
         keys.following(lc),
         keys.followers(lc),
         keys.blocking(lc),
@@ -287,13 +296,5 @@ async def edge_handles(store: Store, key: str) -> AsyncIterator[list[str]]:
 
 async def conversation_messages(store: Store, lc: str, peer: str) -> AsyncIterator[list[str]]:
     """The conversation's messages as stored JSON, oldest first, in batches."""
-    redis = _redis(store)
-    start = "-"
-    while True:
-        entries = await redis.xrange(keys.conversation(lc, peer), start, "+", BATCH)
-        if not entries:
-            return
-        yield [fields["j"] for _, fields in entries]
-        if len(entries) < BATCH:
-            return
-        start = "(" + entries[-1][0]
+    async for messages in views.every_message(_redis(store), lc, peer, BATCH):
+        yield messages

@@ -6,11 +6,9 @@ validation (10 replies of at most 236 characters); no key of their own.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
-from chat.store import keys
+from chat.store import keys, views
 from chat.store.store import Store, stored_quick_replies
 
 # How far back to look for the business's latest message: replies attached to
@@ -32,12 +30,13 @@ async def offered_quick_replies(
     those attached to the business's latest message to this customer."""
     offered = [stored_quick_replies(business)]
     business_lc = business["handle"].lower()
-    entries: list[Any] = await store.redis.xrevrange(
-        keys.conversation(business_lc, customer), "+", "-", LATEST_MESSAGE_SCAN
+    latest: list[str] = await store.redis.zrevrange(
+        keys.view(business_lc, customer), 0, LATEST_MESSAGE_SCAN - 1
     )
-    for _, fields in entries:
-        if fields.get("s") == business_lc:
-            message = msgspec.json.decode(fields["j"])
+    for stored in latest:
+        sender, message_json = views.split(stored)
+        if sender == business_lc:
+            message = msgspec.json.decode(message_json)
             attached = message.get("quick_replies")
             if isinstance(attached, list):
                 offered.append(attached)

@@ -8,7 +8,7 @@ import zlib
 
 from chat.store.slots import key_slot, slot_tag
 
-SEQ = "seq"  # one counter: message ids and the order of follows and blocks
+SEQ = "seq"  # one counter: the order of follows and blocks (message ids: msgid.py)
 
 
 def user(lc: str) -> str:
@@ -39,9 +39,26 @@ def wrote(lc: str) -> str:
     return f"wrote:{{{lc}}}"
 
 
-def conversation(a: str, b: str) -> str:
-    first, second = (a, b) if a < b else (b, a)
-    return f"msgs:{first}:{second}"
+def view(me: str, peer: str) -> str:
+    """Sorted set: `me`'s view of the conversation with `peer`, in me's slot.
+    Score: the message id; member: `<sender lc> <message JSON as me sees it>`."""
+    return f"msgs:{{{me}}}:{peer}"
+
+
+def id_generator(lc: str) -> str:
+    """The last message id issued in lc's slot (chat/store/msgid.py)."""
+    return f"idgen:{{{lc}}}"
+
+
+def heard(lc: str) -> str:
+    """Set: everyone who ever wrote to lc (the mirror of their `wrote`, in lc's slot)."""
+    return f"heard:{{{lc}}}"
+
+
+def client_ids_in(lc: str) -> str:
+    """Hash: `<sender lc>:<client_id>` → `<id>|<outbox entry id>` for sends to lc:
+    the dedupe of the step that decides a send, in the recipient's slot."""
+    return f"cidin:{{{lc}}}"
 
 
 def inbox(lc: str) -> str:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 # Ids per millisecond of the clock: room for bursts before ids run ahead of it.
 IDS_PER_MS = 1000
-# Scores and Lua numbers are doubles: integers are exact below this.
+# Scores and Lua numbers are doubles: integers are exact below this, which the
+# clock part reaches in the year 2255.
 MAX_ID = 2**53 - 1
 
 

@@ -49,7 +49,7 @@ class Receipts:
             keys=[
                 keys.read_pointer(me),
                 keys.unread(me),
-                keys.conversation(me, peer),
+                keys.view(me, peer),
                 keys.events(me),
                 keys.channel(me),
                 keys.blocking(me),

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
-from chat.store import keys
+from chat.store import keys, msgid, views
 from chat.store.cluster_lane import ClusterLane
 from chat.store.graph import FollowResult, graph
 from chat.store.graph import register_handlers as register_graph_handlers
@@ -47,7 +47,9 @@ def _script(name: str) -> str:
 RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
 # The limits' Lua twins (chat/limits.py) go in front too.
 LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
-SEND_LUA = RULE_LUA + "\n" + LIMITS_LUA + "\n" + _script("send.lua")
+# And the message id arithmetic (msgid.py's twin).
+MSGID_LUA = _script("msgid.lua")
+SEND_LUA = RULE_LUA + "\n" + LIMITS_LUA + "\n" + MSGID_LUA + "\n" + _script("send.lua")
 
 
 # A session-end event for every session of the user (a suspension).
@@ -170,15 +172,6 @@ def extra_fields(extra: dict[str, Any] | None) -> str:
         for name, value in extra.items()
         if value is not None
     )
-
-
-def reader_copy(fields: dict[str, str], reader: str) -> str:
-    """A stored message as `reader` sees it: the agent who wrote it for a business
-    (field `a`, see send.lua) only on the business's side."""
-    agent = fields.get("a")
-    if agent is None or fields.get("s") != reader:
-        return fields["j"]
-    return f'{fields["j"][:-1]},"agent":{_json.encode(agent).decode()}}}'
 
 
 def cursor_key(cursor: str) -> tuple[int, int]:
@@ -418,7 +411,7 @@ class Store:
             self._send,
             [
                 keys.client_ids(sender),
-                keys.conversation(sender, recipient),
+                keys.view(sender, recipient),
                 keys.events(sender),
                 keys.events(recipient),
                 keys.inbox(sender),
@@ -427,7 +420,7 @@ class Store:
                 keys.requests(recipient),
                 keys.unread(recipient),
                 keys.wrote(sender),
-                keys.SEQ,
+                keys.id_generator(recipient),
                 keys.channel(sender),
                 keys.channel(recipient),
                 keys.read_pointer(sender),
@@ -442,6 +435,8 @@ class Store:
                 keys.new_conversations(sender),
                 keys.requests_received(recipient),
                 keys.team_conversations(recipient),
+                keys.view(recipient, sender),
+                keys.heard(recipient),
             ],
             [
                 client_id or "",
@@ -458,6 +453,7 @@ class Store:
                 *self._limit_args,
                 self.client_id_ttl_s,
                 agent or "",
+                msgid.direction(sender, recipient),
             ],
         )
         status = result[0]
@@ -483,10 +479,9 @@ class Store:
         return SendResult(False, original, message_id) if original is not None else None
 
     async def message(self, a: str, b: str, message_id: str) -> str | None:
-        entries = await self.redis.xrange(
-            keys.conversation(a, b), f"{message_id}-0", f"{message_id}-0"
-        )
-        return reader_copy(entries[0][1], a) if entries else None
+        """Message `message_id` as `a` sees it in its conversation with `b`."""
+        found = await views.find(self.redis, a, b, message_id)
+        return found[1] if found else None
 
     async def peer_read_up_to(self, me: str, peer: str) -> str | None:
         """How far `peer` has read my conversation with them, if receipts may say so."""
@@ -497,19 +492,14 @@ class Store:
         return value
 
     async def conversation_exists(self, a: str, b: str) -> bool:
-        return bool(await self.redis.exists(keys.conversation(a, b)))
+        return bool(await self.redis.exists(keys.view(a, b)))
 
     async def message_page(
         self, me: str, peer: str, limit: int, before: str | None
     ) -> tuple[list[str], str | None]:
         """Message JSON, oldest first, for the newest page (or the page before `before`)."""
         cleared = await self.redis.hget(keys.cleared(me), peer)
-        top = f"({before}-0" if before else "+"
-        bottom = f"({cleared}-0" if cleared else "-"
-        entries = await self.redis.xrevrange(keys.conversation(me, peer), top, bottom, limit + 1)
-        page, more = entries[:limit], len(entries) > limit
-        next_id = page[-1][0].split("-")[0] if more and page else None
-        return [reader_copy(fields, me) for _, fields in reversed(page)], next_id
+        return await views.page(self.redis, me, peer, limit, before, cleared)
 
     async def conversation_page(
         self, me: str, folder: str, limit: int, before: int | None
@@ -522,7 +512,7 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for peer, _ in page:
                 pipe.hmget(keys.user(peer), list(USER_FIELDS))
-                pipe.xrevrange(keys.conversation(me, peer), "+", "-", 1)
+                pipe.zrevrange(keys.view(me, peer), 0, 0)
                 pipe.hget(keys.unread(me), peer)
             found = await pipe.execute()
         conversations: list[dict[str, Any]] = []
@@ -535,9 +525,7 @@ class Store:
                 {
                     # A deleted account's conversations stay with the other side.
                     "peer": public_user(row) if row is not None else gone_user(page[index][0]),
-                    "last_message": msgspec.json.decode(reader_copy(last[0][1], me))
-                    if last
-                    else None,
+                    "last_message": msgspec.json.decode(views.text_of(last[0])) if last else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,
                 }
@@ -589,11 +577,11 @@ class Store:
 
     async def hide_conversation(self, me: str, peer: str) -> bool:
         """Hide a conversation and its history so far, for `me` only."""
-        last = await self.redis.xrevrange(keys.conversation(me, peer), "+", "-", 1)
+        last = await self.redis.zrevrange(keys.view(me, peer), 0, 0, withscores=True)
         if not last:
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.cleared(me), peer, last[0][0].split("-")[0])
+            pipe.hset(keys.cleared(me), peer, f"{int(last[0][1])}")
             pipe.zrem(keys.inbox(me), peer)
             pipe.zrem(keys.requests(me), peer)
             pipe.hdel(keys.unread(me), peer)

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from chat.config import MAX_NOTES_PER_CONVERSATION, MAX_TEAM_SIZE, MAX_TEAMS_PER_AGENT
-from chat.store import keys
+from chat.store import keys, views
 from chat.store.crashpoints import crash_point
 from chat.store.graph import SYNC_ROUNDS
 from chat.store.outbox import OUTBOX_LUA, NotYet
@@ -32,7 +32,6 @@ from chat.store.store import (
     _user_from_values,
     iso_ms,
     public_user,
-    reader_copy,
 )
 from chat.teams.core import ConversationState, Filter, decode_state
 
@@ -333,7 +332,7 @@ class TeamStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for peer, _, _, _ in page:
                 pipe.hmget(keys.user(peer), list(USER_FIELDS))
-                pipe.xrevrange(keys.conversation(business, peer), "+", "-", 1)
+                pipe.zrevrange(keys.view(business, peer), 0, 0)
                 pipe.hget(keys.unread(business), peer)
             found = await pipe.execute()
         conversations: list[dict[str, Any]] = []
@@ -345,9 +344,7 @@ class TeamStore:
             conversations.append(
                 {
                     "peer": public_user(row),
-                    "last_message": msgspec.json.decode(reader_copy(last[0][1], business))
-                    if last
-                    else None,
+                    "last_message": msgspec.json.decode(views.text_of(last[0])) if last else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,
                     **state.fields(),

@@ -18,7 +18,7 @@ from chat import limits, reports
 from chat.errors import invalid, unknown_user
 from chat.hub import actions
 from chat.protocol import validation
-from chat.store import keys, safety
+from chat.store import keys, safety, views
 from chat.store.store import public_user
 from chat.transport import http
 from chat.transport.http import body, runtime, signed_in
@@ -54,10 +54,8 @@ async def create_report(request: Request) -> Response:
     message_id = data.get("message_id")
     if message_id is not None:
         message_id = validation.message_id(message_id, "message_id")
-        entries = await store.redis.xrange(
-            keys.conversation(me, target), f"{message_id}-0", f"{message_id}-0"
-        )
-        if not entries or entries[0][1].get("s") != target:
+        found = await views.find(store.redis, me, target, message_id)
+        if found is None or found[0] != target:
             raise invalid(
                 f"message_id is not a message from @{target_handle} to you.", "message_id"
             )

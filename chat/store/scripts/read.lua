@@ -3,7 +3,7 @@
 -- unread, tell the reader's own sockets, and when a receipt goes to the peer,
 -- record it in the outbox; step 2 (receipt.lua, in the peer's slot) delivers it.
 --
--- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{a}:{b}   4 ev:{me}   5 ch:{me}
+-- KEYS: 1 rd:{me}   2 unread:{me}   3 msgs:{me}:peer   4 ev:{me}   5 ch:{me}
 --       6 blk:{me}   7 blkby:{me}   8 the outbox of me's slot
 -- ARGV: 1 me (lower case)   2 peer (lower case)   3 up_to (message id)
 --       4 the read frame body without its cursor   5 send a receipt to the peer ('1'|'0')
@@ -13,7 +13,7 @@
 -- when it moved and a receipt is on its way to the peer.
 local me, peer, up_to = ARGV[1], ARGV[2], ARGV[3]
 
-if #redis.call('XRANGE', KEYS[3], up_to .. '-0', up_to .. '-0') == 0 then
+if #redis.call('ZRANGEBYSCORE', KEYS[3], up_to, up_to, 'LIMIT', 0, 1) == 0 then
   return {-1}
 end
 local current = redis.call('HGET', KEYS[1], peer)
@@ -22,13 +22,12 @@ if current and tonumber(current) >= tonumber(up_to) then
 end
 redis.call('HSET', KEYS[1], peer, up_to)
 
--- Unread is what the peer wrote after the pointer; usually a handful of entries.
+-- Unread is what the peer wrote after the pointer (members start with the
+-- sender's handle); usually a handful of entries.
 local unread = 0
-for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '(' .. up_to .. '-0', '+')) do
-  local fields = entry[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 's' and fields[i + 1] == peer then unread = unread + 1 end
-  end
+local prefix = peer .. ' '
+for _, stored in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. up_to, '+inf')) do
+  if string.sub(stored, 1, #prefix) == prefix then unread = unread + 1 end
 end
 if unread == 0 then
   redis.call('HDEL', KEYS[2], peer)

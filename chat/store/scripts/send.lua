@@ -2,11 +2,11 @@
 -- round trip. Redis runs this with rule.lua (chat/permission) in front of it,
 -- which defines decide(); the two are loaded as one script by store.py.
 --
--- KEYS: 1 cid:{s}   2 msgs:{a}:{b}   3 ev:{s}   4 ev:{r}   5 cin:{s}   6 creq:{s}
---       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 wrote:{s}   11 seq   12 ch:{s}   13 ch:{r}
+-- KEYS: 1 cid:{s}   2 msgs:{s}:r   3 ev:{s}   4 ev:{r}   5 cin:{s}   6 creq:{s}
+--       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 wrote:{s}   11 idgen:{r}   12 ch:{s}   13 ch:{r}
 --       14 rd:{s}   15 unread:{s}   16 user:{s}   17 user:{r}   18 blk:{s}   19 blk:{r}
 --       20 fwing:{r}   21 wrote:{r}   22 msgrate:{s}   23 newconv:{s}   24 reqrecv:{r}
---       25 tconv:{r}
+--       25 tconv:{r}   26 msgs:{r}:s   27 heard:{r}
 -- ARGV: 1 client_id or ''   2 sender (lower case)   3 recipient (lower case), not the sender
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON (string or null)
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -15,6 +15,7 @@
 --       14 requests received   15 their window (ms); a limit of 0 is off
 --       16 seconds a client_id is remembered (0: forever)
 --       17 the agent's handle when an agent sends for the business, or ''
+--       18 the parity of this direction's ids (msgid.direction)
 -- Returns {1, id, message JSON, folder} for a new message; {0, id, peer} when
 -- client_id was seen before; {2, reason, recipient's handle or ''} when the rule
 -- refuses; {3, limit name, milliseconds to wait} when a limit refuses. Only the
@@ -59,9 +60,9 @@ end
 -- The limits' arguments start at ARGV[L] (see the header).
 local L = 10
 local burst, new_limit, requests_limit = tonumber(ARGV[L]), tonumber(ARGV[L + 2]), tonumber(ARGV[L + 4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if burst > 0 or new_limit > 0 or requests_limit > 0 then
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local ok, wait, tat
   if burst > 0 then
     local stored = redis.call('GET', KEYS[22])
@@ -121,20 +122,27 @@ end
 
 -- The bytes clients get in the ack, the events and the history, field order
 -- included: id, from, to, text, sent_at, client_id, then the optional fields.
-local id = tostring(redis.call('INCR', KEYS[11]))
+local function view_top(key)
+  local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
+  return top and tonumber(top) or 0
+end
+local last = tonumber(redis.call('GET', KEYS[11]) or '0')
+local id = id_string(next_message_id(now, last, view_top(KEYS[2]), view_top(KEYS[26]),
+  tonumber(ARGV[18])))
+redis.call('SET', KEYS[11], id)
 local message = '{"id":"' .. id .. '","from":' .. json_handle(sender[1])
   .. ',"to":' .. json_handle(recipient[1]) .. ',"text":' .. ARGV[4]
   .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. ARGV[9] .. '}'
--- An agent's name is for the business's team only: the history keeps it apart
--- ('a'), the customer's event has the message without it.
+-- An agent's name is for the business's team only: the business's view and
+-- events have it, the customer's do not.
 local own = message
 if ARGV[17] ~= '' then
   own = string.sub(message, 1, -2) .. ',"agent":' .. json_handle(ARGV[17]) .. '}'
-  redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s, 'a', ARGV[17])
-else
-  redis.call('XADD', KEYS[2], id .. '-0', 'j', message, 's', s)
 end
+redis.call('ZADD', KEYS[2], id, s .. ' ' .. own)
+redis.call('ZADD', KEYS[26], id, s .. ' ' .. message)
 redis.call('SADD', KEYS[10], r)
+redis.call('SADD', KEYS[27], s)
 if client_id ~= '' then
   redis.call('HSET', KEYS[1], client_id, id .. '|' .. r)
   -- Each client_id expires on its own (HEXPIRE: Valkey 9, Redis 7.4); on older
