@@ -28,7 +28,8 @@ import uvloop
 from chat.config import SendLimits
 from chat.store.embedded import EmbeddedValkey
 from chat.store.lane import Lane
-from chat.store.store import SendResult, Store
+from chat.store.sends import SendResult
+from chat.store.store import Store
 
 OFF = SendLimits(messages_per_min=0, new_conversations_per_day=0, requests_per_hour=0)
 ON = SendLimits(

@@ -46,7 +46,8 @@ from chat.config import DEFAULT_EVENT_RETENTION, SendLimits
 from chat.store import store as store_module
 from chat.store.embedded import EmbeddedValkey
 from chat.store.lane import Lane
-from chat.store.store import SendResult, Store
+from chat.store.sends import SendResult
+from chat.store.store import Store
 
 # Far above the workload, as bench/limits.py sets them: checked, never refused.
 ON = SendLimits(

@@ -7,7 +7,8 @@ import pytest
 
 from chat.errors import ApiError
 from chat.protocol import validation
-from chat.store.store import extra_fields, public_user
+from chat.store.sends import extra_fields
+from chat.store.store import public_user
 
 
 def field_of(call: object, *args: object) -> tuple[str, str | None]:

@@ -9,7 +9,7 @@ import redis
 
 from chat import limits
 from chat.limits import BucketStep, Verdict, fixed_window, gcra, retry_after_s, sliding_window
-from chat.store.store import LIMITS_LUA, SEND_LUA
+from chat.store.sends import LIMITS_LUA, SEND_DECIDE_LUA, SEND_PREPARE_LUA
 
 
 def drain(burst: int, period_ms: int, now: int, count: int) -> tuple[int | None, list[bool]]:
@@ -69,7 +69,7 @@ def test_retry_after_is_whole_seconds_at_least_one() -> None:
 
 
 def test_the_send_script_runs_the_limits_lua() -> None:
-    assert LIMITS_LUA in SEND_LUA
+    assert LIMITS_LUA in SEND_PREPARE_LUA and LIMITS_LUA in SEND_DECIDE_LUA
 
 
 EVALUATE = (

@@ -7,7 +7,7 @@ import itertools
 import redis
 
 from chat.store import msgid
-from chat.store.store import MSGID_LUA, SEND_LUA
+from chat.store.sends import MSGID_LUA, SEND_DECIDE_LUA
 
 
 def test_an_id_is_at_the_clock_and_above_everything_seen_with_its_parity() -> None:
@@ -46,7 +46,7 @@ def test_ids_stay_exact_as_doubles_until_the_year_2255() -> None:
 
 
 def test_the_send_script_uses_the_lua_twin() -> None:
-    assert MSGID_LUA in SEND_LUA
+    assert MSGID_LUA in SEND_DECIDE_LUA
 
 
 EVALUATE = (

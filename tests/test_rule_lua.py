@@ -18,7 +18,8 @@ import redis.asyncio as aredis
 
 from chat.permission import Facts, Reason, decide
 from chat.store import keys
-from chat.store.store import RULE_LUA, SEND_LUA, SendRefused, SendResult, Store
+from chat.store.sends import RULE_LUA, SEND_DECIDE_LUA, SendRefused, SendResult
+from chat.store.store import Store
 
 # Every fact but same_account, which the store answers before any script runs.
 FACT_NAMES = [f.name for f in dataclasses.fields(Facts) if f.name != "same_account"]
@@ -39,7 +40,7 @@ return {allowed and 1 or 0, reason, folder or ''}
 
 
 def test_the_send_script_runs_the_rule_lua() -> None:
-    assert SEND_LUA.startswith(RULE_LUA)
+    assert SEND_DECIDE_LUA.startswith(RULE_LUA)
 
 
 def test_lua_rule_agrees_with_rule_py_on_every_input(redis_url: str) -> None:

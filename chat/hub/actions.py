@@ -21,7 +21,8 @@ from chat.protocol import frames, validation
 from chat.store import keys
 from chat.store.business import offered_quick_replies
 from chat.store.replicas import ReplicaAcks
-from chat.store.store import PairFacts, SendLimited, SendRefused, SendResult, Store
+from chat.store.sends import SendLimited, SendRefused, SendResult
+from chat.store.store import PairFacts, Store
 
 LIMIT_DETAILS = {
     limits.MESSAGES: "You are sending messages too fast.",

@@ -34,7 +34,7 @@ async def offered_quick_replies(
         keys.view(business_lc, customer), 0, LATEST_MESSAGE_SCAN - 1
     )
     for stored in latest:
-        sender, message_json = views.split(stored)
+        sender, _, message_json = views.split(stored)
         if sender == business_lc:
             message = msgspec.json.decode(message_json)
             attached = message.get("quick_replies")

@@ -45,14 +45,15 @@ def view(me: str, peer: str) -> str:
     return f"msgs:{{{me}}}:{peer}"
 
 
-def id_generator(lc: str) -> str:
-    """The last message id issued in lc's slot (chat/store/msgid.py)."""
-    return f"idgen:{{{lc}}}"
-
-
 def heard(lc: str) -> str:
     """Set: everyone who ever wrote to lc (the mirror of their `wrote`, in lc's slot)."""
     return f"heard:{{{lc}}}"
+
+
+def sending(lc: str) -> str:
+    """Hash: peer → how many of lc's sends to peer are between their first and
+    last step; each field expires soon after the last one began (a crash)."""
+    return f"sending:{{{lc}}}"
 
 
 def client_ids_in(lc: str) -> str:

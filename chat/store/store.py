@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
-from chat.store import keys, msgid, views
+from chat.store import keys, views
 from chat.store.cluster_lane import ClusterLane
 from chat.store.graph import FollowResult, graph
 from chat.store.graph import register_handlers as register_graph_handlers
@@ -30,6 +30,12 @@ from chat.store.outbox import Outbox
 from chat.store.receipts import receipts
 from chat.store.receipts import register_handlers as register_receipt_handlers
 from chat.store.replicas import ReplicaAcks
+from chat.store.sends import (
+    SendLimited,
+    SendRefused,
+    SendResult,
+    Sends,
+)
 from chat.store.signin import SigninStore
 
 # `qr`: a business's quick replies, as JSON (chat/store/business.py).
@@ -39,17 +45,6 @@ _json = msgspec.json.Encoder()
 
 def _script(name: str) -> str:
     return resources.files("chat.store").joinpath("scripts", name).read_text()
-
-
-# A send decides and stores in one script, so the rule's Lua twin (which defines
-# `decide`) goes in front of send.lua. Line numbers in send.lua's errors are
-# offset by the rule's length.
-RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
-# The limits' Lua twins (chat/limits.py) go in front too.
-LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
-# And the message id arithmetic (msgid.py's twin).
-MSGID_LUA = _script("msgid.lua")
-SEND_LUA = RULE_LUA + "\n" + LIMITS_LUA + "\n" + MSGID_LUA + "\n" + _script("send.lua")
 
 
 # A session-end event for every session of the user (a suspension).
@@ -136,44 +131,6 @@ class ReceiptFacts:
         return self.both_on and not self.is_request and not self.blocked
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    created: bool
-    message_json: str
-    message_id: str
-    folder: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendLimited:
-    """A limit said no (`limit` is its contract name); nothing was written."""
-
-    limit: str
-    retry_after_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendRefused:
-    """The rule said no; nothing was written."""
-
-    reason: Reason
-    # The recipient's handle as they typed it at sign-up; None when there is no
-    # such account.
-    recipient_handle: str | None
-
-
-def extra_fields(extra: dict[str, Any] | None) -> str:
-    """Optional message fields as the JSON text send.lua appends after client_id:
-    a message carries each only when it was sent."""
-    if not extra:
-        return ""
-    return "".join(
-        f",{_json.encode(name).decode()}:{_json.encode(value).decode()}"
-        for name, value in extra.items()
-        if value is not None
-    )
-
-
 def cursor_key(cursor: str) -> tuple[int, int]:
     """Stream ids compare as (milliseconds, sequence)."""
     ms, _, seq = cursor.partition("-")
@@ -206,7 +163,6 @@ class Store:
             limits.requests_per_hour,
             HOUR_MS,
         ]
-        self._send = client.register_script(SEND_LUA)
         self._create_user = client.register_script(_script("create_user.lua"))
         self._facts_sender = client.register_script(_script("facts_sender.lua"))
         self._facts_recipient = client.register_script(_script("facts_recipient.lua"))
@@ -224,6 +180,14 @@ class Store:
         self.outbox = Outbox(client, lane)
         register_graph_handlers(self)
         register_receipt_handlers(self)
+        self.sends = Sends(
+            client,
+            self._hot_script,
+            self.outbox,
+            event_retention=event_retention,
+            limit_args=self._limit_args,
+            client_id_ttl_s=client_id_ttl_s,
+        )
         # Modules that import this one register theirs here, imported late.
         from chat.store import accounts
         from chat.store.teams import team_store
@@ -392,7 +356,7 @@ class Store:
         extra: dict[str, Any] | None = None,
         agent: str | None = None,
     ) -> SendResult | SendRefused | SendLimited:
-        """Decide, store and publish in one round trip; a refusal writes nothing.
+        """Decide, store and publish (chat/store/sends.py); a refusal writes nothing.
 
         `sender` and `recipient` are lower case; `text`, `client_id` and the
         optional message fields in `extra` (`ref`, `quick_reply`,
@@ -401,73 +365,22 @@ class Store:
         """
         if sender == recipient:
             # No conversation to script: the rule's first clause refuses, except
-            # that a client_id already used returns its original, as in send.lua.
+            # that a client_id already used returns its original, as in send_prepare.lua.
             if client_id is not None:
                 retried = await self.original_send(sender, client_id)
                 if retried is not None:
                     return retried
             return SendRefused(Reason.SELF, None)
-        result = await self._hot_script(
-            self._send,
-            [
-                keys.client_ids(sender),
-                keys.view(sender, recipient),
-                keys.events(sender),
-                keys.events(recipient),
-                keys.inbox(sender),
-                keys.requests(sender),
-                keys.inbox(recipient),
-                keys.requests(recipient),
-                keys.unread(recipient),
-                keys.wrote(sender),
-                keys.id_generator(recipient),
-                keys.channel(sender),
-                keys.channel(recipient),
-                keys.read_pointer(sender),
-                keys.unread(sender),
-                keys.user(sender),
-                keys.user(recipient),
-                keys.blocking(sender),
-                keys.blocking(recipient),
-                keys.following(recipient),
-                keys.wrote(recipient),
-                keys.message_rate(sender),
-                keys.new_conversations(sender),
-                keys.requests_received(recipient),
-                keys.team_conversations(recipient),
-                keys.view(recipient, sender),
-                keys.heard(recipient),
-            ],
-            [
-                client_id or "",
-                sender,
-                recipient,
-                # JSON-encoded here with the API's encoder; send.lua places the
-                # bytes as they are.
-                _json.encode(text),
-                iso_ms(int(time.time() * 1000)),
-                _json.encode(client_id),
-                self.event_retention,
-                origin,
-                extra_fields(extra),
-                *self._limit_args,
-                self.client_id_ttl_s,
-                agent or "",
-                msgid.direction(sender, recipient),
-            ],
+        return await self.sends.send(
+            sender=sender,
+            recipient=recipient,
+            text=text,
+            sent_at=iso_ms(int(time.time() * 1000)),
+            client_id=client_id,
+            origin=origin,
+            extra=extra,
+            agent=agent,
         )
-        status = result[0]
-        if status == 1:
-            return SendResult(True, result[2], str(result[1]), result[3])
-        if status == 2:
-            return SendRefused(Reason(result[1]), result[2] or None)
-        if status == 3:
-            return SendLimited(str(result[1]), int(result[2]))
-        message_id, peer = str(result[1]), str(result[2])
-        original = await self.message(sender, peer, message_id)
-        if original is None:  # the conversation was removed under us; keep the promise
-            raise LookupError(f"message {message_id} is gone")
-        return SendResult(False, original, message_id)
 
     async def original_send(self, sender: str, client_id: str) -> SendResult | None:
         """The message an earlier send with this client_id stored, if any."""
@@ -525,7 +438,9 @@ class Store:
                 {
                     # A deleted account's conversations stay with the other side.
                     "peer": public_user(row) if row is not None else gone_user(page[index][0]),
-                    "last_message": msgspec.json.decode(views.text_of(last[0])) if last else None,
+                    "last_message": msgspec.json.decode(views.reader_copy(last[0], me))
+                    if last
+                    else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,
                 }

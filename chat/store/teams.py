@@ -344,7 +344,9 @@ class TeamStore:
             conversations.append(
                 {
                     "peer": public_user(row),
-                    "last_message": msgspec.json.decode(views.text_of(last[0])) if last else None,
+                    "last_message": msgspec.json.decode(views.reader_copy(last[0], business))
+                    if last
+                    else None,
                     "unread": int(found[3 * index + 2] or 0),
                     "folder": folder,
                     **state.fields(),

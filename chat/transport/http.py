@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -438,7 +439,10 @@ async def post_message(request: Request) -> Response:
         options=actions.send_options(data),
         agent=await agent_handle(store, principal.user, me),
     )
-    return raw_json(f'{{"message":{result.message_json}}}', 201 if result.created else 200)
+    response = raw_json(f'{{"message":{result.message_json}}}', 201 if result.created else 200)
+    # The outbox entry is removed once the client has its answer, off its latency.
+    response.background = BackgroundTask(store.sends.finish, result)
+    return response
 
 
 async def read_conversation(request: Request) -> Response:

@@ -311,6 +311,8 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
                 agent=conn.agent_handle,
             )
             conn.push(actions.ack_frame(frame.client_id, result.message_json))
+            # The ack is out: the send's outbox entry is done with.
+            await rt.store.sends.finish(result)
         elif isinstance(frame, TypingFrame):
             await actions.send_typing(
                 rt.store,

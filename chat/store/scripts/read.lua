@@ -23,11 +23,14 @@ end
 redis.call('HSET', KEYS[1], peer, up_to)
 
 -- Unread is what the peer wrote after the pointer (members start with the
--- sender's handle); usually a handful of entries.
+-- sender's handle, then a space or /agent); usually a handful of entries.
 local unread = 0
-local prefix = peer .. ' '
+local n = #peer
 for _, stored in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. up_to, '+inf')) do
-  if string.sub(stored, 1, #prefix) == prefix then unread = unread + 1 end
+  local after = string.sub(stored, n + 1, n + 1)
+  if string.sub(stored, 1, n) == peer and (after == ' ' or after == '/') then
+    unread = unread + 1
+  end
 end
 if unread == 0 then
   redis.call('HDEL', KEYS[2], peer)

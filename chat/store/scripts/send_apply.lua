@@ -1,0 +1,49 @@
+-- Step 3 of a send s → r, in s's slot (chat/store/sends.py): the sender's side
+-- of a message that step 2 stored for good. Idempotent: the process that ran
+-- step 2 runs it, and a reconciler may run it again from the outbox payload.
+-- send_side.lua goes in front.
+--
+-- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
+--       7 unread:{s}   8 msgrate:{s}   9 newconv:{s}   10 cid:{s}   11 ev:{s}   12 ch:{s}
+--       13 sending:{s}
+-- ARGV: 1 r   2 id   3 the view member (views.py)   4 client_id or ''
+--       5 origin connection id or '-'   6 a new conversation ('1'|'0')
+--       7 event retention   8 seconds a client_id is remembered (0: forever)
+--       9 messages burst   10 its period (ms)   11 new conversations' window (ms)
+--       12 '1' when this call ends a send that step 1 marked (not a reconciler's)
+-- Returns 1 when applied now, 0 when it was already, -1 when s has no account
+-- any more (its keys are gone; nothing to bring back).
+local r = ARGV[1]
+if ARGV[12] == '1' then
+  unmark_send(KEYS[13], r)
+end
+if redis.call('HEXISTS', KEYS[1], 'handle') == 0 then
+  return -1
+end
+local applied = apply_sender_side({view = KEYS[2], wrote = KEYS[3], requests = KEYS[4],
+  inbox = KEYS[5], read = KEYS[6], unread = KEYS[7], cids = KEYS[10], events = KEYS[11],
+  channel = KEYS[12]}, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[8])
+if not applied then
+  return 0
+end
+
+-- The sender-side limits that step 1 checked are charged now; sends of one
+-- sender in flight together can overshoot them by that many (documented). The
+-- bucket's charge is gcra's (limits.lua) without its refusal: step 1 refused.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local burst = tonumber(ARGV[9])
+if burst > 0 then
+  local stored = redis.call('GET', KEYS[8])
+  local tat = stored and tonumber(stored) or now
+  if tat < now then tat = now end
+  tat = tat + math.max(1, math.floor(tonumber(ARGV[10]) / burst))
+  redis.call('SET', KEYS[8], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+end
+if ARGV[6] == '1' then
+  local window_ms = tonumber(ARGV[11])
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', string.format('%d', now - window_ms))
+  redis.call('ZADD', KEYS[9], string.format('%d', now), r)
+  redis.call('PEXPIRE', KEYS[9], window_ms)
+end
+return 1

@@ -1,0 +1,224 @@
+-- Step 2 of a send s → r, in r's slot: THE decision (chat/store/sends.py).
+-- rule.lua (decide), limits.lua, msgid.lua, outbox.lua and send_side.lua go in
+-- front of it.
+-- What this step writes makes the send certain: the message in r's view, r's
+-- folders and event, and the outbox entry from which step 3 (s's side,
+-- send_apply.lua) is completed by this process or, if it dies, a reconciler.
+--
+-- KEYS: 1 cidin:{r}   2 user:{r}   3 blk:{r}   4 blkby:{r}   5 fwing:{r}   6 wrote:{r}
+--       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 heard:{r}   11 idgen:{r}
+--       12 msgs:{r}:s   13 ev:{r}   14 ch:{r}   15 reqrecv:{r}   16 tconv:{r}
+--       17 the outbox of r's slot   18 rd:{r}   19 cid:{r}   20 sending:{r}
+-- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
+--       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
+--       7 event retention (entries)   8 origin connection id or '-'
+--       9 optional message fields as JSON text (',"ref":"x"'...) or ''
+--       10-16 from step 1: sender's handle or '', its `active`, restricted,
+--       blocks r, floor, ms to wait for `messages`, new conversation
+--       17 ms to wait for `new_conversations`
+--       18 requests received   19 their window (ms); 0 is off
+--       20 seconds a client_id is remembered (0: forever)
+--       21 the agent's handle when an agent sends for the business, or ''
+--       22 the parity of this direction's ids (msgid.direction)
+--       23 '1' when this send waits for r's sends to s in flight (answer 5)
+--       24 N, the count of ids that follow: r's latest messages in s's view
+--       25 .. 24+N those ids; then (id, view member, origin) triples: those of
+--       them that r's view lacked when an earlier call answered 4
+-- Returns {1, id, the sender's copy of the message, folder, outbox entry id,
+-- the view member};
+-- {0, id, payload or nil, entry id} when this client_id reached r before (the
+-- payload while step 3 may still be owed); {2, reason, r's handle or ''} when
+-- the rule refuses; {3, limit, ms to wait} when a limit does; {4, {ids}} when
+-- r's view lacks some of r's own messages and they must be passed in; {5} when
+-- r has a send to s in flight, to wait for (4 and 5 write nothing). Only 1
+-- writes, and 2 and 3 may have completed owed messages.
+local client_id, s, r = ARGV[1], ARGV[2], ARGV[3]
+local dedupe = s .. ':' .. client_id
+
+-- Before the rule: a retry of a send decided before the rule changed still
+-- gets its original message back, as the contract promises.
+if client_id ~= '' then
+  local seen = redis.call('HGET', KEYS[1], dedupe)
+  if seen then
+    local bar = string.find(seen, '|', 1, true)
+    local id, entry = string.sub(seen, 1, bar - 1), string.sub(seen, bar + 1)
+    local found = redis.call('XRANGE', KEYS[17], entry, entry)
+    local payload = false
+    if #found > 0 then
+      local fields = found[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'p' then payload = fields[i + 1] end
+      end
+    end
+    return {0, id, payload, entry}
+  end
+end
+
+-- r's own messages to s that s's view has and r's view lacks (their sender's
+-- side is still owed: its process died between the steps) are completed first,
+-- in id order, as their step 3 would: r's history and sockets then never have
+-- this message before the one it may answer, and the reply clause sees them.
+--
+-- Crossing messages: while r has a send to s between its steps 1 and 3, r's
+-- own event for it is still to come, and this message, decided now, would reach
+-- r's sockets first although it may sort after it. One direction of each
+-- conversation (s > r) waits for the other's sends in flight, so that r's
+-- stream has each conversation in id order; sends from s < r never wait, and a
+-- wait is bounded (sends.py), so no two sends wait for each other for long.
+if ARGV[23] == '1' and tonumber(redis.call('HGET', KEYS[20], s) or '0') > 0 then
+  return {5}
+end
+local owed_count = tonumber(ARGV[24])
+local supplied, origins = {}, {}
+for i = 25 + owed_count, #ARGV, 3 do
+  supplied[ARGV[i]] = ARGV[i + 1]
+  origins[ARGV[i]] = ARGV[i + 2]
+end
+local missing, owed = {}, {}
+for i = 25, 24 + owed_count do
+  local owed_id = ARGV[i]
+  if #redis.call('ZRANGEBYSCORE', KEYS[12], owed_id, owed_id, 'LIMIT', 0, 1) == 0 then
+    if supplied[owed_id] then
+      owed[#owed + 1] = owed_id
+    else
+      missing[#missing + 1] = owed_id
+    end
+  end
+end
+if #missing > 0 then
+  return {4, missing}
+end
+table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
+for _, owed_id in ipairs(owed) do
+  local stored = supplied[owed_id]
+  local ok, decoded = pcall(cjson.decode, string.sub(stored, string.find(stored, ' ', 1, true) + 1))
+  local owed_cid = ''
+  if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
+    owed_cid = decoded.client_id
+  end
+  apply_sender_side({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7],
+    read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
+    s, owed_id, stored, owed_cid, origins[owed_id], ARGV[7], ARGV[20])
+end
+
+-- The same facts as facts.lua and Store.pair_facts, the sender's from step 1.
+-- A block by s is in s's slot (step 1) and mirrored here (blkby): either says so.
+local recipient = redis.call('HMGET', KEYS[2], 'handle', 'active', 'open_dms')
+local recipient_exists = recipient[1] ~= false
+local f = {
+  sender_exists = ARGV[10] ~= '',
+  recipient_exists = recipient_exists,
+  sender_suspended = ARGV[11] == '0',
+  recipient_suspended = recipient_exists and recipient[2] == '0',
+  sender_restricted = ARGV[12] == '1',
+  sender_blocks_recipient = ARGV[13] == '1' or redis.call('ZSCORE', KEYS[4], s) ~= false,
+  recipient_blocks_sender = redis.call('ZSCORE', KEYS[3], s) ~= false,
+  recipient_follows_sender = redis.call('ZSCORE', KEYS[5], s) ~= false,
+  recipient_open_dms = recipient_exists and recipient[3] == '1',
+  recipient_wrote_to_sender = redis.call('SISMEMBER', KEYS[6], s) == 1,
+  recipient_has_inbox_conversation = redis.call('ZSCORE', KEYS[7], s) ~= false,
+}
+local allowed, reason, folder = decide(f)
+if not allowed then
+  return {2, reason, recipient[1] or ''}
+end
+
+-- The limits in the order of the single-slot send: messages, new conversations
+-- (both checked in step 1, charged in step 3), requests received (checked and
+-- charged here, in r's slot).
+if tonumber(ARGV[15]) > 0 then
+  return {3, 'messages', tonumber(ARGV[15])}
+end
+if tonumber(ARGV[17]) > 0 then
+  return {3, 'new_conversations', tonumber(ARGV[17])}
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local requests_limit = tonumber(ARGV[18])
+local new_request = requests_limit > 0 and folder == 'requests'
+  and redis.call('ZSCORE', KEYS[8], s) == false
+if new_request then
+  local window_ms = tonumber(ARGV[19])
+  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', string.format('%d', now - window_ms))
+  local count = redis.call('ZCARD', KEYS[15])
+  local oldest = nil
+  if count >= requests_limit then
+    oldest = tonumber(redis.call('ZRANGE', KEYS[15], 0, 0, 'WITHSCORES')[2])
+  end
+  local ok, wait = sliding_window(count, oldest, now, requests_limit, window_ms)
+  if not ok then
+    return {3, 'requests_received', wait}
+  end
+  redis.call('ZADD', KEYS[15], string.format('%d', now), s)
+  redis.call('PEXPIRE', KEYS[15], ARGV[19])
+end
+
+-- The id: above this slot's last, the sender's view (floor) and r's view.
+local top = redis.call('ZREVRANGE', KEYS[12], 0, 0, 'WITHSCORES')[2]
+local last = redis.call('GET', KEYS[11])
+local id = id_string(next_message_id(now, tonumber(last or '0'), tonumber(ARGV[14]),
+  tonumber(top or '0'), tonumber(ARGV[22])))
+redis.call('SET', KEYS[11], id)
+
+-- The bytes clients get in the ack, the events and the history, field order
+-- included: id, from, to, text, sent_at, client_id, then the optional fields.
+local message = '{"id":"' .. id .. '","from":' .. json_handle(ARGV[10])
+  .. ',"to":' .. json_handle(recipient[1]) .. ',"text":' .. ARGV[4]
+  .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. ARGV[9] .. '}'
+-- An agent's name is for the business's team only: the sender's copy has it,
+-- r's (the customer's) does not. Both views hold the same member (views.py).
+local stored = s .. ' ' .. message
+if ARGV[21] ~= '' then
+  stored = s .. '/' .. ARGV[21] .. ' ' .. message
+end
+local own = sender_copy(stored)
+redis.call('ZADD', KEYS[12], id, stored)
+redis.call('SADD', KEYS[10], s)
+
+-- The folder comes from facts read in this same script, so it cannot be stale:
+-- 'requests' means the recipient has no inbox entry for the sender.
+if folder == 'inbox' then
+  redis.call('ZREM', KEYS[8], s)
+  redis.call('ZADD', KEYS[7], id, s)
+else
+  redis.call('ZADD', KEYS[8], id, s)
+end
+redis.call('HINCRBY', KEYS[9], s, 1)
+
+local retention = ARGV[7]
+local body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
+local cursor = redis.call('XADD', KEYS[13], 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)
+redis.call('SPUBLISH', KEYS[14], 'm ' .. cursor .. ' ' .. s .. ' -\n'
+  .. body .. ',"cursor":"' .. cursor .. '"}')
+
+-- A customer writing again reopens the conversation for the business's team,
+-- in this same step, so no agent can see the message and a stale "resolved".
+local team_state = redis.call('HGET', KEYS[16], s)
+if team_state then
+  local ok, state = pcall(cjson.decode, team_state)
+  if ok and type(state) == 'table' and state.status == 'resolved' then
+    local assignee = state.assignee or cjson.null
+    redis.call('HSET', KEYS[16], s, cjson.encode({status = 'open', assignee = assignee}))
+    local change = '{"type":"conversation","peer":' .. json_handle(ARGV[10])
+      .. ',"status":"open","assignee":' .. cjson.encode(assignee) .. ',"by":null'
+    local at = redis.call('XADD', KEYS[13], 'MAXLEN', '~', retention, '*', 'p', s, 'f', change)
+    redis.call('SPUBLISH', KEYS[14], 'c ' .. at .. ' ' .. s .. ' -\n'
+      .. change .. ',"cursor":"' .. at .. '"}')
+  end
+end
+
+-- What step 3 needs, all of it: no re-reading of this slot.
+local payload = cjson.encode({s = s, r = r, id = id, m = stored, c = client_id, o = ARGV[8],
+  n = ARGV[16]})
+local entry = outbox_add(KEYS[17], 'send', payload)
+if client_id ~= '' then
+  redis.call('HSET', KEYS[1], dedupe, id .. '|' .. entry)
+  -- Each record expires on its own (HEXPIRE: Valkey 9, Redis 7.4); on older
+  -- servers the whole map expires that long after the last such send.
+  local ttl = tonumber(ARGV[20])
+  if ttl > 0 and not pcall(redis.call, 'HEXPIRE', KEYS[1], ttl, 'FIELDS', 1, dedupe) then
+    redis.call('EXPIRE', KEYS[1], ttl)
+  end
+end
+
+return {1, id, own, folder, entry, stored}

@@ -1,0 +1,241 @@
+"""A send in per-slot steps (chat/store/sends.py) on a real Valkey: the same id
+in both views, replies after what they answer, and a send left after step 2
+completed once, by a retry or by the reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aredis
+
+from chat.store import keys, views
+from chat.store.sends import Decided, Prepared, SendRefused, SendResult
+from chat.store.store import Store
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield Store(client, event_retention=100)
+    finally:
+        await client.aclose()
+
+
+async def two_people(store: Store, a: str = "Ann", b: str = "Bob") -> tuple[str, str]:
+    """Two accounts that follow each other: every send between them is allowed."""
+    for handle in (a, b):
+        await store.create_user(handle, "-", handle, "person")
+    a_lc, b_lc = a.lower(), b.lower()
+    await store.follow(a_lc, b_lc)
+    await store.follow(b_lc, a_lc)
+    return a_lc, b_lc
+
+
+async def sent(store: Store, a: str, b: str, text: str, client_id: str | None = None) -> SendResult:
+    result = await store.send(sender=a, recipient=b, text=text, client_id=client_id, origin="o1")
+    assert isinstance(result, SendResult)
+    await store.sends.finish(result)
+    return result
+
+
+async def after_step_2(store: Store, a: str, b: str, text: str, client_id: str) -> Decided:
+    """A send whose process died right after step 2 (the decision)."""
+    prepared = await store.sends.prepare(a, b, client_id)
+    assert isinstance(prepared, Prepared)
+    decided = await store.sends.decide(
+        prepared, text=text, sent_at="2026-01-01T00:00:00.000Z", client_id=client_id, origin="o1"
+    )
+    assert isinstance(decided, Decided) and decided.created
+    return decided
+
+
+async def view(store: Store, me: str, peer: str) -> list[tuple[str, int]]:
+    rows: list[tuple[str, float]] = await store.redis.zrange(
+        keys.view(me, peer), 0, -1, withscores=True
+    )
+    return [(member, int(score)) for member, score in rows]
+
+
+async def message_events(store: Store, lc: str) -> list[dict[str, Any]]:
+    entries = await store.redis.xrange(keys.events(lc))
+    return [fields for _, fields in entries if '"type":"message"' in fields["f"]]
+
+
+async def test_a_message_has_the_same_id_in_both_views(store: Store) -> None:
+    a, b = await two_people(store)
+    first = await sent(store, a, b, "hi")
+    reply = await sent(store, b, a, "hello")
+    for me, peer in ((a, b), (b, a)):
+        rows = await view(store, me, peer)
+        assert [score for _, score in rows] == [int(first.message_id), int(reply.message_id)]
+        assert [views.split(member)[0] for member, _ in rows] == [a, b]
+        texts = [msgspec.json.decode(views.split(member)[2])["text"] for member, _ in rows]
+        assert texts == ["hi", "hello"]
+    # The two directions differ in parity, so they can never take each other's id.
+    assert int(first.message_id) % 2 != int(reply.message_id) % 2
+
+
+async def test_a_reply_sorts_after_the_message_it_answers_even_from_a_slower_clock(
+    store: Store,
+) -> None:
+    a, b = await two_people(store)
+    # Bob's slot has issued ids a second ahead of the clock (another shard's clock,
+    # or a burst): Ann's message to Bob gets such an id.
+    ahead = int(time.time() * 1000 + 1000) * 1000
+    await store.redis.set(keys.id_generator(b), ahead)
+    asked = await sent(store, a, b, "lunch?")
+    assert int(asked.message_id) > ahead
+    # Bob's reply is decided in Ann's slot, whose clock is a second behind: its
+    # id still goes above what Bob had seen.
+    answered = await sent(store, b, a, "yes")
+    assert int(answered.message_id) > int(asked.message_id)
+    page, _ = await store.message_page(a, b, 10, None)
+    assert [msgspec.json.decode(m)["text"] for m in page] == ["lunch?", "yes"]
+
+
+async def test_a_retry_after_step_2_completes_the_send_once(store: Store) -> None:
+    a, b = await two_people(store)
+    decided = await after_step_2(store, a, b, "once", "c-1")
+    assert decided.step is not None
+    assert await view(store, a, b) == []  # the sender's side is owed
+    assert len(await view(store, b, a)) == 1  # the recipient has it
+    retried = await store.send(sender=a, recipient=b, text="once", client_id="c-1", origin="o2")
+    assert isinstance(retried, SendResult) and not retried.created
+    assert retried.message_id == decided.message_id
+    assert msgspec.json.decode(retried.message_json)["text"] == "once"
+    assert [score for _, score in await view(store, a, b)] == [int(decided.message_id)]
+    assert len(await message_events(store, a)) == 1
+    # The retry removed the outbox entry; the reconciler has nothing left to do.
+    assert await store.redis.xlen(keys.outbox(b)) == 0
+    assert await store.outbox.reconcile(min_idle_ms=0) == 0
+    # A third attempt is answered from the sender's slot alone.
+    again = await store.send(sender=a, recipient=b, text="x", client_id="c-1", origin="o3")
+    assert again == SendResult(False, retried.message_json, decided.message_id)
+    assert len(await view(store, b, a)) == 1 and len(await message_events(store, b)) == 1
+
+
+async def test_the_reconciler_completes_a_send_left_after_step_2_once(store: Store) -> None:
+    a, b = await two_people(store)
+    decided = await after_step_2(store, a, b, "later", "c-2")
+    assert await store.outbox.reconcile(min_idle_ms=0) == 1
+    rows = await view(store, a, b)
+    assert [score for _, score in rows] == [int(decided.message_id)]
+    assert await store.redis.hget(keys.client_ids(a), "c-2") == f"{decided.message_id}|{b}"
+    assert await store.redis.zscore(keys.inbox(a), b) == int(decided.message_id)
+    events = await message_events(store, a)
+    assert len(events) == 1 and events[0]["o"] == "o1"  # the socket that sent it had its ack
+    # Step 3 again (a reconciler overlapping a slow original) changes nothing.
+    assert decided.step is not None
+    assert await store.sends.apply(decided.step) == 0
+    assert await view(store, a, b) == rows and len(await message_events(store, a)) == 1
+    assert await store.outbox.reconcile(min_idle_ms=0) == 0
+
+
+async def test_a_crossing_message_stays_unread_when_the_reply_lands_late(store: Store) -> None:
+    a, b = await two_people(store)
+    decided = await after_step_2(store, a, b, "first", "c-3")
+    # Bob writes while Ann's side of her message is still owed.
+    await sent(store, b, a, "crossing")
+    assert decided.step is not None
+    await store.sends.apply(decided.step)
+    crossing_is_newer = await store.redis.hget(keys.read_pointer(a), b) == decided.message_id
+    unread = int(await store.redis.hget(keys.unread(a), b) or 0)
+    assert crossing_is_newer and unread == 1
+
+
+async def test_a_deleted_senders_step_3_brings_nothing_back(store: Store) -> None:
+    a, b = await two_people(store)
+    decided = await after_step_2(store, a, b, "bye", "c-4")
+    await store.redis.delete(keys.user(a))
+    assert decided.step is not None
+    assert await store.sends.apply(decided.step) == -1
+    assert await view(store, a, b) == [] and not await store.redis.exists(keys.events(a))
+
+
+async def test_a_reply_completes_the_owed_message_it_answers_first(store: Store) -> None:
+    a, b = await two_people(store)
+    decided = await after_step_2(store, a, b, "question", "c-5")
+    # Bob answers while Ann's side of her question is still owed (her process died).
+    answer = await sent(store, b, a, "answer")
+    rows = await view(store, a, b)
+    assert [score for _, score in rows] == [int(decided.message_id), int(answer.message_id)]
+    assert rows == await view(store, b, a)  # the same members in both views
+    events = await message_events(store, a)
+    texts = [msgspec.json.decode(e["f"] + "}")["message"]["text"] for e in events]
+    assert texts == ["question", "answer"]  # Ann's sockets: in the order of the history
+    assert await store.redis.hget(keys.client_ids(a), "c-5") == f"{decided.message_id}|{b}"
+    # Her retry, or the reconciler, finds it done.
+    retried = await store.send(sender=a, recipient=b, text="question", client_id="c-5", origin="x")
+    assert isinstance(retried, SendResult) and retried.message_id == decided.message_id
+    assert len(await message_events(store, a)) == 2
+
+
+async def test_an_agents_owed_message_keeps_its_agent_on_the_business_side(store: Store) -> None:
+    shop, ann = await two_people(store, "Shop", "Ann")
+    prepared = await store.sends.prepare(shop, ann, "c-6")
+    assert isinstance(prepared, Prepared)
+    decided = await store.sends.decide(
+        prepared, text="hello", sent_at="2026-01-01T00:00:00.000Z", client_id="c-6",
+        origin="o1", agent="zoe",
+    )  # fmt: skip
+    assert isinstance(decided, Decided) and "agent" in decided.message_json
+    await sent(store, ann, shop, "hi")
+    page, _ = await store.message_page(shop, ann, 10, None)
+    assert [msgspec.json.decode(m).get("agent") for m in page] == ["zoe", None]
+    theirs, _ = await store.message_page(ann, shop, 10, None)
+    assert [msgspec.json.decode(m).get("agent") for m in theirs] == [None, None]
+    first_event = (await message_events(store, shop))[0]
+    assert msgspec.json.decode(first_event["f"] + "}")["message"]["agent"] == "zoe"
+
+
+async def test_a_crossing_message_waits_for_the_send_in_flight_it_would_overtake(
+    store: Store,
+) -> None:
+    # Bob > ann, so bob's sends to ann are the ones that wait.
+    ann, bob = await two_people(store)
+    prepared = await store.sends.prepare(ann, bob, "c-7")  # ann's send is in flight
+    assert isinstance(prepared, Prepared)
+    crossing = asyncio.create_task(sent(store, bob, ann, "crossing"))
+    await asyncio.sleep(0.01)
+    assert not crossing.done()  # it waits for ann's send
+    decided = await store.sends.decide(
+        prepared, text="first", sent_at="2026-01-01T00:00:00.000Z", client_id="c-7", origin="o1"
+    )
+    assert isinstance(decided, Decided) and decided.step is not None
+    await store.sends.apply(decided.step, unmark=True)
+    reply = await asyncio.wait_for(crossing, 5)
+    assert int(reply.message_id) > int(decided.message_id)
+    # Ann's stream has the conversation in id order, as her history does.
+    texts = [
+        msgspec.json.decode(e["f"] + "}")["message"]["text"]
+        for e in await message_events(store, ann)
+    ]
+    assert texts == ["first", "crossing"]
+    assert not await store.redis.exists(keys.sending(ann), keys.sending(bob))
+
+
+async def test_a_wait_is_bounded_when_the_send_in_flight_never_ends(store: Store) -> None:
+    ann, bob = await two_people(store)
+    # Ann's process died right after step 1: its mark stays until it expires.
+    assert isinstance(await store.sends.prepare(ann, bob, "c-8"), Prepared)
+    started = time.monotonic()
+    reply = await sent(store, bob, ann, "goes ahead")
+    assert time.monotonic() - started < 2
+    assert [views.split(m)[2] for m, _ in await view(store, ann, bob)] == [reply.message_json]
+
+
+async def test_every_end_of_a_send_takes_its_mark_back(store: Store) -> None:
+    ann, bob = await two_people(store)
+    await sent(store, ann, bob, "stored", "c-9")
+    await store.block(bob, ann)
+    refused = await store.send(sender=ann, recipient=bob, text="no", client_id="c-10", origin="-")
+    assert isinstance(refused, SendRefused)
+    retried = await store.send(sender=ann, recipient=bob, text="x", client_id="c-9", origin="-")
+    assert isinstance(retried, SendResult) and not retried.created
+    assert not await store.redis.exists(keys.sending(ann))
