@@ -8,8 +8,6 @@ import zlib
 
 from chat.store.slots import key_slot, slot_tag
 
-SEQ = "seq"  # one counter: the order of follows and blocks (message ids: msgid.py)
-
 
 def user(lc: str) -> str:
     return f"user:{{{lc}}}"
