@@ -103,6 +103,8 @@ async def send_message(
             origin=origin,
             extra=extra,
             agent=agent,
+            # The transport removes the outbox entry once the ack is out.
+            finish_later=True,
         )
         if isinstance(result, SendRefused):
             outcome = "refused"

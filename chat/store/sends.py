@@ -228,8 +228,11 @@ class Sends:
         origin: str,
         extra: dict[str, Any] | None,
         agent: str | None,
+        finish_later: bool = False,
     ) -> SendResult | SendRefused | SendLimited:
-        """Steps 1 to 3 (see the module). `sender` != `recipient`, both lower case."""
+        """Steps 1 to 3 (see the module). `sender` != `recipient`, both lower case.
+        The outbox entry is removed before returning, or with `finish_later` by
+        the caller's `finish`, once its client has the ack."""
         prepared = await self.prepare(sender, recipient, client_id)
         if isinstance(prepared, SendResult):
             return prepared
@@ -272,13 +275,17 @@ class Sends:
                 return await self._original(sender, recipient, decided.message_id)
             marked = False
             await self.apply(decided.step, unmark=True)
-            return SendResult(
+            result = SendResult(
                 True,
                 decided.message_json,
                 decided.message_id,
                 decided.folder,
                 (recipient, decided.entry),
             )
+            if finish_later:
+                return result
+            await self.finish(result)
+            return dataclasses.replace(result, entry=None)
         finally:
             if marked:
                 await self._unmark(sender, recipient)

@@ -355,8 +355,12 @@ class Store:
         origin: str,
         extra: dict[str, Any] | None = None,
         agent: str | None = None,
+        finish_later: bool = False,
     ) -> SendResult | SendRefused | SendLimited:
         """Decide, store and publish (chat/store/sends.py); a refusal writes nothing.
+
+        With `finish_later`, the send's outbox entry is left for the caller to
+        remove once its client has the answer (`self.sends.finish(result)`).
 
         `sender` and `recipient` are lower case; `text`, `client_id` and the
         optional message fields in `extra` (`ref`, `quick_reply`,
@@ -380,6 +384,7 @@ class Store:
             origin=origin,
             extra=extra,
             agent=agent,
+            finish_later=finish_later,
         )
 
     async def original_send(self, sender: str, client_id: str) -> SendResult | None:
