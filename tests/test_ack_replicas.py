@@ -135,6 +135,11 @@ async def test_what_a_wait_confirmed_is_on_the_replica_already(
 ) -> None:
     handles = handles_on_shards(3)
     since = ReplicaAcks.started()
+    # The first waits on a node, all at once: they share its first look at
+    # INFO and its WAIT, and none counts as short meanwhile.
+    await lane.execute("SET", f"v:{{{handles[0]}}}", "first")
+    waits = [lane.wait_replicas(f"v:{{{handles[0]}}}", 1, WAIT_MS, since=since) for _ in range(8)]
+    assert await asyncio.gather(*waits) == [1] * 8
     for round_ in range(20):
         await asyncio.gather(*(lane.execute("SET", f"v:{{{lc}}}", round_) for lc in handles))
         counts = await asyncio.gather(

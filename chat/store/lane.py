@@ -116,6 +116,7 @@ class Lane:
         # then INFO (which does not block) says whether to WAIT again.
         self._short = True
         self._recheck_at = 0.0
+        self._probe: asyncio.Future[Any] | None = None
 
     async def execute(self, *args: Any) -> Any:
         """Run one command; concurrent calls share writes. Raises like redis-py."""
@@ -145,10 +146,14 @@ class Lane:
         if self.broken_at >= since:
             return 0
         if self._short:
-            if loop.time() < self._recheck_at:
-                return 0
-            self._recheck_at = loop.time() + REPLICA_RECHECK_S
-            if online_replicas(str(await self.execute("INFO", "replication"))) < replicas:
+            probe = self._probe
+            if probe is None or probe.done():
+                if loop.time() < self._recheck_at:
+                    return 0
+                self._recheck_at = loop.time() + REPLICA_RECHECK_S
+                probe = self._probe = asyncio.ensure_future(self.execute("INFO", "replication"))
+            # Waits that arrive meanwhile share the look, rather than count as short.
+            if online_replicas(str(await asyncio.shield(probe))) < replicas:
                 return 0
             self._short = False
         link = self._link if self._link is not None else await self._connect()
