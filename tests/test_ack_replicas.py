@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat.hub.actions import send_message
 from chat.metrics import ACK_REPLICA_WAITS
+from chat.store import keys
 from chat.store.cluster_lane import ClusterLane
 from chat.store.connection import RedisTarget, seed_endpoints
 from chat.store.lane import Lane, online_replicas
@@ -34,6 +36,7 @@ from tests.support import handle, new_user, running_server, settings_for
 # that must not wait at all would take this long if it did.
 WAIT_MS = 2_000
 FAILOVER_S = 20.0
+T = TypeVar("T")
 
 
 def short_acks() -> float:
@@ -210,6 +213,16 @@ async def until_answers(lane: ClusterLane, *command: str) -> object:
             await asyncio.sleep(0.1)
 
 
+async def cold(call: Callable[[], Awaitable[T]]) -> T:
+    """`call` again while its connection was to the master that failed."""
+    for _ in range(3):
+        try:
+            return await call()
+        except RedisConnectionError:
+            await asyncio.sleep(0.5)
+    return await call()
+
+
 @contextlib.contextmanager
 def replication_cut(cluster: ValkeyCluster, master: ClusterNode) -> Iterator[None]:
     """The master's replica stopped and its link closed by the master: writes
@@ -238,6 +251,95 @@ async def test_without_a_wait_an_acked_write_can_be_lost_to_a_failover(
         assert await until_answers(lane, "GET", key) == "replicated"
     finally:
         await lane.aclose()
+
+
+# -- a send's two steps on two shards ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def two_users(cluster: ValkeyCluster, replicas: int) -> AsyncIterator[tuple[Store, str, str]]:
+    """A Store on the cluster (acks waiting for `replicas`, or not when 0) and
+    two users on different shards, the second following the first."""
+    client = RedisTarget(cluster.url, True).client()
+    lane = ClusterLane(seed_endpoints(cluster.url), timeout_s=2)
+    await lane.refresh(force=True)
+    acks = ReplicaAcks(lane, replicas, WAIT_MS) if replicas else None
+    try:
+        store = Store(client, event_retention=100, lane=lane, replica_acks=acks)
+        ann, bob = handles_on_shards(2)
+        for lc in (ann, bob):
+            await store.create_user(lc, "-", lc, "person")
+        await store.follow(bob, ann)
+        yield store, ann, bob
+    finally:
+        await lane.aclose()
+        await client.aclose()
+
+
+def has_event_of(events: object, message_id: str) -> bool:
+    """Whether an XRANGE reply of a user's event stream holds the message."""
+    return message_id in str(events)
+
+
+def on_replica(cluster: ValkeyCluster, lc: str, message_id: str) -> bool:
+    replica = replica_of(cluster, cluster.master_for(keys.events(lc)))
+    with read_only(replica) as client:
+        return has_event_of(client.xrange(keys.events(lc)), message_id)
+
+
+async def after_failover(store: Store, lc: str) -> object:
+    assert isinstance(store.lane, ClusterLane)
+    return await until_answers(store.lane, "XRANGE", keys.events(lc), "-", "+")
+
+
+@pytest.mark.timeout(90)
+async def test_an_acked_send_is_on_both_replicas_and_survives_a_failover(
+    fresh: ValkeyCluster,
+) -> None:
+    async with two_users(fresh, 1) as (store, ann, bob):
+        sent = []
+        for n in range(10):
+            result = await send_message(store, ann, bob, f"hello {n}", f"c{n}")
+            # When the ack would go out: on the replica of each user's master.
+            assert on_replica(fresh, bob, result.message_id)  # step 2, Bob's slot
+            assert on_replica(fresh, ann, result.message_id)  # step 3, Ann's slot
+            sent.append(result.message_id)
+        # Right after the last ack: Bob's master dies, Ann's replica takes over
+        # without syncing with its master first. Nothing acked is lost.
+        fresh.master_for(keys.events(bob)).kill()
+        takeover = replica_of(fresh, fresh.master_for(keys.events(ann)))
+        with contextlib.closing(takeover.client()) as client:
+            client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        for lc in (bob, ann):
+            events = await after_failover(store, lc)
+            assert all(has_event_of(events, message_id) for message_id in sent)
+
+
+@pytest.mark.timeout(90)
+async def test_without_the_wait_a_failover_can_half_lose_an_acked_send(
+    fresh: ValkeyCluster,
+) -> None:
+    async with two_users(fresh, 0) as (store, ann, bob):
+        kept = await send_message(store, ann, bob, "replicated", "c0")
+        bobs_master = fresh.master_for(keys.events(bob))
+        with replication_cut(fresh, bobs_master):
+            lost = await send_message(store, ann, bob, "acked, then lost", "c1")  # the ack
+            bobs_master.kill()
+        # Step 2 (Bob's slot: his copy, his event, the dedupe record and the
+        # outbox entry) is gone with the master; step 3 (Ann's slot) is kept.
+        bobs = await after_failover(store, bob)
+        assert has_event_of(bobs, kept.message_id)
+        assert not has_event_of(bobs, lost.message_id)
+        assert has_event_of(await after_failover(store, ann), lost.message_id)
+        # No outbox entry says what Bob lacks (a sweep may still find the first
+        # send's entry, if its removal was lost too: running it again changes
+        # nothing), and a retry finds Ann's record of the send (step 1) and
+        # answers with it: the half stays lost. (The cold-path client learns of
+        # the failover from its first error.)
+        await cold(lambda: store.outbox.reconcile(min_idle_ms=0))
+        retry = await cold(lambda: send_message(store, ann, bob, "acked, then lost", "c1"))
+        assert not retry.created and retry.message_id == lost.message_id
+        assert not has_event_of(await after_failover(store, bob), lost.message_id)
 
 
 @pytest.mark.timeout(60)
