@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable
@@ -38,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from chat.resp import Endpoint, pack, reply_reader
-from chat.store.connection import fetch_topology, node_endpoint, seed_endpoints
+from chat.store.connection import node_endpoint, refresh_topology, seed_endpoints
 from chat.store.slots import key_slot
 from chat.store.topology import Topology
 from chat.tasks import cancel_and_wait
@@ -59,6 +60,8 @@ RESYNC_TOKEN = "dmhub-resubscribed"
 REHOME_MIN_INTERVAL_S = 0.05
 REHOME_RETRY_FIRST_S = 0.2
 REHOME_RETRY_MAX_S = 2.0
+# After the topology changed, read it once more this much later (see _steer).
+REHOME_CONFIRM_S = 1.0
 # Error replies that mean "ask the cluster where this lives now".
 REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
@@ -340,18 +343,28 @@ class Broker:
         self._rehome.set()
 
     async def _steer(self) -> None:
-        """Cluster: read the topology whenever asked, and home every channel on its owner."""
+        """Cluster: read the topology whenever asked, and home every channel on its owner.
+
+        A read made because something happened, or that found a change, is made
+        again a moment later: the node asked first may not have heard of a failover
+        yet (gossip), and a demoted master still serves SSUBSCRIBE as a replica,
+        so nothing else would say that the channel is on the wrong node."""
         retry = REHOME_RETRY_FIRST_S
+        confirm = False
         while True:
-            try:
-                await asyncio.wait_for(self._rehome.wait(), retry if self._unsettled() else None)
-            except TimeoutError:
-                pass
+            if self._unsettled():
+                timeout: float | None = retry
+            else:
+                timeout = REHOME_CONFIRM_S if confirm else None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancellation that stop() sends when the event is set at that moment.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._rehome.wait()
+            asked = self._rehome.is_set()
             self._rehome.clear()
             try:
-                known = self.topology.masters if self.topology else []
-                endpoints = [node_endpoint(self._seeds[0], a) for a in known]
-                topology = await fetch_topology([*endpoints, *self._seeds])
+                topology = await refresh_topology(self._seeds, self.topology)
             except (RedisError, OSError) as exc:
                 log.warning("pub/sub: cannot read the cluster's topology: %s", exc)
                 retry = min(retry * 2, REHOME_RETRY_MAX_S)
@@ -360,6 +373,7 @@ class Broker:
                 log.exception("pub/sub: reading the topology failed")
                 retry = min(retry * 2, REHOME_RETRY_MAX_S)
                 continue
+            confirm = asked or topology != self.topology
             await self._apply(topology)
             retry = (
                 REHOME_RETRY_FIRST_S

@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from chat.resp import Endpoint
-from chat.store.connection import fetch_topology, node_endpoint
+from chat.store.connection import node_endpoint, refresh_topology
 from chat.store.lane import DEFAULT_TIMEOUT_S, Lane
 from chat.store.slots import key_slot
 from chat.store.topology import Shard, Topology
@@ -240,9 +240,7 @@ class ClusterLane:
             self._refresh.add_done_callback(_retrieve)
 
     async def _fetch(self) -> Topology:
-        known = self.topology.masters if self.topology else []
-        endpoints = [node_endpoint(self.seeds[0], a) for a in known]
-        topology = await fetch_topology([*endpoints, *self.seeds])
+        topology = await refresh_topology(self.seeds, self.topology)
         self._moved.clear()
         if self.topology is not None and _owners(self.topology) != _owners(topology):
             self.map_changed_at = time.monotonic()

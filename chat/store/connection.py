@@ -101,6 +101,14 @@ async def fetch_topology(endpoints: list[Endpoint]) -> Topology:
     raise RedisConnectionError("no cluster node answered CLUSTER SHARDS: " + "; ".join(failures))
 
 
+async def refresh_topology(seeds: list[Endpoint], current: Topology | None) -> Topology:
+    """A new map, asking the nodes of the current one (masters, then replicas: after
+    failovers the seeds may all be gone) and then the seeds."""
+    known = [node_endpoint(seeds[0], address) for address in (current.nodes if current else [])]
+    seen = {(e.host, e.port) for e in known}
+    return await fetch_topology([*known, *(e for e in seeds if (e.host, e.port) not in seen)])
+
+
 async def detect_cluster(url: str, *, patience_s: float = PROBE_PATIENCE_S) -> bool:
     """Whether REDIS_URL is a Valkey/Redis Cluster, by asking its seeds."""
     endpoints = seed_endpoints(url)

@@ -89,6 +89,11 @@ class Topology:
     def masters(self) -> list[str]:
         return [shard.master for shard in self.shards]
 
+    @property
+    def nodes(self) -> list[str]:
+        """Masters first, then replicas: whom to ask for the next map."""
+        return [*self.masters, *(r for shard in self.shards for r in shard.replicas)]
+
     def owner_of_slot(self, slot: int) -> str | None:
         index = self._owner[slot]
         return self.shards[index].master if index >= 0 else None
