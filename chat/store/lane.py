@@ -147,12 +147,13 @@ class Lane:
             return 0
         if self._short:
             probe = self._probe
-            if probe is None or probe.done():
-                if loop.time() < self._recheck_at:
-                    return 0
+            if loop.time() >= self._recheck_at and (probe is None or probe.done()):
                 self._recheck_at = loop.time() + REPLICA_RECHECK_S
                 probe = self._probe = asyncio.ensure_future(self.execute("INFO", "replication"))
-            # Waits that arrive meanwhile share the look, rather than count as short.
+            if probe is None or (probe.done() and (probe.cancelled() or probe.exception())):
+                return 0  # known short until the next look
+            # Waits that arrive while the look is under way, or after it found
+            # enough replicas, go by its answer rather than count as short.
             if online_replicas(str(await asyncio.shield(probe))) < replicas:
                 return 0
             self._short = False
@@ -170,6 +171,7 @@ class Lane:
         count = int(await asyncio.shield(future))
         if count < replicas:
             self._short = True
+            self._probe = None
             self._recheck_at = loop.time() + REPLICA_RECHECK_S
         return count
 
