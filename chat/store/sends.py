@@ -3,7 +3,8 @@ a Valkey Cluster alike (no script spans two users' slots).
 
 1. `send_prepare.lua`, s's slot: the client_id already seen, the sender's
    facts, its limits checked, the floor of the message id, r's latest messages
-   in s's view; and the mark that this send is in flight (`sending:{s}`).
+   in s's view; and, from the lower handle to the higher, the mark that this
+   send is in flight (`sending:{s}`).
 2. `send_decide.lua`, r's slot: THE decision (the rule's Lua twin over every
    fact, s's from step 1), r's limit, the id, the message in r's view, r's
    folders and event, the dedupe record (`cidin:{r}`), and an outbox entry
@@ -233,14 +234,16 @@ class Sends:
         """Steps 1 to 3 (see the module). `sender` != `recipient`, both lower case.
         The outbox entry is removed before returning, or with `finish_later` by
         the caller's `finish`, once its client has the ack."""
-        prepared = await self.prepare(sender, recipient, client_id)
+        # One direction of a conversation (from the higher handle to the lower)
+        # waits, briefly, for the other's sends in flight (send_decide.lua,
+        # answer 5), then goes ahead; only the other direction's are marked.
+        waiting = msgid.direction(sender, recipient) == 0
+        prepared = await self.prepare(sender, recipient, client_id, mark=not waiting)
         if isinstance(prepared, SendResult):
             return prepared
-        marked = True  # step 1 marked this send in flight; its end takes the mark back
+        marked = not waiting  # if so, the end of this send takes the mark back
         try:
-            # One direction of a conversation waits, briefly, for the other's
-            # sends in flight (send_decide.lua, answer 5), then goes ahead.
-            waits = YIELD_ATTEMPTS if msgid.direction(sender, recipient) == 0 else 0
+            waits = YIELD_ATTEMPTS if waiting else 0
             while True:
                 decided = await self.decide(
                     prepared,
@@ -269,12 +272,12 @@ class Sends:
             if not decided.created:
                 # A retry finishes what an earlier attempt left after step 2; the
                 # retrying socket has the ack, so it is the one to skip.
-                marked = False
-                await self.apply(dataclasses.replace(decided.step, origin=origin), unmark=True)
+                unmark, marked = marked, False
+                await self.apply(dataclasses.replace(decided.step, origin=origin), unmark=unmark)
                 await self.outbox.finish_later(recipient, decided.entry)
                 return await self._original(sender, recipient, decided.message_id)
-            marked = False
-            await self.apply(decided.step, unmark=True)
+            unmark, marked = marked, False
+            await self.apply(decided.step, unmark=unmark)
             result = SendResult(
                 True,
                 decided.message_json,
