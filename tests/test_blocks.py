@@ -3,12 +3,23 @@ way; it ends follows both ways, answers a request, and stands in the way of a fo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
 from chat.client import Client, ClientError
+from chat.config import Settings
 from chat.store import keys
-from tests.support import RunningServer, new_user
+from tests.support import RunningServer, new_user, settings_for
+
+
+@pytest.fixture(params=["single", "cluster"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Both layouts: one Valkey, and three masters where two users' keys are
+    usually on different ones (follows and blocks are split operations)."""
+    url = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
+    return settings_for(url, tmp_path)
 
 
 def h(client: Client) -> str:

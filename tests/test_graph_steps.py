@@ -186,9 +186,6 @@ async def test_edge_order_comes_from_each_slot_and_pages_by_it(store: Store) -> 
     )
 
 
-# A send still writes the shared conversation stream, which a cluster cannot
-# hold next to either user's keys: single Valkey only until the views land.
-@pytest.mark.parametrize("target", ["single"], indirect=True)
 async def test_a_read_receipt_cut_after_its_first_step_is_delivered(store: Store) -> None:
     await store.follow("ann", "bob")
     await store.follow("bob", "ann")
@@ -208,9 +205,6 @@ async def test_a_read_receipt_cut_after_its_first_step_is_delivered(store: Store
     assert await store.redis.xlen(keys.events("ann")) == before + 1
 
 
-# A send still writes the shared conversation stream, which a cluster cannot
-# hold next to either user's keys: single Valkey only until the views land.
-@pytest.mark.parametrize("target", ["single"], indirect=True)
 async def test_a_receipt_step_2_refuses_what_changed_since_step_1(store: Store) -> None:
     await store.follow("ann", "bob")
     await store.follow("bob", "ann")
