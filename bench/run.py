@@ -631,9 +631,10 @@ def round_of(session: Session, system: System, round_no: int, seed: Path | None)
         return load(session, system, server, valkey, round_no, workload, sockets, rate, duration)
 
     try:
-        with running(system, valkey, work, "idle") as server:
-            time.sleep(profile.settle_s)
-            run(server, "idle", profile.idle_sockets, IDLE_RATE, 1)
+        if profile.idle_sockets:
+            with running(system, valkey, work, "idle") as server:
+                time.sleep(profile.settle_s)
+                run(server, "idle", profile.idle_sockets, IDLE_RATE, 1)
         with running(system, valkey, work, "latency") as server:
             time.sleep(profile.settle_s)
             sockets = profile.latency_sockets
@@ -1027,6 +1028,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: bench/results (quick: bench/.work)")
     parser.add_argument("--budget-min", type=float, help="wall-clock budget in minutes")
     parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the latency workload (no idle run, no rate ladder): a short run that "
+        "still gives the CPU-per-message table",
+    )
+    parser.add_argument(
         "--appendfsync",
         choices=APPENDFSYNC_CHOICES,
         default=DEFAULT_APPENDFSYNC,
@@ -1040,6 +1047,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = _replace(profile, rounds=max(1, min(args.rounds, 5)))
     if args.budget_min:
         profile = _replace(profile, budget_s=min(args.budget_min, 60) * 60)
+    if args.latency_only:
+        profile = _replace(profile, idle_sockets=0, ladder_up=(), ladder_down=())
     wanted = [n.strip() for n in args.systems.split(",") if n.strip()]
     unknown = set(wanted) - {s.name for s in SYSTEMS}
     if unknown:
