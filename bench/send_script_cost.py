@@ -255,8 +255,8 @@ async def main(args: argparse.Namespace) -> None:
             profile = await slowlog_round(valkeys, limits, args.slowlog, args.pairs)
     where = "a Valkey Cluster of 3 masters" if args.cluster else "one Valkey"
     print(f"{where}, limits {'off' if args.limits_off else 'on'}: {args.count:,} sends per "
-          f"round over {args.pairs} follower pairs, {args.concurrency} at once, {args.rounds} rounds; "
-          "median (min-max)")  # fmt: skip
+          f"round over {args.pairs} follower pairs, {args.concurrency} at once, "
+          f"{args.rounds} rounds; median (min-max)")  # fmt: skip
     print(f"  Valkey CPU µs per send (INFO cpu)    {_cell([r.cpu for r in rounds])}")
     if args.cluster:
         for index in range(len(rounds[0].shards)):
