@@ -3,7 +3,7 @@ is finished by the reconciler, once, and racing changes of one edge converge.
 
 A crash is the first step run alone (what a process that died right after it
 leaves); then the reconciler runs what the outbox says remains, twice, to show
-that twice is once. Two tests kill a real process at a crash point.
+that twice is once. Some tests kill a real process at each crash point.
 
 Each test runs on a single Valkey and on a three-master cluster, where Ann's
 and Bob's slots are on different masters (2326 and 8955).
@@ -276,3 +276,25 @@ async def test_an_edge_that_keeps_changing_is_left_to_the_reconciler(
     assert await store.redis.zscore(keys.followers("bob"), "ann") == await store.redis.zscore(
         keys.following("ann"), "bob"
     )
+
+
+async def test_processes_killed_after_a_reads_and_a_blocks_first_step(
+    store: Store, target: RedisTarget
+) -> None:
+    await store.follow("ann", "bob")
+    await store.follow("bob", "ann")
+    sent = await store.send(sender="ann", recipient="bob", text="hi", client_id=None, origin="-")
+    assert isinstance(sent, SendResult)
+    body = READ_BODY % sent.message_id
+    before = await store.redis.xlen(keys.events("ann"))
+    read = f"await store.mark_read('bob', 'ann', {sent.message_id!r}, {body!r}, True)"
+    await die_at(target, "read:after_first", read)
+    assert await store.redis.hget(keys.read_pointer("bob"), "ann") == sent.message_id
+    assert await store.redis.xlen(keys.events("ann")) == before
+    assert await reconcile(store) == 1 and await reconcile(store) == 0
+    assert await store.redis.xlen(keys.events("ann")) == before + 1
+    await die_at(target, "block:after_first", "await store.block('ann', 'bob')")
+    assert await store.redis.zscore(keys.blocked_by("bob"), "ann") is None
+    assert await reconcile(store) == 1 and await reconcile(store) == 0
+    assert await store.redis.zscore(keys.blocked_by("bob"), "ann") is not None
+    assert await store.redis.zscore(keys.following("bob"), "ann") is None
