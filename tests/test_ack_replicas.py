@@ -356,4 +356,38 @@ async def test_a_server_asked_to_wait_on_a_valkey_without_replicas_says_so_and_a
         assert (await asyncio.wait_for(sent, WAIT_MS / 2000))["text"] == "hello"
         await ann.aclose()
         await bob.aclose()
-    assert short_acks() == before + 1
+    assert short_acks() == before + 2  # the follow and the send
+
+
+@pytest.mark.timeout(90)
+async def test_each_two_user_request_answers_once_on_both_replicas(
+    replicated: ValkeyCluster, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        replicated.url, tmp_path, ack_replicas=1, ack_replica_timeout_ms=WAIT_MS
+    )
+    confirmed, short = ACK_REPLICA_WAITS.labels("confirmed")._value.get(), short_acks()
+
+    def replica_holds(lc: str, command: str, *args: str) -> object:
+        replica = replica_of(replicated, replicated.master_for(keys.user(lc)))
+        with read_only(replica) as client:
+            return client.execute_command(command, *args)
+
+    async with running_server(settings) as server:
+        ann_lc, bob_lc = handles_on_shards(2)
+        ann, bob = await new_user(server.url, ann_lc), await new_user(server.url, bob_lc)
+        await bob.follow(ann_lc)  # the 204: both halves are on the replicas already
+        assert replica_holds(bob_lc, "ZSCORE", keys.following(bob_lc), ann_lc) is not None
+        assert replica_holds(ann_lc, "ZSCORE", keys.followers(ann_lc), bob_lc) is not None
+        sent = await ann.post_message(bob_lc, "hello", client_id="c1")
+        await bob.mark_read(ann_lc, sent["id"])
+        assert replica_holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == sent["id"]
+        assert sent["id"] in str(replica_holds(ann_lc, "XRANGE", keys.events(ann_lc), "-", "+"))
+        await ann.block(bob_lc)
+        assert replica_holds(ann_lc, "ZSCORE", keys.blocking(ann_lc), bob_lc) is not None
+        assert replica_holds(bob_lc, "ZSCORE", keys.blocked_by(bob_lc), ann_lc) is not None
+        await ann.aclose()
+        await bob.aclose()
+    # follow, send, read, block: one confirmation each, none short.
+    assert ACK_REPLICA_WAITS.labels("confirmed")._value.get() == confirmed + 4
+    assert short_acks() == short

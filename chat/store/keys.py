@@ -48,6 +48,12 @@ def heard(lc: str) -> str:
     return f"heard:{{{lc}}}"
 
 
+def ack_mark(lc: str) -> str:
+    """String + PX: written by DMHUB_ACK_REPLICAS before a WAIT, so that the WAIT
+    covers what other connections wrote to lc's master before it (replicas.py)."""
+    return f"ackmark:{{{lc}}}"
+
+
 def sending(lc: str) -> str:
     """Hash: peer → how many of lc's sends to peer are between their first and
     last step; each field expires soon after the last one began (a crash)."""

@@ -30,10 +30,14 @@ import logging
 import time
 
 from chat.metrics import ACK_REPLICA_WAITS
+from chat.store import keys
 from chat.store.cluster_lane import ClusterLane
 from chat.store.lane import REPLICA_RECHECK_S, Lane, online_replicas
 
 log = logging.getLogger("dmhub.store")
+
+# The mark only has to outlive its WAIT (at most MAX_ACK_REPLICA_TIMEOUT_MS).
+ACK_MARK_TTL_MS = 5_000
 
 
 class ReplicaAcks:
@@ -70,6 +74,19 @@ class ReplicaAcks:
                 self.replicas,
             )
         return confirmed
+
+    async def confirm_written(self, *lcs: str) -> bool:
+        """`confirm` for operations whose writes went over other connections (the
+        cold path: follows, blocks, read receipts, accepts). A master replicates
+        in one ordered stream, so a mark written on the lane's connection after
+        those writes returned comes after them in it, and a WAIT on that
+        connection that covers the mark covers them too."""
+        since = self.started()
+        marks = [keys.ack_mark(lc) for lc in lcs]
+        await asyncio.gather(
+            *(self.lane.execute("SET", mark, "1", "PX", ACK_MARK_TTL_MS) for mark in marks)
+        )
+        return await self.confirm(since, *marks)
 
     async def check(self) -> dict[str, int]:
         """At start-up: the replicas online on each master, logged, with a warning
