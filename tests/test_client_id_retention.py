@@ -64,9 +64,38 @@ async def test_after_the_retention_a_client_id_is_new_again(redis_url: str, tmp_
         await bob.aclose()
 
 
+async def test_without_hsetex_each_client_id_still_expires_on_its_own(tmp_path: Path) -> None:
+    """Redis 7.4 has HEXPIRE but not HSETEX (Valkey 9, Redis 8): HSET then HEXPIRE."""
+    no_hsetex = ("--appendonly", "yes", "--rename-command", "HSETEX", '""')
+    with plain_valkey(tmp_path, *no_hsetex) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        async with running_server(settings_for(url, tmp_path)) as srv:
+            alice, bob = await new_user(srv.url), await new_user(srv.url, open_dms=True)
+            assert alice.user and bob.user and alice.token
+            a_lc, b_lc = alice.user["handle"].lower(), bob.user["handle"].lower()
+            await alice.post_message(bob.user["handle"], "first", "c-1")
+            admin = aioredis.Redis.from_url(url, decode_responses=True)
+            ttls = [
+                *await admin.execute_command("HTTL", keys.client_ids(a_lc), "FIELDS", 1, "c-1"),
+                *await admin.execute_command(
+                    "HTTL", keys.client_ids_in(b_lc), "FIELDS", 1, f"{a_lc}:c-1"
+                ),
+            ]
+            assert all(DEFAULT_CLIENT_ID_TTL_S - 5 <= t <= DEFAULT_CLIENT_ID_TTL_S for t in ttls)
+            assert await admin.ttl(keys.client_ids(a_lc)) == -1
+            await admin.aclose()
+            await alice.aclose()
+            await bob.aclose()
+
+
 async def test_without_field_expiry_the_whole_map_expires(tmp_path: Path) -> None:
-    """Redis before 7.4 has no HEXPIRE: the map then expires as a whole."""
-    no_hexpire = ("--appendonly", "yes", "--rename-command", "HEXPIRE", '""')
+    """Redis before 7.4 has no HEXPIRE (nor HSETEX): the map then expires as a whole."""
+    no_hexpire = (
+        "--appendonly", "yes",
+        "--rename-command", "HEXPIRE", '""',
+        # Another name: two commands cannot both be renamed to '""'.
+        "--rename-command", "HSETEX", "hsetex-not-here",
+    )  # fmt: skip
     with plain_valkey(tmp_path, *no_hexpire) as port:
         url = f"redis://127.0.0.1:{port}/0"
         async with running_server(settings_for(url, tmp_path)) as srv:

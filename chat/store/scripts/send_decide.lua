@@ -212,13 +212,8 @@ local payload = cjson.encode({s = s, r = r, id = id, m = stored, c = client_id, 
   n = ARGV[16]})
 local entry = outbox_add(KEYS[17], 'send', payload)
 if client_id ~= '' then
-  redis.call('HSET', KEYS[1], dedupe, id .. '|' .. entry)
-  -- Each record expires on its own (HEXPIRE: Valkey 9, Redis 7.4); on older
-  -- servers the whole map expires that long after the last such send.
-  local ttl = tonumber(ARGV[20])
-  if ttl > 0 and not pcall(redis.call, 'HEXPIRE', KEYS[1], ttl, 'FIELDS', 1, dedupe) then
-    redis.call('EXPIRE', KEYS[1], ttl)
-  end
+  -- Expires on its own, as a client_id record does (remember, send_side.lua).
+  remember(KEYS[1], dedupe, id .. '|' .. entry, tonumber(ARGV[20]))
 end
 
 return {1, id, own, folder, entry, stored}
