@@ -270,10 +270,24 @@ async def two_users(cluster: ValkeyCluster, replicas: int) -> AsyncIterator[tupl
         for lc in (ann, bob):
             await store.create_user(lc, "-", lc, "person")
         await store.follow(bob, ann)
+        await replicated_now(store, ann, bob)
         yield store, ann, bob
     finally:
         await lane.aclose()
         await client.aclose()
+
+
+async def replicated_now(store: Store, *lcs: str) -> None:
+    """What the test set up is on the replicas before it cuts one off."""
+    assert isinstance(store.lane, ClusterLane)
+    assert await ReplicaAcks(store.lane, 1, WAIT_MS).confirm_written(*lcs)
+
+
+async def acked(store: Store, sender: str, recipient: str, text: str, cid: str) -> SendResult:
+    """A send as a socket makes it: the ack, then the outbox entry removed."""
+    result = await send_message(store, sender, recipient, text, cid)
+    await store.sends.finish(result)
+    return result
 
 
 def has_event_of(events: object, message_id: str) -> bool:
@@ -299,7 +313,7 @@ async def test_an_acked_send_is_on_both_replicas_and_survives_a_failover(
     async with two_users(fresh, 1) as (store, ann, bob):
         sent = []
         for n in range(10):
-            result = await send_message(store, ann, bob, f"hello {n}", f"c{n}")
+            result = await acked(store, ann, bob, f"hello {n}", f"c{n}")
             # When the ack would go out: on the replica of each user's master.
             assert on_replica(fresh, bob, result.message_id)  # step 2, Bob's slot
             assert on_replica(fresh, ann, result.message_id)  # step 3, Ann's slot
@@ -320,10 +334,10 @@ async def test_without_the_wait_a_failover_can_half_lose_an_acked_send(
     fresh: ValkeyCluster,
 ) -> None:
     async with two_users(fresh, 0) as (store, ann, bob):
-        kept = await send_message(store, ann, bob, "replicated", "c0")
+        kept = await acked(store, ann, bob, "replicated", "c0")
         bobs_master = fresh.master_for(keys.events(bob))
         with replication_cut(fresh, bobs_master):
-            lost = await send_message(store, ann, bob, "acked, then lost", "c1")  # the ack
+            lost = await acked(store, ann, bob, "acked, then lost", "c1")
             bobs_master.kill()
         # Step 2 (Bob's slot: his copy, his event, the dedupe record and the
         # outbox entry) is gone with the master; step 3 (Ann's slot) is kept.
@@ -331,12 +345,10 @@ async def test_without_the_wait_a_failover_can_half_lose_an_acked_send(
         assert has_event_of(bobs, kept.message_id)
         assert not has_event_of(bobs, lost.message_id)
         assert has_event_of(await after_failover(store, ann), lost.message_id)
-        # No outbox entry says what Bob lacks (a sweep may still find the first
-        # send's entry, if its removal was lost too: running it again changes
-        # nothing), and a retry finds Ann's record of the send (step 1) and
-        # answers with it: the half stays lost. (The cold-path client learns of
-        # the failover from its first error.)
-        await cold(lambda: store.outbox.reconcile(min_idle_ms=0))
+        # No outbox entry says what Bob lacks, and a retry finds Ann's record
+        # of the send (step 1) and answers with it: the half stays lost. (The
+        # cold-path client learns of the failover from its first error.)
+        assert await cold(lambda: store.outbox.reconcile(min_idle_ms=0)) == 0
         retry = await cold(lambda: send_message(store, ann, bob, "acked, then lost", "c1"))
         assert not retry.created and retry.message_id == lost.message_id
         assert not has_event_of(await after_failover(store, bob), lost.message_id)
@@ -391,3 +403,23 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
     # follow, send, read, block: one confirmation each, none short.
     assert ACK_REPLICA_WAITS.labels("confirmed")._value.get() == confirmed + 4
     assert short_acks() == short
+
+
+@pytest.mark.timeout(90)
+async def test_without_the_wait_a_senders_lost_half_comes_back_with_the_reply(
+    fresh: ValkeyCluster,
+) -> None:
+    async with two_users(fresh, 0) as (store, ann, bob):
+        await store.follow(ann, bob)  # Bob may answer
+        await replicated_now(store, ann, bob)
+        anns_master = fresh.master_for(keys.events(ann))
+        with replication_cut(fresh, anns_master):
+            lost = await acked(store, ann, bob, "acked, then half lost", "c1")
+            anns_master.kill()
+        # Step 3 (Ann's slot) is gone with her master; step 2 (Bob's) is kept.
+        assert not has_event_of(await after_failover(store, ann), lost.message_id)
+        assert has_event_of(await after_failover(store, bob), lost.message_id)
+        # Bob's next message to Ann completes Ann's view first (send_decide.lua
+        # completes the recipient's own messages that its view lacks).
+        await cold(lambda: acked(store, bob, ann, "a reply", "r1"))
+        assert has_event_of(await after_failover(store, ann), lost.message_id)
