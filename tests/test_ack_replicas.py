@@ -2,9 +2,12 @@
 
 On a real three-master cluster with a replica each: what a WAIT confirmed is on
 the replica when the answer arrives (read there with READONLY), a replica that
-stops answering makes the wait short and then not asked for a while, and a
-failover right after a confirmed ack loses nothing. On a single Valkey without
-replicas, acks go out at once, counted as short.
+stops answering makes the wait short and then not asked for a while, a
+failover right after a confirmed ack loses nothing, and follows, blocks and
+read receipts answer once both replicas have them. Without the wait, a
+failover right after an ack half-loses a send, as docs/architecture.md ("What
+a failover can lose") says. On a single Valkey without replicas, acks go out
+at once, counted as short.
 """
 
 from __future__ import annotations
@@ -232,25 +235,6 @@ def replication_cut(cluster: ValkeyCluster, master: ClusterNode) -> Iterator[Non
         with contextlib.closing(master.client()) as client:
             client.client_kill_filter(_type="replica")
         yield
-
-
-@pytest.mark.timeout(90)
-async def test_without_a_wait_an_acked_write_can_be_lost_to_a_failover(
-    fresh: ValkeyCluster,
-) -> None:
-    lane = ClusterLane(seed_endpoints(fresh.url), timeout_s=2)
-    try:
-        key = f"v:{{{handles_on_shards(1)[0]}}}"
-        master = fresh.master_for(key)
-        assert await lane.execute("SET", key, "replicated") == "OK"
-        assert await lane.wait_replicas(key, 1, WAIT_MS, since=ReplicaAcks.started()) == 1
-        with replication_cut(fresh, master):
-            assert await lane.execute("SET", key, "acked") == "OK"  # the master's answer
-            master.kill()
-        # The replica is promoted with what it had: the acked write is gone.
-        assert await until_answers(lane, "GET", key) == "replicated"
-    finally:
-        await lane.aclose()
 
 
 # -- a send's two steps on two shards ------------------------------------------
