@@ -390,7 +390,7 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
 
 
 @pytest.mark.timeout(90)
-async def test_without_the_wait_a_senders_lost_half_comes_back_with_the_reply(
+async def test_without_the_wait_a_senders_lost_half_comes_back_with_a_retry_or_the_reply(
     fresh: ValkeyCluster,
 ) -> None:
     async with two_users(fresh, 0) as (store, ann, bob):
@@ -398,12 +398,21 @@ async def test_without_the_wait_a_senders_lost_half_comes_back_with_the_reply(
         await replicated_now(store, ann, bob)
         anns_master = fresh.master_for(keys.events(ann))
         with replication_cut(fresh, anns_master):
-            lost = await acked(store, ann, bob, "acked, then half lost", "c1")
+            retried = await acked(store, ann, bob, "acked, then half lost", "c1")
+            answered = await acked(store, ann, bob, "this one too", "c2")
             anns_master.kill()
         # Step 3 (Ann's slot) is gone with her master; step 2 (Bob's) is kept.
-        assert not has_event_of(await after_failover(store, ann), lost.message_id)
-        assert has_event_of(await after_failover(store, bob), lost.message_id)
-        # Bob's next message to Ann completes Ann's view first (send_decide.lua
-        # completes the recipient's own messages that its view lacks).
+        anns = await after_failover(store, ann)
+        bobs = await after_failover(store, bob)
+        for lost in (retried, answered):
+            assert not has_event_of(anns, lost.message_id)
+            assert has_event_of(bobs, lost.message_id)
+        # A retry with the same client_id runs step 3 from Bob's view (the
+        # same member); Bob's next message to Ann completes what Ann's view
+        # lacks of her messages to him (send_decide.lua).
+        again = await cold(lambda: send_message(store, ann, bob, "acked, then half lost", "c1"))
+        assert (again.created, again.message_id) == (False, retried.message_id)
+        assert again.message_json == retried.message_json
+        assert has_event_of(await after_failover(store, ann), retried.message_id)
         await cold(lambda: acked(store, bob, ann, "a reply", "r1"))
-        assert has_event_of(await after_failover(store, ann), lost.message_id)
+        assert has_event_of(await after_failover(store, ann), answered.message_id)

@@ -266,7 +266,14 @@ class Sends:
             if not isinstance(decided, Decided):
                 return decided
             if decided.step is None:
-                # Decided before (a retry) and complete: its original.
+                # Decided before (a retry): its original, once the sender's side
+                # is there. A failover can have lost that side after the outbox
+                # entry that held it was removed; the recipient's view holds the
+                # same member, so step 3 is run from it.
+                lost = await self._lost_side(sender, recipient, decided.message_id, client_id)
+                if lost is not None:
+                    unmark, marked = marked, False
+                    await self.apply(dataclasses.replace(lost, origin=origin), unmark=unmark)
                 return await self._original(sender, recipient, decided.message_id)
             crash_point("send:after_decide")
             if not decided.created:
@@ -556,6 +563,22 @@ class Sends:
         """After the client has its answer: the outbox entry is done with."""
         if result.entry is not None:
             await self.outbox.finish_later(*result.entry)
+
+    async def _lost_side(
+        self, sender: str, recipient: str, message_id: str, client_id: str | None
+    ) -> Applied | None:
+        """Step 3 of a decided send whose sender's side is missing while the
+        recipient's view has it (a failover lost it); None when nothing is owed
+        or nothing is left to rebuild it from. Whether it opened a conversation
+        is not known any more: its `new_conversations` charge is not made."""
+        if await self.redis.zcount(keys.view(sender, recipient), message_id, message_id):
+            return None
+        found = await self.redis.zrangebyscore(
+            keys.view(recipient, sender), message_id, message_id, 0, 1
+        )
+        if not found:
+            return None
+        return Applied(sender, recipient, message_id, found[0], client_id or "", "-", False)
 
     async def _original(self, sender: str, peer: str, message_id: str) -> SendResult:
         found = await views.find(self.redis, sender, peer, message_id)
