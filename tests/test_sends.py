@@ -239,3 +239,25 @@ async def test_every_end_of_a_send_takes_its_mark_back(store: Store) -> None:
     retried = await store.send(sender=ann, recipient=bob, text="x", client_id="c-9", origin="-")
     assert isinstance(retried, SendResult) and not retried.created
     assert not await store.redis.exists(keys.sending(ann))
+
+
+async def test_a_later_send_completes_the_senders_owed_one_first(store: Store) -> None:
+    ann, bob = await two_people(store)
+    # Ann's first send lost its process after step 2; she writes again elsewhere.
+    owed = await after_step_2(store, ann, bob, "one", "c-11")
+    later = await store.send(sender=ann, recipient=bob, text="two", client_id="c-12", origin="o2")
+    assert isinstance(later, SendResult) and later.created
+    assert [score for _, score in await view(store, ann, bob)] == [
+        int(owed.message_id),
+        int(later.message_id),
+    ]
+    events = await message_events(store, ann)
+    # Each event still names the socket that had the ack, so that one skips it.
+    assert [(msgspec.json.decode(e["f"] + "}")["message"]["text"], e["o"]) for e in events] == [
+        ("one", "o1"),
+        ("two", "o2"),
+    ]
+    assert await store.redis.hget(keys.client_ids(ann), "c-11") == f"{owed.message_id}|{bob}"
+    # Only the dead process's mark is left, until it expires.
+    assert await store.redis.hget(keys.sending(ann), bob) == "1"
+    assert 0 < (await store.redis.httl(keys.sending(ann), bob))[0] <= 2

@@ -115,6 +115,10 @@ class Applied:
     client_id: str  # '' for none
     origin: str
     new_conversation: bool
+    # The sender's latest earlier messages in the recipient's view (step 2 read
+    # them): step 3 applies first those the sender's view lacks. Not in the
+    # payload: a reconciler's step 3 comes late anyway.
+    earlier: tuple[str, ...] = ()
 
     def payload(self) -> dict[str, str]:
         return {
@@ -375,15 +379,22 @@ class Sends:
         sender in flight."""
         theirs = prepared.theirs
         supplied: list[str] = []
-        for _ in range(2):
+        while True:
             reply = await self._decide_call(
                 prepared, theirs, supplied, wait, text, sent_at, client_id, origin, extra, agent
             )
             if reply[0] != 4:
                 break
+            if supplied:
+                # Passed and still missing (gone from the sender's view meanwhile):
+                # this message does not wait for them.
+                theirs, supplied = [], []
+                continue
             # The recipient's side of some of its own messages is owed: they go
             # along, as the sender's view holds them (the same member in both).
-            supplied = await self._owed(prepared, [str(i) for i in reply[1]])
+            supplied = await self._owed(
+                prepared.sender, prepared.recipient, [str(i) for i in reply[1]]
+            )
             theirs = supplied[::3]
         status = reply[0]
         if status == 5:
@@ -398,6 +409,7 @@ class Sends:
             step = Applied.from_payload(json.loads(payload)) if payload is not None else None
             return Decided(False, message_id, "", None, str(reply[3]), step)
         own, folder, entry, stored = str(reply[2]), str(reply[3]), str(reply[4]), str(reply[5])
+        earlier = tuple(str(i) for i in reply[6])
         step = Applied(
             prepared.sender,
             prepared.recipient,
@@ -406,6 +418,7 @@ class Sends:
             client_id or "",
             origin,
             prepared.new_conversation,
+            earlier,
         )
         return Decided(True, message_id, own, folder, entry, step)
 
@@ -480,19 +493,17 @@ class Sends:
             ],
         )
 
-    async def _owed(self, prepared: Prepared, owed_ids: list[str]) -> list[str]:
-        """(id, view member, origin) of the recipient's messages that its own view
-        lacks, from the sender's view and, for the origin (the socket that sent
-        it and had its ack), the send's outbox entry in the sender's slot."""
-        sender, recipient = prepared.sender, prepared.recipient
+    async def _owed(self, owner: str, author: str, owed_ids: list[str]) -> list[str]:
+        """(id, view member, origin) of `author`'s messages to `owner` that the
+        author's own view lacks: from `owner`'s view and, for the origin (the
+        socket that sent it and had its ack), the send's outbox entry in
+        `owner`'s slot."""
         supplied: list[str] = []
         for owed_id in owed_ids:
-            found = await self.redis.zrangebyscore(
-                keys.view(sender, recipient), owed_id, owed_id, 0, 1
-            )
+            found = await self.redis.zrangebyscore(keys.view(owner, author), owed_id, owed_id, 0, 1)
             if not found:
                 continue
-            origin = await self._origin(sender, recipient, views.split(found[0])[2])
+            origin = await self._origin(owner, author, views.split(found[0])[2])
             supplied.extend((owed_id, found[0], origin))
         return supplied
 
@@ -521,39 +532,54 @@ class Sends:
         """Step 3: 1 applied now, 0 applied before, -1 the sender's account is gone."""
         burst, period, _, new_window, _, _ = self.limit_args
         s, r = step.sender, step.recipient
-        result = await self._hot_script(
-            self._apply,
-            [
-                keys.user(s),
-                keys.view(s, r),
-                keys.wrote(s),
-                keys.requests(s),
-                keys.inbox(s),
-                keys.read_pointer(s),
-                keys.unread(s),
-                keys.message_rate(s),
-                keys.new_conversations(s),
-                keys.client_ids(s),
-                keys.events(s),
-                keys.channel(s),
-                keys.sending(s),
-            ],
-            [
-                r,
-                step.message_id,
-                step.member,
-                step.client_id,
-                step.origin,
-                "1" if step.new_conversation else "0",
-                self.event_retention,
-                self.client_id_ttl_s,
-                burst,
-                period,
-                new_window,
-                "1" if unmark else "0",
-            ],
-        )
-        return int(result)
+        earlier = list(step.earlier)
+        supplied: list[str] = []
+        while True:
+            result = await self._hot_script(
+                self._apply,
+                [
+                    keys.user(s),
+                    keys.view(s, r),
+                    keys.wrote(s),
+                    keys.requests(s),
+                    keys.inbox(s),
+                    keys.read_pointer(s),
+                    keys.unread(s),
+                    keys.message_rate(s),
+                    keys.new_conversations(s),
+                    keys.client_ids(s),
+                    keys.events(s),
+                    keys.channel(s),
+                    keys.sending(s),
+                ],
+                [
+                    r,
+                    step.message_id,
+                    step.member,
+                    step.client_id,
+                    step.origin,
+                    "1" if step.new_conversation else "0",
+                    self.event_retention,
+                    self.client_id_ttl_s,
+                    burst,
+                    period,
+                    new_window,
+                    "1" if unmark else "0",
+                    len(earlier),
+                    *earlier,
+                    *supplied,
+                ],
+            )
+            if not isinstance(result, list):
+                return int(result)
+            if supplied:
+                # Passed and still missing (gone from r's view meanwhile): this
+                # message does not wait for them.
+                earlier, supplied = [], []
+                continue
+            # Earlier sends of s's still owed on s's side go along, as r's view holds them.
+            supplied = await self._owed(r, s, [str(i) for i in result])
+            earlier = supplied[::3]
 
     async def apply_payload(self, payload: dict[str, Any]) -> None:
         """The reconciler's handler for `send` entries."""

@@ -11,18 +11,33 @@
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
 --       9 messages burst   10 its period (ms)   11 new conversations' window (ms)
 --       12 '1' when this call ends a send that step 1 marked (not a reconciler's)
+--       13 N, the count of ids that follow: s's earlier messages in r's view
+--       14 .. 13+N those ids; then (id, view member, origin) triples: those of
+--       them that s's view lacked when an earlier call answered with them
 -- Returns 1 when applied now, 0 when it was already, -1 when s has no account
--- any more (its keys are gone; nothing to bring back).
+-- any more (its keys are gone; nothing to bring back); {ids} when s's view
+-- lacks some of s's earlier messages and they must be passed in (nothing
+-- written).
 local r = ARGV[1]
+local keys_of_s = {view = KEYS[2], wrote = KEYS[3], requests = KEYS[4], inbox = KEYS[5],
+  read = KEYS[6], unread = KEYS[7], cids = KEYS[10], events = KEYS[11], channel = KEYS[12]}
+
+-- s's earlier messages to r that s's view lacks go first, in id order, so that
+-- s's history and sockets have them before this one.
+local missing, owed, supplied, origins = owed_messages(KEYS[2], 13)
+if #missing > 0 then
+  return missing
+end
+
 if ARGV[12] == '1' then
   unmark_send(KEYS[13], r)
 end
 if redis.call('HEXISTS', KEYS[1], 'handle') == 0 then
   return -1
 end
-local applied = apply_sender_side({view = KEYS[2], wrote = KEYS[3], requests = KEYS[4],
-  inbox = KEYS[5], read = KEYS[6], unread = KEYS[7], cids = KEYS[10], events = KEYS[11],
-  channel = KEYS[12]}, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[8])
+apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8])
+local applied = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
+  ARGV[8])
 if not applied then
   return 0
 end

@@ -25,7 +25,8 @@
 --       25 .. 24+N those ids; then (id, view member, origin) triples: those of
 --       them that r's view lacked when an earlier call answered 4
 -- Returns {1, id, the sender's copy of the message, folder, outbox entry id,
--- the view member};
+-- the view member, {ids of s's latest earlier messages here}} (step 3 completes
+-- any that s's view still lacks before this one);
 -- {0, id, payload or nil, entry id} when this client_id reached r before (the
 -- payload while step 3 may still be owed); {2, reason, r's handle or ''} when
 -- the rule refuses; {3, limit, ms to wait} when a limit does; {4, {ids}} when
@@ -68,38 +69,13 @@ end
 if ARGV[23] == '1' and tonumber(redis.call('HGET', KEYS[20], s) or '0') > 0 then
   return {5}
 end
-local owed_count = tonumber(ARGV[24])
-local supplied, origins = {}, {}
-for i = 25 + owed_count, #ARGV, 3 do
-  supplied[ARGV[i]] = ARGV[i + 1]
-  origins[ARGV[i]] = ARGV[i + 2]
-end
-local missing, owed = {}, {}
-for i = 25, 24 + owed_count do
-  local owed_id = ARGV[i]
-  if #redis.call('ZRANGEBYSCORE', KEYS[12], owed_id, owed_id, 'LIMIT', 0, 1) == 0 then
-    if supplied[owed_id] then
-      owed[#owed + 1] = owed_id
-    else
-      missing[#missing + 1] = owed_id
-    end
-  end
-end
+local missing, owed, supplied, origins = owed_messages(KEYS[12], 24)
 if #missing > 0 then
   return {4, missing}
 end
-table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
-for _, owed_id in ipairs(owed) do
-  local stored = supplied[owed_id]
-  local ok, decoded = pcall(cjson.decode, string.sub(stored, string.find(stored, ' ', 1, true) + 1))
-  local owed_cid = ''
-  if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
-    owed_cid = decoded.client_id
-  end
-  apply_sender_side({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7],
-    read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
-    s, owed_id, stored, owed_cid, origins[owed_id], ARGV[7], ARGV[20])
-end
+apply_owed({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7],
+  read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
+  s, owed, supplied, origins, ARGV[7], ARGV[20])
 
 -- The same facts as facts.lua and Store.pair_facts, the sender's from step 1.
 -- A block by s is in s's slot (step 1) and mirrored here (blkby): either says so.
@@ -216,4 +192,15 @@ if client_id ~= '' then
   remember(KEYS[1], dedupe, id .. '|' .. entry, tonumber(ARGV[20]))
 end
 
-return {1, id, own, folder, entry, stored}
+-- s's own latest messages before this one: step 3 makes sure s's view has them
+-- first (a send of s's still owed, or a moment behind on another socket).
+local OWED_SCAN = 4
+local earlier = {}
+local latest = redis.call('ZREVRANGE', KEYS[12], 0, OWED_SCAN, 'WITHSCORES')
+for i = 1, #latest, 2 do
+  if latest[i + 1] ~= id and written_by(latest[i], s) then
+    earlier[#earlier + 1] = latest[i + 1]
+  end
+end
+
+return {1, id, own, folder, entry, stored, earlier}

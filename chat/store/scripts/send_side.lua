@@ -99,3 +99,44 @@ local function unmark_send(sending_key, r)
     redis.call('HDEL', sending_key, r)
   end
 end
+
+-- Owed messages passed to a script: ARGV[at] = N, then N ids (the author's
+-- latest messages as the other view has them), then (id, view member, origin)
+-- triples for those the caller was told are missing. Returns the ids missing
+-- from `view` with no member passed (the caller is to pass them), and the
+-- owed ones that can be applied, with their members and origins.
+local function owed_messages(view, at)
+  local count = tonumber(ARGV[at] or '0')
+  local supplied, origins = {}, {}
+  for i = at + 1 + count, #ARGV, 3 do
+    supplied[ARGV[i]] = ARGV[i + 1]
+    origins[ARGV[i]] = ARGV[i + 2]
+  end
+  local missing, owed = {}, {}
+  for i = at + 1, at + count do
+    local owed_id = ARGV[i]
+    if #redis.call('ZRANGEBYSCORE', view, owed_id, owed_id, 'LIMIT', 0, 1) == 0 then
+      if supplied[owed_id] then
+        owed[#owed + 1] = owed_id
+      else
+        missing[#missing + 1] = owed_id
+      end
+    end
+  end
+  return missing, owed, supplied, origins
+end
+
+-- The author's side of owed messages, in id order, as their step 3 would.
+local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl)
+  table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
+  for _, owed_id in ipairs(owed) do
+    local stored = supplied[owed_id]
+    local ok, decoded = pcall(cjson.decode,
+      string.sub(stored, string.find(stored, ' ', 1, true) + 1))
+    local owed_cid = ''
+    if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
+      owed_cid = decoded.client_id
+    end
+    apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id], retention, cid_ttl)
+  end
+end
