@@ -30,8 +30,10 @@ async def offered_quick_replies(
     those attached to the business's latest message to this customer."""
     offered = [stored_quick_replies(business)]
     business_lc = business["handle"].lower()
+    # The customer's own view: it has the business's message from the moment the
+    # customer can see it (the business's view gets it a step later).
     latest: list[str] = await store.redis.zrevrange(
-        keys.view(business_lc, customer), 0, LATEST_MESSAGE_SCAN - 1
+        keys.view(customer, business_lc), 0, LATEST_MESSAGE_SCAN - 1
     )
     for stored in latest:
         sender, _, message_json = views.split(stored)
