@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 from collections.abc import AsyncIterator
 
@@ -298,3 +299,29 @@ async def test_processes_killed_after_a_reads_and_a_blocks_first_step(
     assert await reconcile(store) == 1 and await reconcile(store) == 0
     assert await store.redis.zscore(keys.blocked_by("bob"), "ann") is not None
     assert await store.redis.zscore(keys.following("bob"), "ann") is None
+
+
+async def test_concurrent_changes_of_one_edge_leave_mirrors_equal_to_authorities(
+    store: Store,
+) -> None:
+    rng = random.Random(13)
+    ops = [
+        store.follow,
+        store.unfollow,
+        store.block,
+        store.unblock,
+    ]
+    for _ in range(3):
+        calls = [rng.choice(ops)(*rng.sample(["ann", "bob"], 2)) for _ in range(24)]
+        await asyncio.gather(*calls)
+        await reconcile(store)
+        found = await edges(store)
+        for a, b in (("ann", "bob"), ("bob", "ann")):
+            follows = dict(found[keys.following(a)])
+            assert dict(found[keys.followers(b)]).get(a) == follows.get(b), (a, b, found)
+            blocks = dict(found[keys.blocking(a)])
+            assert dict(found[keys.blocked_by(b)]).get(a) == blocks.get(b), (a, b, found)
+            # A block and a follow between the two never stand together.
+            if blocks.get(b) is not None:
+                assert follows.get(b) is None and dict(found[keys.following(b)]).get(a) is None
+        assert await pending(store) == 0

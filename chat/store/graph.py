@@ -163,7 +163,7 @@ class Graph:
         for _ in range(SYNC_ROUNDS):
             score = _score(await self.redis.zscore(keys.following(a), b))
             found = await self._follow_mirror(
-                keys=[keys.followers(b), keys.blocking(b)], args=[a, score]
+                keys=[keys.followers(b), keys.blocking(b), keys.user(b)], args=[a, score]
             )
             if int(found) < 0:
                 refused = True
@@ -178,7 +178,8 @@ class Graph:
         for _ in range(SYNC_ROUNDS):
             score = _score(await self.redis.zscore(keys.blocking(a), b))
             await self._block_mirror(
-                keys=[keys.blocked_by(b), keys.following(b), keys.followers(b)], args=[a, score]
+                keys=[keys.blocked_by(b), keys.following(b), keys.followers(b), keys.user(b)],
+                args=[a, score],
             )
             if _score(await self.redis.zscore(keys.blocking(a), b)) == score:
                 return

@@ -1,12 +1,13 @@
 -- Follow, step 2, in the followee B's slot: make B's followers list agree with
 -- what A's following list said (the authority, read just before): present with
 -- its score, or absent. A follow never lands across B's block of A; the caller
--- then takes A's edge back. Idempotent.
--- KEYS: 1 fwers:{b}   2 blk:{b}
+-- then takes A's edge back. Nothing is added for a deleted B (a reconciler
+-- late with an old entry must not bring its keys back). Idempotent.
+-- KEYS: 1 fwers:{b}   2 blk:{b}   3 user:{b}
 -- ARGV: 1 a   2 the edge's score in fwing:{a}, '' when A does not follow B
 -- Returns 1 present, 0 absent, -1 refused: B blocks A.
 local a = ARGV[1]
-if ARGV[2] == '' then
+if ARGV[2] == '' or redis.call('HEXISTS', KEYS[3], 'handle') == 0 then
   redis.call('ZREM', KEYS[1], a)
   return 0
 end
