@@ -2,7 +2,8 @@
 
 The decisions are pure (chat/reports.py, chat/permission/rule.py); this module
 keeps their state. A restriction is a `restricted` field in the user hash,
-where send.lua and facts.lua read it with the rest of the account, plus a
+where a send's first step (send_prepare.lua) and facts_sender.lua read it with
+the rest of the account, plus a
 `restriction:{lc}` hash that says why, for operators. A suspension is
 `active` = "0" (and `suspended`, when) in the user hash.
 

@@ -77,7 +77,7 @@ apply_owed({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7
   read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
   s, owed, supplied, origins, ARGV[7], ARGV[20])
 
--- The same facts as facts.lua and Store.pair_facts, the sender's from step 1.
+-- The same facts as Store.pair_facts (facts_*.lua), the sender's from step 1.
 -- A block by s is in s's slot (step 1) and mirrored here (blkby): either says so.
 local recipient = redis.call('HMGET', KEYS[2], 'handle', 'active', 'open_dms')
 local recipient_exists = recipient[1] ~= false
