@@ -102,6 +102,23 @@ async def test_moved_follows_the_slot_to_its_new_owner(
     assert await lane.execute("GET", key) == "after"
 
 
+async def test_commands_sent_together_follow_a_moved_slot(
+    lane: ClusterLane, valkey_cluster: ValkeyCluster
+) -> None:
+    lc = handles_on_shards(1)[0]
+    key = f"n:{{{lc}}}"
+    slot = key_slot(key)
+    assert await lane.execute_many(("SET", key, "1"), ("INCR", key)) == ["OK", 2]
+    home = slot_owner(valkey_cluster, slot)
+    elsewhere = next(m for m in valkey_cluster.masters if m is not home)
+    move_slot(valkey_cluster, slot, elsewhere)
+    try:
+        # The map still says `home`: MOVED for both, then both again, routed.
+        assert await lane.execute_many(("INCR", key), ("GET", key)) == [3, "3"]
+    finally:
+        move_slot(valkey_cluster, slot, home)
+
+
 async def test_ask_sends_asking_and_the_command_to_the_importing_node(
     lane: ClusterLane, valkey_cluster: ValkeyCluster
 ) -> None:

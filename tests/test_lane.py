@@ -92,6 +92,21 @@ async def test_a_redis_that_stops_answering_is_given_up_on(own_valkey: EmbeddedV
         await lane.aclose()
 
 
+async def test_commands_sent_together_all_run_and_the_first_error_is_raised(
+    redis_url: str,
+) -> None:
+    lane = Lane(redis_url)
+    try:
+        assert await lane.execute_many(("SET", "a", "1"), ("INCR", "a")) == ["OK", 2]
+        await lane.execute("SET", "text", "not a number")
+        with pytest.raises(ResponseError):
+            await lane.execute_many(("INCR", "text"), ("INCR", "a"), ("INCR", "text"))
+        assert await lane.execute("GET", "a") == "3"  # the one after the error ran too
+        assert await lane.execute("PING") == "PONG"  # and the replies stayed in step
+    finally:
+        await lane.aclose()
+
+
 async def test_the_url_picks_the_database_and_values_keep_their_bytes(redis_url: str) -> None:
     lane = Lane(redis_url + "?db=3")
     check = redis.Redis.from_url(redis_url, db=3, decode_responses=True)

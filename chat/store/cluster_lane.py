@@ -97,6 +97,22 @@ class ClusterLane:
     async def execute(self, *args: Any) -> Any:
         return await self._routed(command_key(args), args, None)
 
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Lane.execute_many on the master of the first command's key, for
+        commands of one slot that are safe to run twice: on any error reply
+        (a slot moved meanwhile, a busy node) they run again one by one, routed."""
+        address = self._known_owner(command_key(commands[0]))
+        if address is not None:
+            lane = self._lanes.get(address) or self.lane(address)
+            try:
+                return await lane.execute_many(*commands)
+            except ResponseError:
+                pass
+            except RedisConnectionError:
+                self._refresh_soon()
+                raise
+        return [await self.execute(*command) for command in commands]
+
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         return await self._routed(keys[0] if keys else None, command, script)

@@ -123,6 +123,30 @@ class Lane:
         link = self._link if self._link is not None else await self._connect()
         return await self._submit(link, pack(args))
 
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Several commands back to back, their replies in order: one wait for
+        all of them instead of one each. Every command runs whatever the others'
+        replies; the first error is raised once all have answered."""
+        link = self._link if self._link is not None else await self._connect()
+        futures = [self._submit(link, pack(command)) for command in commands]
+        replies: list[Any] = []
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                replies.append(await future)
+            except asyncio.CancelledError:
+                # The replies still come and are skipped; nothing is left to
+                # fail unretrieved later.
+                for pending in futures:
+                    pending.cancel()
+                raise
+            except Exception as exc:  # each future's error is retrieved, the first raised
+                failure = failure or exc
+                replies.append(None)
+        if failure is not None:
+            raise failure
+        return replies
+
     async def execute_asking(self, *args: Any) -> Any:
         """ASKING and the command back to back (a cluster slot being migrated):
         nothing another coroutine queues can come between them."""

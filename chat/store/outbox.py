@@ -107,8 +107,10 @@ class Outbox:
             # operation was still running, and if it is lost, XAUTOCLAIM drops
             # claims on deleted entries by itself.
             if self.lane is not None:
-                await self.lane.execute("XDEL", outbox, *entry_ids)
-                await self.lane.execute("XACK", outbox, GROUP, *entry_ids)
+                # Sent together: one wait for both replies, not one each.
+                await self.lane.execute_many(
+                    ("XDEL", outbox, *entry_ids), ("XACK", outbox, GROUP, *entry_ids)
+                )
                 return
             pipe = self.redis.pipeline(transaction=False)
             pipe.xdel(outbox, *entry_ids)

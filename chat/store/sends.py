@@ -289,17 +289,16 @@ class Sends:
                 return await self._original(sender, recipient, decided.message_id)
             unmark, marked = marked, False
             await self.apply(decided.step, unmark=unmark)
-            result = SendResult(
-                True,
-                decided.message_json,
-                decided.message_id,
-                decided.folder,
-                (recipient, decided.entry),
-            )
             if finish_later:
-                return result
-            await self.finish(result)
-            return dataclasses.replace(result, entry=None)
+                return SendResult(
+                    True,
+                    decided.message_json,
+                    decided.message_id,
+                    decided.folder,
+                    (recipient, decided.entry),
+                )
+            await self.outbox.finish_later(recipient, decided.entry)
+            return SendResult(True, decided.message_json, decided.message_id, decided.folder)
         finally:
             if marked:
                 await self._unmark(sender, recipient)
