@@ -144,7 +144,14 @@ class Lane:
                 failure = failure or exc
                 replies.append(None)
         if failure is not None:
-            raise failure
+            # The traceback will hold this frame: it lets go of the error (and
+            # of the futures holding it), or they would make a cycle.
+            futures.clear()
+            del future
+            try:
+                raise failure
+            finally:
+                failure = None
         return replies
 
     async def execute_asking(self, *args: Any) -> Any:
@@ -288,8 +295,12 @@ class Lane:
         self._closed = True
         if self._link is not None:
             self._broken(self._link, RedisConnectionError("closed"))
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        # Let go of the task as it is cancelled: its CancelledError's traceback
+        # holds `_watch`'s frame, which holds this lane, which would hold the
+        # task, a cycle only a full collection frees (chat/collector.py).
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def online_replicas(info: str) -> int:
