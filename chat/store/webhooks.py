@@ -7,17 +7,21 @@ own. docs/architecture.md has the key table and what each write guarantees.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from chat.protocol.frames import with_cursor
 from chat.store import keys
 from chat.store.store import _script
 
 INDEX_SCAN_COUNT = 500
+# Lease renewals in flight at once on a cluster, where they cannot share a pipeline.
+RENEW_CONCURRENCY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,21 @@ class WebhookStore:
     async def renew(self, leases: list[tuple[str, str]], owner: str, ttl_ms: int) -> list[bool]:
         if not leases:
             return []
+        if isinstance(self.redis, RedisCluster):
+            # A cluster client refuses scripts in a pipeline (each lease is in
+            # its own slot, maybe on another node): one routed call each, a
+            # bounded number at a time.
+            renewed: list[bool] = []
+            for start in range(0, len(leases), RENEW_CONCURRENCY):
+                batch = leases[start : start + RENEW_CONCURRENCY]
+                results = await asyncio.gather(
+                    *(
+                        self._lease(keys=[keys.webhook_lease(lc, wid)], args=[owner, ttl_ms])
+                        for lc, wid in batch
+                    )
+                )
+                renewed.extend(bool(r) for r in results)
+            return renewed
         async with self.redis.pipeline(transaction=False) as pipe:
             for lc, webhook_id in leases:
                 # Queued on the pipeline (the await returns at once); sent together.
