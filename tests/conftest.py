@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from chat.config import Settings
 from chat.store.embedded import EmbeddedValkey
 from tests.cluster_support import ValkeyCluster
 from tests.cluster_support import valkey_cluster as start_cluster
-from tests.support import RunningServer, running_server, settings_for
+from tests.support import RunningServer, flush_all, running_server, settings_for
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,12 +34,66 @@ def shared_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     valkey.close()
 
 
+LAYOUTS = ("single", "cluster")
+# DMHUB_TEST_LAYOUTS=single (or cluster) runs one layout only, for a quick local run.
+LAYOUTS_ENV = "DMHUB_TEST_LAYOUTS"
+DEFAULT_LAYOUTS = ",".join(LAYOUTS)
+
+
+def chosen_layouts() -> list[str]:
+    wanted = os.environ.get(LAYOUTS_ENV, DEFAULT_LAYOUTS).split(",")
+    unknown = set(wanted) - set(LAYOUTS)
+    if unknown:
+        raise pytest.UsageError(f"{LAYOUTS_ENV}: unknown layouts {sorted(unknown)}")
+    return [layout for layout in LAYOUTS if layout in wanted]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_layout(reason): runs on the single Valkey only; the reason says why "
+        "the test is inherently about one node (never a cross-user path)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that stands on `redis_url` (settings, server, ...) runs on both
+    layouts, as `[single]` and `[cluster]`, unless marked `single_layout`."""
+    if "layout" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("single_layout")
+    if marker is not None and not (marker.args or marker.kwargs.get("reason")):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: single_layout needs a reason")
+    layouts = chosen_layouts()
+    if marker is not None:
+        layouts = ["single"]
+    # Session scope: the run is grouped by layout, so module-scoped fixtures
+    # that stand on it (two dmhub nodes, a shared server) start once per layout.
+    metafunc.parametrize("layout", layouts, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def layout(request: pytest.FixtureRequest) -> str:
+    """`single` (one shared Valkey) or `cluster` (the shared three-master cluster)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def layout_url(layout: str, request: pytest.FixtureRequest) -> str:
+    """REDIS_URL of the layout's shared Valkey, not emptied (for module-scoped
+    fixtures: they flush with `flush_all` themselves if they need to)."""
+    if layout == "cluster":
+        cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+        return cluster.url
+    single: EmbeddedValkey = request.getfixturevalue("shared_valkey")
+    return single.url
+
+
 @pytest.fixture
-def redis_url(shared_valkey: EmbeddedValkey) -> str:
-    client = redis.Redis.from_url(shared_valkey.url)
-    client.flushall()
-    client.close()
-    return shared_valkey.url
+def redis_url(layout_url: str) -> str:
+    """The layout's REDIS_URL, every master emptied first."""
+    flush_all(layout_url)
+    return layout_url
 
 
 @pytest.fixture

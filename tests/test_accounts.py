@@ -7,10 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from chat.config import Settings
-from tests.support import PASSWORD, RunningServer, running_server, settings_for, unique_handle
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    redis_client,
+    running_server,
+    settings_for,
+    unique_handle,
+)
 
 
 def error_code(response: httpx.Response) -> str:
@@ -201,7 +207,7 @@ async def test_secrets_are_stored_hashed(server: RunningServer, settings: Settin
         made = await http.post("/api/accounts", json={"handle": handle, "password": PASSWORD})
     token = made.json()["token"]
     assert settings.redis_url
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_client(settings.redis_url, decode_responses=True)
     stored = client.hget(f"user:{{{handle.lower()}}}", "pw")
     dump = {key: client.type(key) for key in client.scan_iter()}
     client.close()

@@ -29,11 +29,11 @@ from chat.metrics import ACK_REPLICA_WAITS
 from chat.store import keys
 from chat.store.cluster_lane import ClusterLane
 from chat.store.connection import RedisTarget, seed_endpoints
-from chat.store.lane import Lane, online_replicas
+from chat.store.lane import online_replicas
 from chat.store.replicas import ReplicaAcks
 from chat.store.store import SendResult, Store
 from tests.cluster_support import ClusterNode, ValkeyCluster, handles_on_shards, valkey_cluster
-from tests.support import handle, new_user, running_server, settings_for
+from tests.support import handle, hot_lane, new_user, running_server, settings_for
 
 # Long enough that a confirmation never times out on a loaded machine; a test
 # that must not wait at all would take this long if it did.
@@ -71,9 +71,11 @@ def test_the_settings_refuse_a_timeout_that_could_hold_a_node(
 
 
 @pytest.mark.timeout(30)
-async def test_a_valkey_without_replicas_acks_at_once_counted_as_short(redis_url: str) -> None:
-    client = RedisTarget(redis_url, False).client()
-    lane = Lane(redis_url)
+async def test_a_valkey_without_replicas_acks_at_once_counted_as_short(
+    redis_url: str, layout: str
+) -> None:
+    client = RedisTarget(redis_url, layout == "cluster").client()
+    lane = hot_lane(redis_url)
     try:
         store = Store(
             client, event_retention=100, lane=lane, replica_acks=ReplicaAcks(lane, 1, WAIT_MS)

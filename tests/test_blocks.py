@@ -3,23 +3,11 @@ way; it ends follows both ways, answers a request, and stands in the way of a fo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import redis
 
 from chat.client import Client, ClientError
-from chat.config import Settings
 from chat.store import keys
-from tests.support import RunningServer, new_user, settings_for
-
-
-@pytest.fixture(params=["single", "cluster"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Both layouts: one Valkey, and three masters where two users' keys are
-    usually on different ones (follows and blocks are split operations)."""
-    url = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
-    return settings_for(url, tmp_path)
+from tests.support import RunningServer, new_user, redis_client
 
 
 def h(client: Client) -> str:
@@ -80,7 +68,7 @@ async def test_a_block_takes_the_request_out_of_requests_with_its_unread(
     await bob.block(h(spammer))
     assert (await bob.conversations(folder="requests"))["conversations"] == []
     assert (await bob.conversations(folder="inbox"))["conversations"] == []
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, decode_responses=True)
     assert client.hget(keys.unread(h(bob).lower()), h(spammer).lower()) is None
     client.close()
     # The history stays readable for the one who blocked.

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from chat.config import DEFAULT_CLIENT_ID_TTL_S, Settings
 from chat.store import keys
 from tests.faults import history, raw_post
-from tests.support import new_user, plain_valkey, running_server, settings_for
+from tests.support import async_redis_client, new_user, plain_valkey, running_server, settings_for
 
 
 def test_a_retry_is_honoured_for_a_day_by_default() -> None:
@@ -35,7 +35,7 @@ async def test_each_client_id_expires_on_its_own(redis_url: str, tmp_path: Path)
         b_h = bob.user["handle"]
         await alice.post_message(b_h, "first", "c-1")
         await alice.post_message(b_h, "second", "c-2")
-        admin = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        admin = async_redis_client(redis_url, decode_responses=True)
         cid_key = keys.client_ids(alice.user["handle"].lower())
         ttls = await admin.execute_command("HTTL", cid_key, "FIELDS", 2, "c-1", "c-2")
         assert all(DEFAULT_CLIENT_ID_TTL_S - 5 <= t <= DEFAULT_CLIENT_ID_TTL_S for t in ttls), ttls

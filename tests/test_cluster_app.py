@@ -21,6 +21,7 @@ from chat.store.connection import (
     seed_endpoints,
     seed_urls,
 )
+from chat.store.embedded import EmbeddedValkey
 from chat.store.safety import scan_accounts
 from chat.store.store import Store
 from tests.cluster_support import ValkeyCluster, handles_on_shards, valkey_cluster
@@ -54,11 +55,11 @@ def test_seeds_share_the_scheme_credentials_database_and_options() -> None:
 
 
 async def test_a_cluster_is_detected_and_a_single_node_is_not(
-    cluster_url: str, redis_url: str
+    cluster_url: str, shared_valkey: EmbeddedValkey
 ) -> None:
     assert await detect_cluster(cluster_url)
     assert await detect_cluster(cluster_url.split(",")[0])  # one seed is enough
-    assert not await detect_cluster(redis_url)
+    assert not await detect_cluster(shared_valkey.url)
 
 
 async def test_cold_path_scripts_run_on_every_master_even_after_a_flush(

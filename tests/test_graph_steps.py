@@ -29,10 +29,10 @@ from chat.store.teams import team_store
 READ_BODY = '{"type":"read","reader":"Bob","peer":"Ann","up_to":"%s"'
 
 
-@pytest.fixture(params=["single", "cluster"])
-def target(request: pytest.FixtureRequest) -> RedisTarget:
-    cluster = request.param == "cluster"
-    return RedisTarget(request.getfixturevalue("cluster_url" if cluster else "redis_url"), cluster)
+@pytest.fixture
+def target(redis_url: str, layout: str) -> RedisTarget:
+    """The layout under test (conftest runs each test on both)."""
+    return RedisTarget(redis_url, layout == "cluster")
 
 
 # A process of its own, to die at a crash point: the Store on the same target.

@@ -19,6 +19,11 @@ from chat.resp import pack
 from chat.store.embedded import EmbeddedValkey
 from chat.store.lane import Lane
 
+# One node's lane, the single Valkey only: on a cluster dmhub runs a ClusterLane
+# of these (one per master), whose routing, MOVED/ASK and failover are proven in
+# tests/test_cluster_lane.py and tests/test_cluster_failover.py.
+pytestmark = pytest.mark.single_layout("the single-node Lane; ClusterLane has its own tests")
+
 
 async def test_concurrent_commands_get_their_own_replies(redis_url: str) -> None:
     lane = Lane(redis_url)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import redis
 
 from chat import limits
 from chat.limits import BucketStep, Verdict, fixed_window, gcra, retry_after_s, sliding_window
 from chat.store.sends import LIMITS_LUA, SEND_DECIDE_LUA, SEND_PREPARE_LUA
+from tests.support import redis_client
 
 
 def drain(burst: int, period_ms: int, now: int, count: int) -> tuple[int | None, list[bool]]:
@@ -108,7 +108,7 @@ def test_lua_limits_agree_with_limits_py(redis_url: str) -> None:
     args: list[str | int] = []
     for state, at, n, period, kind in cases:
         args += ["" if state is None else state, at, n, period, kind]
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, decode_responses=True)
     try:
         replies = client.eval(EVALUATE, 0, *args)
     finally:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-import redis
-
 from chat.store import msgid
 from chat.store.sends import MSGID_LUA, SEND_DECIDE_LUA
+from tests.support import redis_client
 
 
 def test_an_id_is_at_the_clock_and_above_everything_seen_with_its_parity() -> None:
@@ -66,7 +65,7 @@ def test_lua_ids_agree_with_python_on_a_grid(redis_url: str) -> None:
     now = 1_764_000_000_000
     near = [0, now * 1000 - 1, now * 1000, now * 1000 + 1, now * 1000 + 2, now * 1000 + 999_999]
     grid = list(itertools.product([now, now + 1], near, near, near, [0, 1]))
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, decode_responses=True)
     try:
         got: list[str] = []
         for start in range(0, len(grid), 500):

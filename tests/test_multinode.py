@@ -13,19 +13,18 @@ import httpx
 import pytest
 
 from chat.client import Client, ClientError, Socket
-from chat.store.embedded import EmbeddedValkey
 from tests.faults import history, messages_until, next_message, raw_post
 from tests.support import PASSWORD, DmhubProcess, new_user, two_nodes
 
 
 @pytest.fixture(scope="module")
 def nodes(
-    shared_valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory
+    layout_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
     """Node A and node B. Each test makes its own users, so no flush is needed."""
     logs = tmp_path_factory.mktemp("multinode")
     env = {
-        "REDIS_URL": shared_valkey.url,
+        "REDIS_URL": layout_url,
         "DMHUB_DATA_DIR": str(logs),
         "DMHUB_ADMIN_TOKEN": ADMIN_TOKEN,
     }

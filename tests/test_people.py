@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chat.client import ClientError
-from chat.config import Settings
-from tests.support import RunningServer, new_user, settings_for
-
-
-@pytest.fixture(params=["single", "cluster"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Both layouts: one Valkey, and three masters where two users' keys are
-    usually on different ones (follows and blocks are split operations)."""
-    url = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
-    return settings_for(url, tmp_path)
+from tests.support import RunningServer, new_user
 
 
 async def test_me_and_settings(server: RunningServer) -> None:

@@ -9,12 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aredis
 
 from chat.client import ClientError, Socket
 from chat.store import keys
 from tests.faults import eventually
-from tests.support import RunningServer, handle, new_user, running_server, settings_for
+from tests.support import (
+    RunningServer,
+    async_redis_client,
+    handle,
+    new_user,
+    running_server,
+    settings_for,
+)
 
 
 def assert_limited(error: ClientError, limit: str, *, http: bool) -> None:
@@ -44,7 +50,7 @@ async def limited(redis_url: str, tmp_path: Path) -> AsyncIterator[RunningServer
 
 async def refill(redis_url: str, lc: str) -> None:
     """A minute passes, as far as the sender's message bucket can tell."""
-    client = aredis.Redis.from_url(redis_url)
+    client = async_redis_client(redis_url)
     await client.delete(keys.message_rate(lc))
     await client.aclose()
 
@@ -207,6 +213,6 @@ async def test_zero_turns_a_limit_off(redis_url: str, tmp_path: Path) -> None:
         async with alice.socket() as socket:
             for i in range(130):  # past the default burst of 120
                 await socket.send(handle(bob), f"m{i}")
-        client = aredis.Redis.from_url(redis_url)
+        client = async_redis_client(redis_url)
         assert not await client.exists(keys.message_rate(handle(alice).lower()))
         await client.aclose()

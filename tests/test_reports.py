@@ -8,12 +8,19 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aredis
 
 from chat.client import Client, ClientError
 from chat.store import keys
 from chat.transport.auth import token_hash
-from tests.support import PASSWORD, RunningServer, handle, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    async_redis_client,
+    handle,
+    new_user,
+    running_server,
+    settings_for,
+)
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 
@@ -144,7 +151,7 @@ async def test_fresh_or_restricted_reporters_do_not_count(redis_url: str, tmp_pa
             await reporter.report(handle(target))
         assert (await target.me())["restricted"] is False
         # Accounts a day old count, unless restricted themselves.
-        client = aredis.Redis.from_url(redis_url, decode_responses=True)
+        client = async_redis_client(redis_url, decode_responses=True)
         old = str(int((await client.time())[0] - 2 * 86400) * 1000)
         olds = [await new_user(server.url) for _ in range(3)]
         for reporter in olds:
@@ -155,7 +162,7 @@ async def test_fresh_or_restricted_reporters_do_not_count(redis_url: str, tmp_pa
             await reporter.report(handle(target))
         assert (await target.me())["restricted"] is False
         latest = await new_user(server.url)
-        client = aredis.Redis.from_url(redis_url, decode_responses=True)
+        client = async_redis_client(redis_url, decode_responses=True)
         await client.hset(keys.user(handle(latest).lower()), "created", old)
         await client.aclose()
         await latest.report(handle(target))
@@ -199,7 +206,7 @@ async def test_suspension(safe: RunningServer, redis_url: str) -> None:
     # Its own sends are refused as suspended: a session that outlived the
     # suspension (one older than the session index, say) still cannot write.
     slipped = Client(safe.url, token="a-token-the-index-never-knew")
-    client = aredis.Redis.from_url(redis_url)
+    client = async_redis_client(redis_url)
     await client.set(keys.session(token_hash(slipped.token or "")), handle(bad).lower())
     await client.aclose()
     with pytest.raises(ClientError) as raised:

@@ -18,19 +18,19 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import redis
 from starlette.routing import Mount, Route
 from websockets.asyncio.client import connect
 
 from chat.app import WEBSOCKET_PATH, create_app
 from chat.client import Client
 from chat.config import WebhookSettings
-from chat.store.embedded import EmbeddedValkey
 from tests.support import (
     PASSWORD,
     RunningServer,
+    flush_all,
     handle,
     new_user,
+    redis_client,
     running_server,
     settings_for,
 )
@@ -168,14 +168,10 @@ class World:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(
-    shared_valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    flush = redis.Redis.from_url(shared_valkey.url)
-    flush.flushall()
-    flush.close()
+async def world(layout_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    flush_all(layout_url)
     settings = replace(
-        settings_for(shared_valkey.url, tmp_path_factory.mktemp("route-security")),
+        settings_for(layout_url, tmp_path_factory.mktemp("route-security")),
         admin_token=ADMIN_TOKEN,
         metrics_token=METRICS_TOKEN,
         # Only so that the webhook below can name a closed local port: nothing
@@ -467,7 +463,7 @@ async def test_a_third_party_reads_no_message_of_a_conversation_by_any_route(
 @module_loop
 async def test_redis_holds_no_token_or_password_as_given(world: World) -> None:
     """Sessions are kept by the token's SHA-256, passwords as argon2id."""
-    client = redis.Redis.from_url(world.server.app.state.runtime.settings.redis_url)
+    client = redis_client(world.server.app.state.runtime.settings.redis_url)
     try:
         token = world.owner.token
         assert token

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from chat.client import Client, ClientError
 from chat.store import keys
 from chat.store.crashpoints import CRASH_EXIT_CODE
 from tests.faults import history, raw_post
-from tests.support import DmhubProcess, handle, new_user
+from tests.support import DmhubProcess, handle, new_user, redis_client
 
 
 async def history_or_none(client: Client, peer: str) -> list[dict[str, Any]]:
@@ -59,7 +58,7 @@ async def test_a_send_cut_after_its_decision_is_completed_by_the_reconciler_once
         assert seen == received
         await asyncio.sleep(1.5)  # more sweeps: nothing is applied twice
         assert await history(alice, handle(bob)) == received
-        check = redis.Redis.from_url(redis_url, decode_responses=True)
+        check = redis_client(redis_url, decode_responses=True)
         try:
             assert check.xlen(keys.outbox(handle(bob).lower())) == 0
             events = check.xrange(keys.events(handle(alice).lower()))
@@ -97,7 +96,7 @@ async def test_a_retry_completes_a_send_cut_after_its_decision(
         message = retried.json()["message"]
         assert await history(alice, handle(bob)) == [message]
         assert await history(bob, handle(alice)) == [message]
-        check = redis.Redis.from_url(redis_url, decode_responses=True)
+        check = redis_client(redis_url, decode_responses=True)
         try:
             assert check.xlen(keys.outbox(handle(bob).lower())) == 0
         finally:

@@ -11,16 +11,16 @@ from typing import Any
 
 import msgspec
 import pytest
-import redis.asyncio as aredis
 
 from chat.store import keys, views
 from chat.store.sends import Decided, Prepared, SendRefused, SendResult
 from chat.store.store import Store
+from tests.support import async_redis_client
 
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    client = async_redis_client(redis_url, decode_responses=True)
     try:
         yield Store(client, event_retention=100)
     finally:

@@ -13,14 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
-import redis.asyncio
 
 from chat.signin import FREE_ACCOUNT_FAILURES, account_backoff_s, account_refusal, ip_refusal
 from chat.store import keys
 from chat.store.signin import SigninStore
 from chat.transport.client_ip import parse_trusted_proxies
-from tests.support import PASSWORD, RunningServer, running_server, settings_for, unique_handle
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    async_redis_client,
+    redis_client,
+    running_server,
+    settings_for,
+    unique_handle,
+)
 
 WRONG = "wrong-password"
 
@@ -78,7 +84,7 @@ async def sign_in(http: httpx.AsyncClient, handle: str, password: str, ip: str) 
 
 
 async def test_junk_handles_touch_nothing_in_redis(server: RunningServer, redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     before = client.dbsize()
     async with httpx.AsyncClient(base_url=server.url) as http:
         for handle in ("x" * 60_000, "not a handle", "é"):
@@ -171,7 +177,7 @@ async def test_sign_ups_per_ip_per_hour(proxied: RunningServer) -> None:
 async def test_counts_given_back_after_their_window_ended_leave_no_key_without_a_ttl(
     redis_url: str,
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = async_redis_client(redis_url)
     store = SigninStore(client)
     ip = "192.0.2.60"
     try:

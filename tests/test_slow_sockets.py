@@ -23,12 +23,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import redis.asyncio as aioredis
 from websockets.sync.client import connect
 
 from chat.store import keys
 from chat.store.store import Store
-from tests.support import PASSWORD, DmhubProcess, unique_handle
+from tests.support import PASSWORD, DmhubProcess, async_redis_client, unique_handle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -305,7 +304,7 @@ def test_non_reading_sockets_are_released_and_memory_levels_off(
 
 
 async def test_replay_pages_are_bounded_in_bytes_and_cover_the_stream(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = async_redis_client(redis_url, decode_responses=True)
     store = Store(client, event_retention=1000)
     key = keys.events("pager")
     sizes = [10, 60_000, 60_000, 100, 200_000, 5, 5, 5, 70_000, 70_000, 70_000, 1]

@@ -25,7 +25,7 @@ from chat.client import ClientError
 from chat.store.connection import single_client as redis_client
 from chat.store.embedded import EmbeddedValkey
 from tests.faults import eventually, history, next_message, open_raw, raw_post, recv_reply
-from tests.support import new_user, running_server, settings_for
+from tests.support import async_redis_client, new_user, running_server, settings_for
 
 FILLER_KEYS = 20_000
 LOAD_DELAY_US = 150  # per key: ~3 s of LOADING for the filler
@@ -85,6 +85,9 @@ async def test_after_a_valkey_restart_the_next_requests_succeed_and_no_socket_cl
 
 
 @pytest.mark.timeout(20)
+# The single-node pool's Retry (connection.single_client); the cluster client's
+# retries across a lost master are proven in tests/test_cluster_failover.py.
+@pytest.mark.single_layout("the single-node connection pool itself")
 async def test_the_command_pool_retries_a_command_whose_connection_broke(
     redis_url: str,
 ) -> None:
@@ -92,7 +95,7 @@ async def test_the_command_pool_retries_a_command_whose_connection_broke(
     it (as every pooled connection does when Redis restarts) is sent again on a
     fresh connection instead of failing the request."""
     client = redis_client(redis_url)
-    admin = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    admin = async_redis_client(redis_url, decode_responses=True)
     blocked = asyncio.create_task(client.blpop(["retry-test"], timeout=5))
 
     async def blocked_id() -> str | None:

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from chat.client import Client, ClientError, Socket
 from chat.store import keys, safety
@@ -19,6 +18,7 @@ from chat.store.store import cursor_key
 from tests.support import (
     PASSWORD,
     RunningServer,
+    async_redis_client,
     handle,
     new_user,
     next_of,
@@ -476,7 +476,7 @@ async def test_deleting_a_business_or_an_agent_takes_the_team_with_it(
     assert (await ann.me())["teams"] == []
     status, answer = await call(ann, "GET", "/api/conversations", **{"as": b})
     assert (status, answer["error"]["code"]) == (403, "not_allowed")
-    redis = aioredis.Redis.from_url(server.app.state.runtime.settings.redis_url)
+    redis = async_redis_client(server.app.state.runtime.settings.redis_url)
     try:
         lc = b.lower()
         for key in (keys.team(lc), keys.team_conversations(lc), keys.notes(lc, c.lower())):

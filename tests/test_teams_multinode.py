@@ -9,16 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from chat.client import Client, ClientError, Socket
-from chat.store.embedded import EmbeddedValkey
 from tests.support import DmhubProcess, handle, new_user, next_of, two_nodes
 
 
 @pytest.fixture(scope="module")
 def nodes(
-    shared_valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory
+    layout_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[DmhubProcess, DmhubProcess]]:
     logs = tmp_path_factory.mktemp("teams-multinode")
-    with two_nodes({"REDIS_URL": shared_valkey.url, "DMHUB_DATA_DIR": str(logs)}) as pair:
+    with two_nodes({"REDIS_URL": layout_url, "DMHUB_DATA_DIR": str(logs)}) as pair:
         yield pair
 
 

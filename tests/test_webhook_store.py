@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from chat.store import keys
 from chat.store.webhooks import WebhookStore
+from tests.support import async_redis_client
 
 FIELDS = {"url": "https://a.example/", "events": "message", "created": "0", "secret": "s",
           "start": "0-0", "gen": "0", "active": "1"}  # fmt: skip
@@ -16,7 +16,7 @@ FIELDS = {"url": "https://a.example/", "events": "message", "created": "0", "sec
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[WebhookStore]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = async_redis_client(redis_url, decode_responses=True)
     yield WebhookStore(client)
     await client.aclose()
 

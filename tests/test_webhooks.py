@@ -13,14 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from chat.client import Client, ClientError
 from chat.config import Settings, WebhookSettings
 from chat.store import keys
 from chat.webhooks import verify
 from chat.webhooks.policy import MAX_WEBHOOKS_PER_ACCOUNT
-from tests.support import PASSWORD, RunningServer, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    RunningServer,
+    async_redis_client,
+    new_user,
+    running_server,
+    settings_for,
+)
 from tests.webhook_receiver import Delivery, receiver
 
 FAST = WebhookSettings(
@@ -110,7 +116,7 @@ async def test_deleting_the_account_deletes_its_webhooks(
     await create(alice, "https://hooks.example.com/a")
     await create(alice, "https://hooks.example.com/b")
     await alice.request("DELETE", "/api/me", {"password": PASSWORD})
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_redis_client(redis_url)
     lc = alice.user["handle"].lower()
     assert await client.exists(keys.webhook_ids(lc)) == 0
     assert not await client.sismember(keys.webhook_index(keys.webhook_index_shard(lc)), lc)
@@ -348,7 +354,7 @@ async def test_a_cursor_past_retention_is_reported_and_delivery_resumes(
         await hooks.wait_for(lambda: len(hooks.delivered) >= 5)
         cursors = [d.id for d in hooks.delivered]
         # What retention does to a long stream, exactly and at once.
-        client = aioredis.Redis.from_url(redis_url)
+        client = async_redis_client(redis_url)
         await client.xtrim(keys.events(bob.user["handle"].lower()), maxlen=2, approximate=False)  # type: ignore[index]
         await client.aclose()
         await bob.request("POST", f"/api/webhooks/{hook['id']}/replay", {"since": cursors[0]})

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from chat.client import Client
 from chat.store import keys
-from tests.support import DmhubProcess, new_user, two_nodes
+from tests.support import DmhubProcess, new_user, redis_client, two_nodes
 from tests.webhook_receiver import Delivery, receiver
 
 ENV = {
@@ -67,7 +66,7 @@ async def test_each_event_once_and_a_killed_lease_holder_loses_nothing(
         assert len(ids) == len(set(ids)) == 10, "each event exactly once"
         assert [message_id(d) for d in hooks.delivered] == sent
 
-        lease = redis.Redis.from_url(redis_url, decode_responses=True)
+        lease = redis_client(redis_url, decode_responses=True)
         holder = lease.get(keys.webhook_lease(bob.user["handle"].lower(), hook_id))
         assert holder is not None
         pid = int(holder.split("-")[0])
