@@ -3,6 +3,7 @@ embedded Valkey of a data folder (attached to while serve runs, else started).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -45,6 +46,8 @@ def admin_json(env: dict[str, str], *args: str) -> dict[str, Any]:
 async def test_reports_restrictions_and_clear_with_redis_url(
     redis_url: str, tmp_path: Path
 ) -> None:
+    # The CLI runs in threads: the server under test shares this event loop,
+    # and a blocked loop starved it (its shutdown then timed out under load).
     env = {"REDIS_URL": redis_url}
     settings = settings_for(redis_url, tmp_path, reporter_min_age_s=0)
     async with running_server(settings) as server:
@@ -55,26 +58,27 @@ async def test_reports_restrictions_and_clear_with_redis_url(
             await reporter.report(handle(spammer), "spam", message_id=sent["id"])
         assert (await spammer.me())["restricted"] is True
 
-        accounts = admin_json(env, "reports")["accounts"]
+        accounts = (await asyncio.to_thread(admin_json, env, "reports"))["accounts"]
         assert [(a["handle"], a["reports"], a["restricted"]) for a in accounts] == [
             (handle(spammer), 3, True)
         ]
-        table = admin(env, "reports").stdout
+        table = (await asyncio.to_thread(admin, env, "reports")).stdout
         assert f"@{handle(spammer)}" in table and "restricted" in table
-        one = admin_json(env, "reports", "--handle", handle(spammer))
+        one = await asyncio.to_thread(admin_json, env, "reports", "--handle", handle(spammer))
         assert {r["reporter"] for r in one["reports"]} == {handle(r) for r in reporters}
-        listed = admin_json(env, "restrictions")["restrictions"]
+        listed = (await asyncio.to_thread(admin_json, env, "restrictions"))["restrictions"]
         assert [r["handle"] for r in listed] == [handle(spammer)]
 
-        cleared = admin(env, "clear", handle(spammer))
+        cleared = await asyncio.to_thread(admin, env, "clear", handle(spammer))
         assert cleared.returncode == 0, cleared.stderr
         # The operator sees why it was restricted.
         for reporter in reporters:
             assert f"@{handle(reporter)} " in cleared.stdout
         assert (await spammer.me())["restricted"] is False
-        assert admin(env, "restrictions").stdout.strip() == "No account is restricted."
+        remaining = await asyncio.to_thread(admin, env, "restrictions")
+        assert remaining.stdout.strip() == "No account is restricted."
 
-        missing = admin(env, "suspend", "nobody_here_x")
+        missing = await asyncio.to_thread(admin, env, "suspend", "nobody_here_x")
         assert missing.returncode == 1 and "nobody_here_x" in missing.stderr
 
 
