@@ -304,6 +304,10 @@ def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
             # (test_websocket.py checks the 1008 close).
             "DMHUB_MAX_INVALID_FRAMES": "1000000",
             "DMHUB_LIMIT_SIGNUPS_PER_HOUR": "0",
+            # Its shutdown must fit terminate()'s 20 s: the default drain (10 s)
+            # plus uvicorn's grace after it (drain + 5 s) did not, once, on a busy
+            # machine with a socket still busy at SIGTERM.
+            "DMHUB_DRAIN_TIMEOUT": "3",
         }
     ).start()
     assert process.process is not None
