@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -54,13 +55,19 @@ def _bindable(port: int) -> bool:
         return True
 
 
+# Client ports and their bus ports (port + 10000) are picked below Linux's
+# ephemeral range (32768-60999): a port the kernel hands out for an outgoing
+# connection, of which the tests make thousands, can then never be taken
+# between choosing a node's port and the node binding it.
+NODE_PORTS = range(20000, 22768)
+FORM_ATTEMPTS = 3
+
+
 def cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + CLUSTER_BUS_OFFSET < 65536 and _bindable(port + CLUSTER_BUS_OFFSET):
+        port = random.choice(NODE_PORTS)
+        if _bindable(port) and _bindable(port + CLUSTER_BUS_OFFSET):
             return port
 
 
@@ -232,23 +239,39 @@ def _info_cluster(client: redis.Redis) -> dict[str, str]:
 @contextlib.contextmanager
 def valkey_cluster(directory: Path, *, replicas: bool = False) -> Iterator[ValkeyCluster]:
     """Three masters (plus one replica each when asked), formed and ready."""
-    masters = [
-        ClusterNode(cluster_port(), directory / f"m{i}", master_of=slots)
-        for i, slots in enumerate(SLOT_RANGES)
-    ]
-    cluster = ValkeyCluster(masters)
-    if replicas:
-        cluster.replicas = [
-            ClusterNode(cluster_port(), directory / f"r{i}", replica_of=master)
-            for i, master in enumerate(masters)
-        ]
+    cluster = _formed(directory, replicas)
     try:
-        for node in cluster.nodes:
-            node.start()
-        _form(cluster)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _formed(directory: Path, replicas: bool) -> ValkeyCluster:
+    # Forming is retried on fresh ports and directories: a node that could not
+    # bind, or a MEET that never completed, is the fixture's failure, not
+    # dmhub's, and must not fail the test that asked for a cluster.
+    for attempt in range(FORM_ATTEMPTS):
+        place = directory / f"try{attempt}"
+        masters = [
+            ClusterNode(cluster_port(), place / f"m{i}", master_of=slots)
+            for i, slots in enumerate(SLOT_RANGES)
+        ]
+        cluster = ValkeyCluster(masters)
+        if replicas:
+            cluster.replicas = [
+                ClusterNode(cluster_port(), place / f"r{i}", replica_of=master)
+                for i, master in enumerate(masters)
+            ]
+        try:
+            for node in cluster.nodes:
+                node.start()
+            _form(cluster)
+            return cluster
+        except (TimeoutError, RuntimeError, OSError, redis.RedisError):
+            cluster.stop()
+            if attempt == FORM_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def handles_on_shards(count: int = len(SLOT_RANGES), prefix: str = "u") -> list[str]:
