@@ -23,21 +23,17 @@ from __future__ import annotations
 
 import weakref
 from enum import IntEnum
-from importlib import resources
 from typing import Any
 
 from chat.store import keys
 from chat.store.crashpoints import crash_point
+from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA, NotYet
 
 # Rounds of read-authority, write-mirror, read-again before leaving an edge that
 # keeps changing under us to the reconciler.
 SYNC_ROUNDS = 5
 FOLLOW, BLOCK = "follow", "block"
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 # Step 1 scripts issue edge ids and append to the outbox: both preludes go first.

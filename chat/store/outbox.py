@@ -39,6 +39,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from chat import metrics
 from chat.config import DEFAULT_RECONCILE_INTERVAL_S, DEFAULT_RECONCILE_MIN_IDLE_MS
 from chat.store import keys
+from chat.store.lua import script as _script
 from chat.store.slots import SLOTS, key_slot
 from chat.tasks import cancel_and_wait
 
@@ -72,10 +73,6 @@ class NotYet(Exception):
 
 
 OUTBOX_LUA = resources.files("chat.store").joinpath("scripts", "outbox.lua").read_text()
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 class Outbox:

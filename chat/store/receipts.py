@@ -12,18 +12,14 @@ between the two is finished by the reconciler.
 from __future__ import annotations
 
 import weakref
-from importlib import resources
 from typing import Any
 
 from chat.store import keys
 from chat.store.crashpoints import crash_point
+from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA
 
 RECEIPT = "receipt"
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 class Receipts:

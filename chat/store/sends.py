@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from chat.permission import Reason
 from chat.store import keys, msgid, views
 from chat.store.crashpoints import crash_point
+from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA, Outbox
 
 SEND_KIND = "send"
@@ -52,10 +53,6 @@ YIELD_PAUSE_S = 0.002
 YIELD_ATTEMPTS = 25
 log = logging.getLogger("dmhub.sends")
 _json = msgspec.json.Encoder()
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 # The decision runs the rule's Lua twin (which defines `decide`), so rule.lua

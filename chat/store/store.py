@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import msgspec
@@ -26,6 +25,7 @@ from chat.store.cluster_lane import ClusterLane
 from chat.store.graph import FollowResult, graph
 from chat.store.graph import register_handlers as register_graph_handlers
 from chat.store.lane import Lane
+from chat.store.lua import script as _script
 from chat.store.outbox import Outbox
 from chat.store.receipts import receipts
 from chat.store.receipts import register_handlers as register_receipt_handlers
@@ -41,10 +41,6 @@ from chat.store.signin import SigninStore
 # `qr`: a business's quick replies, as JSON (chat/store/business.py).
 USER_FIELDS = ("handle", "name", "kind", "open_dms", "greeting", "active", "rr", "qr")
 _json = msgspec.json.Encoder()
-
-
-def _script(name: str) -> str:
-    return resources.files("chat.store").joinpath("scripts", name).read_text()
 
 
 # A session-end event for every session of the user (a suspension).

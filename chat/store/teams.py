@@ -24,11 +24,11 @@ from chat.config import MAX_NOTES_PER_CONVERSATION, MAX_TEAM_SIZE, MAX_TEAMS_PER
 from chat.store import keys, views
 from chat.store.crashpoints import crash_point
 from chat.store.graph import SYNC_ROUNDS
+from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA, NotYet
 from chat.store.store import (
     USER_FIELDS,
     Store,
-    _script,
     _user_from_values,
     iso_ms,
     public_user,

@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from chat.protocol.frames import with_cursor
 from chat.store import keys
-from chat.store.store import _script
+from chat.store.lua import script as _script
 
 INDEX_SCAN_COUNT = 500
 # Lease renewals in flight at once on a cluster, where they cannot share a pipeline.
