@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat.store.cluster_lane import ClusterLane, command_key, redirection
+from chat.store.cluster_lane import (
+    BUSY_FIRST_PAUSE_S,
+    BUSY_RETRIES,
+    ClusterLane,
+    command_key,
+    redirection,
+)
 from chat.store.connection import seed_endpoints
 from chat.store.slots import key_slot
 from tests.cluster_support import (
+    ClusterNode,
     ValkeyCluster,
     begin_slot_move,
     handles_on_shards,
@@ -143,3 +153,172 @@ async def test_ask_sends_asking_and_the_command_to_the_importing_node(
         move_slot(valkey_cluster, slot, target)  # finish it, then give it back
         move_slot(valkey_cluster, slot, home)
     assert await lane.execute("GET", key) == "imported"
+
+
+# -- TRYAGAIN and CLUSTERDOWN, produced by the cluster, not mocked -----------------
+
+# The lane's whole patience for a busy slot: its pauses, doubling.
+BUSY_PATIENCE_S = sum(BUSY_FIRST_PAUSE_S * 2**i for i in range(BUSY_RETRIES))
+# Slack above that patience for the round trips and a loaded 2-core machine.
+BUSY_SLACK_S = 5.0
+WATCH_POLL_S = 0.002
+TWO_KEYS = "return redis.call('GET', KEYS[1]) .. '+' .. redis.call('GET', KEYS[2])"
+TWO_KEYS_SHA = __import__("hashlib").sha1(TWO_KEYS.encode()).hexdigest()
+
+
+def error_replies(node: ClusterNode, code: str) -> int:
+    """How many `code` error replies the node has sent (INFO errorstats)."""
+    with contextlib.closing(node.client()) as client:
+        stats = client.info("errorstats")
+    entry = stats.get(f"errorstat_{code}")
+    return int(entry["count"]) if entry else 0
+
+
+def after_first_error(node: ClusterNode, code: str, since: int, act: Callable[[], None]) -> None:
+    """Once the node has answered one more `code` error than `since`, `act`:
+    the lane is then between its retries."""
+    deadline = time.monotonic() + BUSY_SLACK_S
+    while error_replies(node, code) <= since:
+        assert time.monotonic() < deadline, f"{node.address} never answered {code}"
+        time.sleep(WATCH_POLL_S)
+    act()
+
+
+def cluster_state(node: ClusterNode) -> str:
+    with contextlib.closing(node.client()) as client:
+        info = str(client.execute_command("CLUSTER", "INFO"))
+    return next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                if line.startswith("cluster_state:"))  # fmt: skip
+
+
+def wait_for_state(nodes: list[ClusterNode], state: str) -> None:
+    deadline = time.monotonic() + BUSY_SLACK_S
+    while any(cluster_state(node) != state for node in nodes):
+        assert time.monotonic() < deadline, f"cluster_state never became {state}"
+        time.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def keys_split_by_a_migration(
+    lane: ClusterLane, cluster: ValkeyCluster
+) -> AsyncIterator[tuple[list[str], ClusterNode, ClusterNode]]:
+    """Two keys of one slot while the slot migrates, one already on the target:
+    the owner answers TRYAGAIN to a command that takes both. The slot is given
+    back to its owner afterwards."""
+    lc = handles_on_shards(1)[0]
+    first, second = f"a:{{{lc}}}", f"b:{{{lc}}}"
+    slot = key_slot(first)
+    assert await lane.execute("SET", first, "one") == "OK"
+    assert await lane.execute("SET", second, "two") == "OK"
+    home = slot_owner(cluster, slot)
+    target = next(m for m in cluster.masters if m is not home)
+    begin_slot_move(cluster, slot, target)
+    try:
+        with contextlib.closing(home.client()) as client:
+            client.execute_command("MIGRATE", "127.0.0.1", target.port, second, 0, 5000)
+        yield [first, second], home, target
+    finally:
+        move_slot(cluster, slot, target)
+        move_slot(cluster, slot, home)
+
+
+async def test_tryagain_is_retried_within_the_bound_then_unavailable(
+    lane: ClusterLane, valkey_cluster: ValkeyCluster
+) -> None:
+    async with keys_split_by_a_migration(lane, valkey_cluster) as (both, home, _):
+        before = error_replies(home, "TRYAGAIN")
+        started = time.monotonic()
+        with pytest.raises(RedisConnectionError, match=r"^cluster busy: TRYAGAIN"):
+            await lane.evalsha(TWO_KEYS_SHA, TWO_KEYS, both, [])
+        took = time.monotonic() - started
+        # The first try and every retry reached the owner, and no more.
+        assert error_replies(home, "TRYAGAIN") - before == 1 + BUSY_RETRIES
+        assert BUSY_PATIENCE_S <= took < BUSY_PATIENCE_S + BUSY_SLACK_S, took
+
+
+async def test_tryagain_then_the_migration_moves_on_and_the_retry_succeeds(
+    lane: ClusterLane, valkey_cluster: ValkeyCluster
+) -> None:
+    async with keys_split_by_a_migration(lane, valkey_cluster) as (both, home, target):
+        before = error_replies(home, "TRYAGAIN")
+
+        def move_the_other_key() -> None:
+            with contextlib.closing(home.client()) as client:
+                client.execute_command("MIGRATE", "127.0.0.1", target.port, both[0], 0, 5000)
+
+        mover = asyncio.to_thread(after_first_error, home, "TRYAGAIN", before, move_the_other_key)
+        # Both keys on the target now: the owner answers ASK, the target runs it.
+        reply, _ = await asyncio.gather(lane.evalsha(TWO_KEYS_SHA, TWO_KEYS, both, []), mover)
+        assert reply == "one+two"
+        assert 1 <= error_replies(home, "TRYAGAIN") - before <= BUSY_RETRIES
+
+
+class Coverage:
+    """A master that forgets one of its own slots (CLUSTER DELSLOTS) no longer
+    covers every slot: its cluster_state is `fail` and it answers CLUSTERDOWN to
+    every command, while every map (its own included) still names it as the
+    owner of its other slots. `restore` gives the slot back (ADDSLOTS)."""
+
+    def __init__(self, owner: ClusterNode, slot: int) -> None:
+        self.owner, self.slot, self.lost = owner, slot, False
+
+    def lose(self) -> None:
+        with contextlib.closing(self.owner.client()) as client:
+            client.execute_command("CLUSTER", "DELSLOTS", self.slot)
+        self.lost = True
+
+    def restore(self) -> None:
+        if self.lost:
+            with contextlib.closing(self.owner.client()) as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", self.slot)
+            self.lost = False
+
+
+@contextlib.asynccontextmanager
+async def master_without_full_coverage(
+    lane: ClusterLane, cluster: ValkeyCluster
+) -> AsyncIterator[tuple[str, Coverage]]:
+    """A key whose master answers CLUSTERDOWN (see Coverage) until restored;
+    restored in any case afterwards, and every master `ok` again."""
+    lc = handles_on_shards(1)[0]
+    key = f"user:{{{lc}}}"
+    assert await lane.execute("SET", key, "kept") == "OK"
+    owner = slot_owner(cluster, key_slot(key))
+    assert owner.master_of is not None
+    first, last = owner.master_of
+    coverage = Coverage(owner, last if key_slot(key) != last else first)
+    coverage.lose()
+    try:
+        wait_for_state([owner], "fail")
+        yield key, coverage
+    finally:
+        coverage.restore()
+        wait_for_state(cluster.masters, "ok")
+
+
+async def test_clusterdown_is_retried_within_the_bound_then_unavailable(
+    lane: ClusterLane, valkey_cluster: ValkeyCluster
+) -> None:
+    async with master_without_full_coverage(lane, valkey_cluster) as (key, coverage):
+        before = error_replies(coverage.owner, "CLUSTERDOWN")
+        started = time.monotonic()
+        with pytest.raises(RedisConnectionError, match=r"^cluster busy: CLUSTERDOWN"):
+            await lane.execute("GET", key)
+        took = time.monotonic() - started
+        # Each retry asked for a new map first: it still names the same master.
+        assert error_replies(coverage.owner, "CLUSTERDOWN") - before == 1 + BUSY_RETRIES
+        assert BUSY_PATIENCE_S <= took < BUSY_PATIENCE_S + BUSY_SLACK_S, took
+
+
+async def test_clusterdown_then_the_master_recovers_and_the_retry_succeeds(
+    lane: ClusterLane, valkey_cluster: ValkeyCluster
+) -> None:
+    async with master_without_full_coverage(lane, valkey_cluster) as (key, coverage):
+        owner = coverage.owner
+        before = error_replies(owner, "CLUSTERDOWN")
+        mender = asyncio.to_thread(
+            after_first_error, owner, "CLUSTERDOWN", before, coverage.restore
+        )
+        reply, _ = await asyncio.gather(lane.execute("GET", key), mender)
+        assert reply == "kept"
+        assert 1 <= error_replies(owner, "CLUSTERDOWN") - before <= BUSY_RETRIES
