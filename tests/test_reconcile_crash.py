@@ -6,7 +6,8 @@ Each case runs two real `dmhub serve` processes on one layout (a single Valkey,
 or the three-master cluster with the two users on different shards): node A is
 armed to die at the named point, node B is healthy and sweeps the outboxes
 often. Every kind of split operation is cut by a real process death: a send
-after its decision, a follow and an unfollow after the follower's step, a block
+after its decision (completed by the reconciler, or by the sender's retry), a
+follow and an unfollow after the follower's step, a block
 and an unblock after the blocker's step, a read receipt after the reader's step.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chat.client import Client, Socket
+from chat.client import Client, ClientError, Socket
 from chat.store import keys
 from chat.store.crashpoints import CRASH_EXIT_CODE
 from tests.faults import eventually, history, raw_post
@@ -101,6 +102,22 @@ def outbox_empty(url: str, lc: str) -> bool:
         return int(check.xlen(keys.outbox(lc))) == 0
 
 
+async def history_or_none(client: Client, peer: str) -> list[dict[str, Any]]:
+    """The conversation, or [] while the caller's side of it does not exist yet."""
+    try:
+        return await history(client, peer)
+    except ClientError as error:
+        assert error.status == 404
+        return []
+
+
+def message_events(url: str, lc: str) -> int:
+    """How many message events `lc`'s event stream holds."""
+    with contextlib.closing(redis_client(url, decode_responses=True)) as check:
+        events = check.xrange(keys.events(lc))
+    return sum('"type":"message"' in fields["f"] for _, fields in events)
+
+
 async def settled() -> None:
     """Several more sweeps of the reconciler, so a second application would show."""
     await asyncio.sleep(SETTLE_S)
@@ -139,14 +156,52 @@ async def test_a_send_cut_after_its_decision_is_completed_once(
             await eventually(
                 lambda: outbox_empty(layout_url, b.lower()), what="the outbox entry done"
             )
+            completed = await history(alice, b)
+            await settled()
+            # Applied once: nothing more in her view, one message event for her.
+            assert await history(alice, b) == completed
+            assert message_events(layout_url, a.lower()) == 1
 
             # Her retry with the same client_id is the same message, not a second one.
             again = await alice.post_message(b, "cut short", client_id="c-1")
-            assert again["id"] == message_id
+            assert again == completed[0]
             assert [m["id"] for m in await history(bob, a)] == [message_id]
-            assert [m["id"] for m in await history(alice, b)] == [message_id]
+            assert await history(alice, b) == completed
             conversations = (await alice.conversations())["conversations"]
             assert [c["peer"]["handle"] for c in conversations] == [b]
+
+
+@pytest.fixture
+def patient(layout_url: str, tmp_path: Path) -> Iterator[DmhubProcess]:
+    """A healthy node whose reconciler would wait a minute: what it completes
+    in a test, a request did."""
+    env = {**node_env(layout_url, tmp_path), "DMHUB_RECONCILE_MIN_IDLE_MS": "60000"}
+    node = DmhubProcess(env)
+    try:
+        yield node.start()
+    finally:
+        node.kill()
+
+
+@pytest.mark.parametrize("doomed", ["send:after_decide"], indirect=True)
+async def test_a_retry_completes_a_send_cut_after_its_decision(
+    doomed: DmhubProcess, patient: DmhubProcess, layout_url: str
+) -> None:
+    alice = await new_user(patient.url)
+    bob = await new_user(patient.url, open_dms=True)
+    async with alice, bob:
+        a, b = handle(alice), handle(bob)
+        with pytest.raises(httpx.HTTPError):
+            await raw_post(doomed.url, alice.token or "", b, "again", client_id="k-2")
+        await eventually(lambda: died_at_the_crash_point(doomed), what="node A dying there")
+        assert [m["text"] for m in await history(bob, a)] == ["again"]
+        assert await history_or_none(alice, b) == []
+
+        # No reconciler will come for a minute: the retry runs the sender's step.
+        again = await alice.post_message(b, "again", client_id="k-2")
+        assert await history(alice, b) == [again]
+        assert await history(bob, a) == [again]
+        assert outbox_empty(layout_url, b.lower())
 
 
 @pytest.mark.parametrize("doomed", ["follow:after_first"], indirect=True)
