@@ -68,13 +68,21 @@ async def test_an_entry_is_in_the_outbox_with_the_effect_and_done_removes_it(cli
 
 
 @pytest.mark.parametrize("via_lane", [False, True], ids=["client", "lane"])
-async def test_done_releases_an_entry_a_reconciler_took_while_it_was_running(
+async def test_an_entry_a_reconciler_took_while_it_was_running_is_never_run_once_done(
     client: Any, redis_url: str, via_lane: bool
 ) -> None:
+    # done is one XDEL, no XACK: the claim a sweep took on a running operation's
+    # entry stays until a sweep finds the outbox non-empty again, which drops it
+    # without running anything.
     lane = hot_lane(redis_url) if via_lane else None
     outbox = Outbox(client, lane)
-    outbox.register("demo", lambda payload: pytest.fail("too young to run"))  # type: ignore[arg-type,return-value]
-    entry = await first_step(client, "gina", "demo", {})
+    ran: list[dict[str, Any]] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        ran.append(payload)
+
+    outbox.register("demo", handler)
+    entry = await first_step(client, "gina", "demo", {"n": "done"})
     # A sweep now takes the entry into the group (it starts to idle) but runs nothing.
     assert await outbox.reconcile(min_idle_ms=60_000) == 0
     pending = await client.xpending(keys.outbox("gina"), "reconcile")
@@ -85,12 +93,20 @@ async def test_done_releases_an_entry_a_reconciler_took_while_it_was_running(
         if lane is not None:
             await lane.aclose()
     assert await client.xlen(keys.outbox("gina")) == 0
+    assert await outbox.reconcile(min_idle_ms=0) == 0
+    assert ran == []
+    # The next entry of that slot, once abandoned, is completed; the old claim
+    # goes on the way, unrun.
+    await first_step(client, "gina", "demo", {"n": "abandoned"})
+    assert await outbox.reconcile(min_idle_ms=0) == 1
+    assert ran == [{"n": "abandoned"}]
     assert (await client.xpending(keys.outbox("gina"), "reconcile"))["pending"] == 0
+    assert await client.xlen(keys.outbox("gina")) == 0
 
 
 async def test_a_claim_left_on_a_deleted_entry_is_dropped_not_run(client: Any) -> None:
-    # done's XDEL and XACK are two commands: a process dying between them leaves
-    # a claim on an entry that no longer exists.
+    # An entry deleted while claimed (by done, which does not XACK, or by
+    # another reconciler) leaves a claim on an entry that no longer exists.
     outbox = Outbox(client)
     outbox.register("demo", lambda payload: pytest.fail("deleted: nothing to run"))  # type: ignore[arg-type,return-value]
     entry = await first_step(client, "hank", "demo", {})

@@ -94,30 +94,33 @@ class Outbox:
 
     async def done(self, lc: str, *entry_ids: str) -> None:
         """The operations recorded in `lc`'s slot's outbox are complete."""
-        await self.done_in(keys.outbox(lc), *entry_ids)
-
-    async def done_in(self, outbox: str, *entry_ids: str) -> None:
+        outbox = keys.outbox(lc)
         if entry_ids:
-            # Two plain commands, not a script: a script call costs Valkey more
-            # than both commands. Not atomic, and need not be: XACK only
-            # releases a reconciler's claim on an entry taken while its
-            # operation was still running, and if it is lost, XAUTOCLAIM drops
-            # claims on deleted entries by itself.
+            # XDEL alone, no XACK: an entry is pending only if a reconciler took
+            # it into the group while its operation was still running, and
+            # XAUTOCLAIM drops a claim on a deleted entry by itself, whatever
+            # its idle time. Such claims are few (the entries of a slot in
+            # flight at one sweep) and go at the next sweep that finds that
+            # outbox non-empty. An XACK per operation would cost Valkey about
+            # 2.5 µs each to release claims that almost never exist
+            # (docs/performance.md).
             if self.lane is not None:
-                # Sent together: one wait for both replies, not one each.
-                await self.lane.execute_many(
-                    ("XDEL", outbox, *entry_ids), ("XACK", outbox, GROUP, *entry_ids)
-                )
+                await self.lane.execute("XDEL", outbox, *entry_ids)
                 return
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xdel(outbox, *entry_ids)
-            pipe.xack(outbox, GROUP, *entry_ids)
-            await pipe.execute()
+            await self.redis.xdel(outbox, *entry_ids)
+
+    async def _release(self, outbox: str, entry_id: str) -> None:
+        """A reconciler's own claim on an entry it completed (or dropped) goes
+        with the entry."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xdel(outbox, entry_id)
+        pipe.xack(outbox, GROUP, entry_id)
+        await pipe.execute()
 
     async def finish_later(self, lc: str, entry_id: str) -> None:
         """`done`, for callers that already answered their client: a failure is
-        only logged, since the entry stays pending and the reconciler, finding
-        the remaining steps already applied, removes it."""
+        only logged, since the entry stays and the reconciler, finding the
+        remaining steps already applied, removes it."""
         try:
             await self.done(lc, entry_id)
         except (RedisError, OSError) as exc:
@@ -233,7 +236,7 @@ class Outbox:
             log.error(
                 "outbox %s entry %s (%s): unreadable payload, dropped", outbox, entry_id, kind
             )
-            await self.done_in(outbox, entry_id)
+            await self._release(outbox, entry_id)
             return False
         try:
             await handler(payload)
@@ -248,7 +251,7 @@ class Outbox:
         except Exception:
             log.exception("outbox %s entry %s (%s): handler failed", outbox, entry_id, kind)
             return False
-        await self.done_in(outbox, entry_id)
+        await self._release(outbox, entry_id)
         metrics.RECONCILED.labels(kind).inc()
         log.info("completed a %s left half-done (outbox entry %s)", kind, entry_id)
         return True
