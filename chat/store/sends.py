@@ -56,19 +56,23 @@ _json = msgspec.json.Encoder()
 
 
 # The decision runs the rule's Lua twin (which defines `decide`), so rule.lua
-# goes in front of send_decide.lua; line numbers in its errors are offset.
+# goes in front of the send's scripts; line numbers in their errors are offset.
 RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
-# The limits' Lua twins (chat/limits.py), checked in steps 1 and 2.
+# The limits' Lua twins (chat/limits.py).
 LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
 # The message id arithmetic (msgid.py's twin).
 MSGID_LUA = _script("msgid.lua")
 # The sender's side of a message, for step 3 and for owed messages in step 2.
 SEND_SIDE_LUA = _script("send_side.lua")
-SEND_PREPARE_LUA = LIMITS_LUA + "\n" + _script("send_prepare.lua")
-SEND_DECIDE_LUA = "\n".join(
-    (RULE_LUA, LIMITS_LUA, MSGID_LUA, OUTBOX_LUA, SEND_SIDE_LUA, _script("send_decide.lua"))
+# The send's library: every piece of a send (facts, the decision, limits, the
+# id, the message's bytes, each side's writes), in front of every send script,
+# so that the steps and the one-script send run the same code.
+SEND_LIB_LUA = "\n".join(
+    (RULE_LUA, LIMITS_LUA, MSGID_LUA, SEND_SIDE_LUA, _script("send_parts.lua"))
 )
-SEND_APPLY_LUA = SEND_SIDE_LUA + "\n" + _script("send_apply.lua")
+SEND_PREPARE_LUA = SEND_LIB_LUA + "\n" + _script("send_prepare.lua")
+SEND_DECIDE_LUA = "\n".join((SEND_LIB_LUA, OUTBOX_LUA, _script("send_decide.lua")))
+SEND_APPLY_LUA = SEND_LIB_LUA + "\n" + _script("send_apply.lua")
 SEND_UNMARK_LUA = SEND_SIDE_LUA + "\nunmark_send(KEYS[1], ARGV[1])\n"
 
 

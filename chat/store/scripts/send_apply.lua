@@ -1,7 +1,7 @@
 -- Step 3 of a send s → r, in s's slot (chat/store/sends.py): the sender's side
 -- of a message that step 2 stored for good. Idempotent: the process that ran
 -- step 2 runs it, and a reconciler may run it again from the outbox payload.
--- send_side.lua goes in front.
+-- The send's library goes in front (sends.py: SEND_LIB_LUA).
 --
 -- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
 --       7 unread:{s}   8 msgrate:{s}   9 newconv:{s}   10 cid:{s}   11 ev:{s}   12 ch:{s}
@@ -45,20 +45,12 @@ end
 -- The sender-side limits that step 1 checked are charged now; sends of one
 -- sender in flight together can overshoot them by that many (documented). The
 -- bucket's charge is gcra's (limits.lua) without its refusal: step 1 refused.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = clock_ms()
 local burst = tonumber(ARGV[9])
 if burst > 0 then
-  local stored = redis.call('GET', KEYS[8])
-  local tat = stored and tonumber(stored) or now
-  if tat < now then tat = now end
-  tat = tat + math.max(1, math.floor(tonumber(ARGV[10]) / burst))
-  redis.call('SET', KEYS[8], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+  charge_messages(KEYS[8], now, burst, tonumber(ARGV[10]))
 end
 if ARGV[6] == '1' then
-  local window_ms = tonumber(ARGV[11])
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', string.format('%d', now - window_ms))
-  redis.call('ZADD', KEYS[9], string.format('%d', now), r)
-  redis.call('PEXPIRE', KEYS[9], window_ms)
+  charge_new_conversation(KEYS[9], now, r, tonumber(ARGV[11]))
 end
 return 1

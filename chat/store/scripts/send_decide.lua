@@ -1,6 +1,6 @@
 -- Step 2 of a send s → r, in r's slot: THE decision (chat/store/sends.py).
--- rule.lua (decide), limits.lua, msgid.lua, outbox.lua and send_side.lua go in
--- front of it.
+-- The send's library (sends.py: SEND_LIB_LUA: rule.lua, limits.lua, msgid.lua,
+-- send_side.lua, send_parts.lua) and outbox.lua go in front of it.
 -- What this step writes makes the send certain: the message in r's view, r's
 -- folders and event, and the outbox entry from which step 3 (s's side,
 -- send_apply.lua) is completed by this process or, if it dies, a reconciler.
@@ -77,26 +77,14 @@ apply_owed({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7
   read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
   s, owed, supplied, origins, ARGV[7], ARGV[20])
 
--- The same facts as Store.pair_facts (facts_*.lua), the sender's from step 1.
--- A block by s is in s's slot (step 1) and mirrored here (blkby): either says so.
-local recipient = redis.call('HMGET', KEYS[2], 'handle', 'active', 'open_dms')
-local recipient_exists = recipient[1] ~= false
-local f = {
-  sender_exists = ARGV[10] ~= '',
-  recipient_exists = recipient_exists,
-  sender_suspended = ARGV[11] == '0',
-  recipient_suspended = recipient_exists and recipient[2] == '0',
-  sender_restricted = ARGV[12] == '1',
-  sender_blocks_recipient = ARGV[13] == '1' or redis.call('ZSCORE', KEYS[4], s) ~= false,
-  recipient_blocks_sender = redis.call('ZSCORE', KEYS[3], s) ~= false,
-  recipient_follows_sender = redis.call('ZSCORE', KEYS[5], s) ~= false,
-  recipient_open_dms = recipient_exists and recipient[3] == '1',
-  recipient_wrote_to_sender = redis.call('SISMEMBER', KEYS[6], s) == 1,
-  recipient_has_inbox_conversation = redis.call('ZSCORE', KEYS[7], s) ~= false,
-}
-local allowed, reason, folder = decide(f)
+-- The sender's facts come from step 1.
+local sender = {handle = ARGV[10], active = ARGV[11], restricted = ARGV[12] == '1',
+  blocks = ARGV[13] == '1'}
+local allowed, reason, folder, recipient_handle = recipient_decision({user = KEYS[2],
+  blocking = KEYS[3], blocked_by = KEYS[4], following = KEYS[5], wrote = KEYS[6],
+  inbox = KEYS[7]}, s, sender)
 if not allowed then
-  return {2, reason, recipient[1] or ''}
+  return {2, reason, recipient_handle}
 end
 
 -- The limits in the order of the single-slot send: messages, new conversations
@@ -108,80 +96,21 @@ end
 if tonumber(ARGV[17]) > 0 then
   return {3, 'new_conversations', tonumber(ARGV[17])}
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local requests_limit = tonumber(ARGV[18])
-local new_request = requests_limit > 0 and folder == 'requests'
-  and redis.call('ZSCORE', KEYS[8], s) == false
-if new_request then
-  local window_ms = tonumber(ARGV[19])
-  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', string.format('%d', now - window_ms))
-  local count = redis.call('ZCARD', KEYS[15])
-  local oldest = nil
-  if count >= requests_limit then
-    oldest = tonumber(redis.call('ZRANGE', KEYS[15], 0, 0, 'WITHSCORES')[2])
-  end
-  local ok, wait = sliding_window(count, oldest, now, requests_limit, window_ms)
-  if not ok then
-    return {3, 'requests_received', wait}
-  end
-  redis.call('ZADD', KEYS[15], string.format('%d', now), s)
-  redis.call('PEXPIRE', KEYS[15], ARGV[19])
+local now = clock_ms()
+local requests_wait = admit_request({requests = KEYS[8], received = KEYS[15]}, s, folder, now,
+  tonumber(ARGV[18]), tonumber(ARGV[19]))
+if requests_wait > 0 then
+  return {3, 'requests_received', requests_wait}
 end
 
--- The id: above this slot's last, the sender's view (floor) and r's view.
 local top = redis.call('ZREVRANGE', KEYS[12], 0, 0, 'WITHSCORES')[2]
-local last = redis.call('GET', KEYS[11])
-local id = id_string(next_message_id(now, tonumber(last or '0'), tonumber(ARGV[14]),
-  tonumber(top or '0'), tonumber(ARGV[22])))
-redis.call('SET', KEYS[11], id)
-
--- The bytes clients get in the ack, the events and the history, field order
--- included: id, from, to, text, sent_at, client_id, then the optional fields.
-local message = '{"id":"' .. id .. '","from":' .. json_handle(ARGV[10])
-  .. ',"to":' .. json_handle(recipient[1]) .. ',"text":' .. ARGV[4]
-  .. ',"sent_at":"' .. ARGV[5] .. '","client_id":' .. ARGV[6] .. ARGV[9] .. '}'
--- An agent's name is for the business's team only: the sender's copy has it,
--- r's (the customer's) does not. Both views hold the same member (views.py).
-local stored = s .. ' ' .. message
-if ARGV[21] ~= '' then
-  stored = s .. '/' .. ARGV[21] .. ' ' .. message
-end
+local id = issue_id(KEYS[11], now, ARGV[14], top, ARGV[22])
+local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
+  ARGV[6], ARGV[9], s, ARGV[21])
 local own = sender_copy(stored)
-redis.call('ZADD', KEYS[12], id, stored)
-redis.call('SADD', KEYS[10], s)
-
--- The folder comes from facts read in this same script, so it cannot be stale:
--- 'requests' means the recipient has no inbox entry for the sender.
-if folder == 'inbox' then
-  redis.call('ZREM', KEYS[8], s)
-  redis.call('ZADD', KEYS[7], id, s)
-else
-  redis.call('ZADD', KEYS[8], id, s)
-end
-redis.call('HINCRBY', KEYS[9], s, 1)
-
-local retention = ARGV[7]
-local body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
-local cursor = redis.call('XADD', KEYS[13], 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)
-redis.call('SPUBLISH', KEYS[14], 'm ' .. cursor .. ' ' .. s .. ' -\n'
-  .. body .. ',"cursor":"' .. cursor .. '"}')
-
--- A customer writing again reopens the conversation for the business's team,
--- in this same step, so no agent can see the message and a stale "resolved".
-local team_state = redis.call('HGET', KEYS[16], s)
-if team_state then
-  local ok, state = pcall(cjson.decode, team_state)
-  if ok and type(state) == 'table' and state.status == 'resolved' then
-    local assignee = state.assignee or cjson.null
-    redis.call('HSET', KEYS[16], s, cjson.encode({status = 'open', assignee = assignee}))
-    local change = '{"type":"conversation","peer":' .. json_handle(ARGV[10])
-      .. ',"status":"open","assignee":' .. cjson.encode(assignee) .. ',"by":null'
-    local at = redis.call('XADD', KEYS[13], 'MAXLEN', '~', retention, '*', 'p', s, 'f', change)
-    redis.call('SPUBLISH', KEYS[14], 'c ' .. at .. ' ' .. s .. ' -\n'
-      .. change .. ',"cursor":"' .. at .. '"}')
-  end
-end
+apply_recipient_side({view = KEYS[12], heard = KEYS[10], inbox = KEYS[7], requests = KEYS[8],
+  unread = KEYS[9], events = KEYS[13], channel = KEYS[14], team = KEYS[16]}, s, id, stored,
+  message, folder, sender.handle, ARGV[7])
 
 -- What step 3 needs, all of it: no re-reading of this slot.
 local payload = cjson.encode({s = s, r = r, id = id, m = stored, c = client_id, o = ARGV[8],

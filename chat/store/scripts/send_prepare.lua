@@ -2,7 +2,7 @@
 -- facts, the sender-side limits checked (not charged: step 3 charges them), the
 -- floor of the message id, and one write: the mark that s has a send to r in
 -- flight, which a message from r to s decided meanwhile waits for (send_decide).
--- limits.lua goes in front.
+-- The send's library goes in front (sends.py: SEND_LIB_LUA, send_parts.lua).
 --
 -- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 msgrate:{s}
 --       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 sending:{s}
@@ -34,8 +34,7 @@ if mark_ms > 0 then
   end
 end
 
-local sender = redis.call('HMGET', KEYS[1], 'handle', 'active', 'restricted')
-local blocks = redis.call('ZSCORE', KEYS[2], r) ~= false
+local sender = sender_facts({user = KEYS[1], blocking = KEYS[2]}, r)
 -- The floor of the new id is the top of this view. Among its latest entries,
 -- r's own messages: one missing from r's view is a send whose sender's side is
 -- still owed (its process died), which step 2 completes before this message.
@@ -44,45 +43,25 @@ local latest = redis.call('ZREVRANGE', KEYS[4], 0, OWED_SCAN - 1, 'WITHSCORES')
 local top = latest[2] or '0'
 local theirs = {}
 for i = 1, #latest, 2 do
-  local after = string.sub(latest[i], #r + 1, #r + 1)
-  if string.sub(latest[i], 1, #r) == r and (after == ' ' or after == '/') then
+  if written_by(latest[i], r) then
     theirs[#theirs + 1] = latest[i + 1]
   end
 end
 
 local burst, new_limit = tonumber(ARGV[3]), tonumber(ARGV[5])
-local messages_wait, new_conversation, new_wait = 0, false, 0
+local messages_wait_ms, new_conversation, new_wait = 0, false, 0
 if burst > 0 or new_limit > 0 then
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local now = clock_ms()
   if burst > 0 then
-    local stored = redis.call('GET', KEYS[5])
-    local ok, _, wait = gcra(stored and tonumber(stored), now, burst, tonumber(ARGV[4]))
-    if not ok then
-      messages_wait = wait
-    end
+    messages_wait_ms = messages_wait(KEYS[5], now, burst, tonumber(ARGV[4]))
   end
-  -- A first message to someone who neither follows the sender nor ever wrote
-  -- to it: what mass messaging is made of. fwers and heard are the mirrors, in
-  -- this slot, of r's following and wrote.
-  new_conversation = new_limit > 0 and redis.call('ZSCORE', KEYS[7], r) == false
-    and redis.call('SISMEMBER', KEYS[8], r) == 0 and redis.call('SISMEMBER', KEYS[9], r) == 0
+  new_conversation = new_limit > 0
+    and opens_conversation({followers = KEYS[7], heard = KEYS[8], wrote = KEYS[9]}, r)
   if new_conversation then
-    -- The window as step 3 will see it once it trims, read without trimming.
-    local window_ms = tonumber(ARGV[6])
-    local after = '(' .. string.format('%d', now - window_ms)
-    local count = redis.call('ZCOUNT', KEYS[6], after, '+inf')
-    local oldest = nil
-    if count >= new_limit then
-      oldest = tonumber(redis.call('ZRANGEBYSCORE', KEYS[6], after, '+inf', 'WITHSCORES',
-        'LIMIT', 0, 1)[2])
-    end
-    local ok, wait = sliding_window(count, oldest, now, new_limit, window_ms)
-    if not ok then
-      new_wait = wait
-    end
+    new_wait = new_conversations_wait(KEYS[6], now, new_limit, tonumber(ARGV[6]))
   end
 end
 
-return {1, sender[1] or '', sender[2] or '', sender[3] and '1' or '0', blocks and '1' or '0',
-  top, messages_wait, new_conversation and '1' or '0', new_wait, theirs}
+return {1, sender.handle, sender.active, sender.restricted and '1' or '0',
+  sender.blocks and '1' or '0', top, messages_wait_ms, new_conversation and '1' or '0', new_wait,
+  theirs}

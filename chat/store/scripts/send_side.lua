@@ -50,30 +50,21 @@ local function remember(key, field, value, ttl)
   end
 end
 
--- k: the sender's keys {view, wrote, requests, inbox, read, unread, cids, events,
--- channel}. Returns true when applied now, false when it was already.
-local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl)
-  -- This message and those above it, in one read: this one there means applied
-  -- already; the others are r's crossing messages, counted unread below.
-  local above = redis.call('ZRANGEBYSCORE', k.view, id, '+inf', 'WITHSCORES')
-  if above[2] and tonumber(above[2]) == tonumber(id) then
-    return false
-  end
+-- The sender's side written: s's view, the mirror wrote, folders (writing to
+-- someone accepts their request, so the sender's side is inbox; GT: a late
+-- apply never moves a conversation back in the list), the read pointer (a
+-- reply means the sender has read the conversation up to it; `unread`: r's
+-- crossing messages above it, or nil when the pointer is past this message
+-- already), the client_id record, s's event and publish.
+-- k: the sender's keys {view, wrote, requests, inbox, read, unread, cids,
+-- events, channel}.
+local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
   redis.call('ZADD', k.view, id, stored)
   redis.call('SADD', k.wrote, r)
-  -- Writing to someone accepts their request, so the sender's side is inbox. GT:
-  -- a late apply never moves a conversation back in the list.
   redis.call('ZREM', k.requests, r)
   redis.call('ZADD', k.inbox, 'GT', id, r)
-  -- A reply means the sender has read the conversation up to it. r's messages
-  -- above it (crossing ones) stay unread.
-  local current = redis.call('HGET', k.read, r)
-  if not current or tonumber(current) < tonumber(id) then
+  if unread then
     redis.call('HSET', k.read, r, id)
-    local unread = 0
-    for i = 1, #above, 2 do
-      if written_by(above[i], r) then unread = unread + 1 end
-    end
     if unread == 0 then
       redis.call('HDEL', k.unread, r)
     else
@@ -90,6 +81,26 @@ local function apply_sender_side(k, r, id, stored, client_id, origin, retention,
     'o', origin)
   redis.call('SPUBLISH', k.channel, 'm ' .. cursor .. ' ' .. r .. ' ' .. origin .. '\n'
     .. body .. ',"cursor":"' .. cursor .. '"}')
+end
+
+-- The sender's side of a message decided in r's slot, idempotent. k: as
+-- write_sender_side's. Returns true when applied now, false when it was already.
+local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl)
+  -- This message and those above it, in one read: this one there means applied
+  -- already; the others are r's crossing messages, counted unread below.
+  local above = redis.call('ZRANGEBYSCORE', k.view, id, '+inf', 'WITHSCORES')
+  if above[2] and tonumber(above[2]) == tonumber(id) then
+    return false
+  end
+  local unread = nil
+  local current = redis.call('HGET', k.read, r)
+  if not current or tonumber(current) < tonumber(id) then
+    unread = 0
+    for i = 1, #above, 2 do
+      if written_by(above[i], r) then unread = unread + 1 end
+    end
+  end
+  write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
   return true
 end
 

@@ -1,0 +1,188 @@
+-- The pieces a send is made of, shared by the three per-slot steps
+-- (send_prepare.lua, send_decide.lua, send_apply.lua) and by the single-script
+-- send of one Valkey (send_local.lua), so both paths run the same code
+-- (chat/store/sends.py). rule.lua, limits.lua, msgid.lua and send_side.lua go
+-- in front of it.
+--
+-- Every redis.call costs Valkey about 2-3 µs (docs/performance.md): the
+-- functions take what their caller knows already instead of reading it again.
+
+-- This script's clock in milliseconds. One TIME per script: a call costs as
+-- much as any other.
+local function clock_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+
+-- The sender's own facts, in s's slot. k: {user, blocking}.
+local function sender_facts(k, r)
+  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted')
+  return {handle = sender[1] or '', active = sender[2] or '', restricted = sender[3] ~= false,
+    blocks = redis.call('ZSCORE', k.blocking, r) ~= false}
+end
+
+-- The rule (decide, rule.lua) over the sender's facts and every fact read in
+-- r's slot: the same facts as Store.pair_facts (facts_*.lua). A block by s is
+-- in s's slot (sender.blocks) and mirrored in r's (blocked_by): either says so,
+-- since the mirror lags the block (and its removal) by a split step.
+-- k: r's keys {user, blocking, blocked_by, following, wrote, inbox}.
+-- Returns allowed, reason, folder, r's handle or '', and the facts.
+local function recipient_decision(k, s, sender)
+  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms')
+  local recipient_exists = recipient[1] ~= false
+  local f = {
+    sender_exists = sender.handle ~= '',
+    recipient_exists = recipient_exists,
+    sender_suspended = sender.active == '0',
+    recipient_suspended = recipient_exists and recipient[2] == '0',
+    sender_restricted = sender.restricted,
+    sender_blocks_recipient = sender.blocks or redis.call('ZSCORE', k.blocked_by, s) ~= false,
+    recipient_blocks_sender = redis.call('ZSCORE', k.blocking, s) ~= false,
+    recipient_follows_sender = redis.call('ZSCORE', k.following, s) ~= false,
+    recipient_open_dms = recipient_exists and recipient[3] == '1',
+    recipient_wrote_to_sender = redis.call('SISMEMBER', k.wrote, s) == 1,
+    recipient_has_inbox_conversation = redis.call('ZSCORE', k.inbox, s) ~= false,
+  }
+  local allowed, reason, folder = decide(f)
+  return allowed, reason, folder, recipient[1] or '', f
+end
+
+-- `messages` (GCRA, limits.lua): ms to wait (0: allowed), and the bucket's value
+-- once this send is charged.
+local function messages_wait(key, now, burst, period_ms)
+  local stored = redis.call('GET', key)
+  local ok, tat, wait = gcra(stored and tonumber(stored), now, burst, period_ms)
+  if not ok then
+    return wait, nil
+  end
+  return 0, tat
+end
+
+local function store_messages_charge(key, tat, now)
+  redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', tat - now))
+end
+
+-- The bucket's charge as gcra makes it, without its refusal: for a step that
+-- charges what an earlier step checked.
+local function charge_messages(key, now, burst, period_ms)
+  local stored = redis.call('GET', key)
+  local tat = stored and tonumber(stored) or now
+  if tat < now then tat = now end
+  store_messages_charge(key, tat + math.max(1, math.floor(period_ms / burst)), now)
+end
+
+-- A first message to someone who neither follows the sender nor ever wrote
+-- to it: what mass messaging is made of. Read in s's slot: fwers and heard are
+-- the mirrors of r's following and wrote. k: s's {followers, heard, wrote}.
+local function opens_conversation(k, r)
+  return redis.call('ZSCORE', k.followers, r) == false
+    and redis.call('SISMEMBER', k.heard, r) == 0 and redis.call('SISMEMBER', k.wrote, r) == 0
+end
+
+-- `new_conversations`: ms to wait (0: allowed), the window read as
+-- charge_new_conversation will see it once it trims, without trimming.
+local function new_conversations_wait(key, now, limit, window_ms)
+  local after = '(' .. string.format('%d', now - window_ms)
+  local count = redis.call('ZCOUNT', key, after, '+inf')
+  local oldest = nil
+  if count >= limit then
+    oldest = tonumber(redis.call('ZRANGEBYSCORE', key, after, '+inf', 'WITHSCORES',
+      'LIMIT', 0, 1)[2])
+  end
+  local ok, wait = sliding_window(count, oldest, now, limit, window_ms)
+  if not ok then
+    return wait
+  end
+  return 0
+end
+
+local function charge_new_conversation(key, now, r, window_ms)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window_ms))
+  redis.call('ZADD', key, string.format('%d', now), r)
+  redis.call('PEXPIRE', key, window_ms)
+end
+
+-- `requests_received`, in r's slot, checked and charged at once: ms to wait
+-- (0: admitted, and charged when it is a new request). k: r's {requests, received}.
+local function admit_request(k, s, folder, now, limit, window_ms)
+  if limit <= 0 or folder ~= 'requests' or redis.call('ZSCORE', k.requests, s) ~= false then
+    return 0
+  end
+  redis.call('ZREMRANGEBYSCORE', k.received, '-inf', string.format('%d', now - window_ms))
+  local count = redis.call('ZCARD', k.received)
+  local oldest = nil
+  if count >= limit then
+    oldest = tonumber(redis.call('ZRANGE', k.received, 0, 0, 'WITHSCORES')[2])
+  end
+  local ok, wait = sliding_window(count, oldest, now, limit, window_ms)
+  if not ok then
+    return wait
+  end
+  redis.call('ZADD', k.received, string.format('%d', now), s)
+  redis.call('PEXPIRE', k.received, window_ms)
+  return 0
+end
+
+-- The id (msgid.lua): above r's slot's last, the sender's view (floor) and r's
+-- view (top, or nil when empty). Both views and the generator are read by the
+-- caller's own means; this issues it.
+local function issue_id(idgen_key, now, floor, top, parity)
+  local last = redis.call('GET', idgen_key)
+  local id = id_string(next_message_id(now, tonumber(last or '0'), tonumber(floor),
+    tonumber(top or '0'), tonumber(parity)))
+  redis.call('SET', idgen_key, id)
+  return id
+end
+
+-- The bytes clients get in the ack, the events and the history, field order
+-- included: id, from, to, text, sent_at, client_id, then the optional fields.
+-- An agent's name is for the business's team only: the view member carries it
+-- (`s/agent `), r's (the customer's) copy of the message does not. Both views
+-- hold the same member (views.py). Returns the message as r sees it, and the member.
+local function message_bytes(id, from, to, text_json, sent_at, client_id_json, extra, s, agent)
+  local message = '{"id":"' .. id .. '","from":' .. json_handle(from)
+    .. ',"to":' .. json_handle(to) .. ',"text":' .. text_json
+    .. ',"sent_at":"' .. sent_at .. '","client_id":' .. client_id_json .. extra .. '}'
+  if agent ~= '' then
+    return message, s .. '/' .. agent .. ' ' .. message
+  end
+  return message, s .. ' ' .. message
+end
+
+-- r's side of a new message from s: r's view, the mirror heard, folders,
+-- unread count, event and publish; and a customer writing again reopens the
+-- conversation for the business's team, in this same script, so no agent can
+-- see the message and a stale "resolved".
+-- k: r's {view, heard, inbox, requests, unread, events, channel, team}.
+local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention)
+  redis.call('ZADD', k.view, id, stored)
+  redis.call('SADD', k.heard, s)
+  -- The folder comes from facts read in this same script, so it cannot be
+  -- stale: 'requests' means the recipient has no inbox entry for the sender.
+  if folder == 'inbox' then
+    redis.call('ZREM', k.requests, s)
+    redis.call('ZADD', k.inbox, id, s)
+  else
+    redis.call('ZADD', k.requests, id, s)
+  end
+  redis.call('HINCRBY', k.unread, s, 1)
+
+  local body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
+  local cursor = redis.call('XADD', k.events, 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)
+  redis.call('SPUBLISH', k.channel, 'm ' .. cursor .. ' ' .. s .. ' -\n'
+    .. body .. ',"cursor":"' .. cursor .. '"}')
+
+  local team_state = redis.call('HGET', k.team, s)
+  if team_state then
+    local ok, state = pcall(cjson.decode, team_state)
+    if ok and type(state) == 'table' and state.status == 'resolved' then
+      local assignee = state.assignee or cjson.null
+      redis.call('HSET', k.team, s, cjson.encode({status = 'open', assignee = assignee}))
+      local change = '{"type":"conversation","peer":' .. json_handle(sender_handle)
+        .. ',"status":"open","assignee":' .. cjson.encode(assignee) .. ',"by":null'
+      local at = redis.call('XADD', k.events, 'MAXLEN', '~', retention, '*', 'p', s, 'f', change)
+      redis.call('SPUBLISH', k.channel, 'c ' .. at .. ' ' .. s .. ' -\n'
+        .. change .. ',"cursor":"' .. at .. '"}')
+    end
+  end
+end
