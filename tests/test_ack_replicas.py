@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat.hub.actions import send_message
@@ -32,13 +31,19 @@ from chat.store.connection import RedisTarget, seed_endpoints
 from chat.store.lane import online_replicas
 from chat.store.replicas import ReplicaAcks
 from chat.store.store import SendResult, Store
-from tests.cluster_support import ClusterNode, ValkeyCluster, handles_on_shards, valkey_cluster
+from tests.cluster_support import (
+    ClusterNode,
+    ValkeyCluster,
+    handles_on_shards,
+    read_only,
+    until_answers,
+    valkey_cluster,
+)
 from tests.support import handle, hot_lane, new_user, running_server, settings_for
 
 # Long enough that a confirmation never times out on a loaded machine; a test
 # that must not wait at all would take this long if it did.
 WAIT_MS = 2_000
-FAILOVER_S = 20.0
 T = TypeVar("T")
 
 
@@ -112,20 +117,6 @@ async def lane(replicated: ValkeyCluster) -> AsyncIterator[ClusterLane]:
         await made.aclose()
 
 
-def replica_of(cluster: ValkeyCluster, master: ClusterNode) -> ClusterNode:
-    return next(r for r in cluster.replicas if r.replica_of is master)
-
-
-@contextlib.contextmanager
-def read_only(node: ClusterNode) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=node.port, decode_responses=True, single_connection_client=True)
-    try:
-        client.execute_command("READONLY")
-        yield client
-    finally:
-        client.close()
-
-
 @contextlib.contextmanager
 def stopped(node: ClusterNode) -> Iterator[None]:
     """SIGSTOP: the replica is there but answers nothing (a stalled link)."""
@@ -156,7 +147,7 @@ async def test_what_a_wait_confirmed_is_on_the_replica_already(
         assert counts == [1, 1, 1]
         # No wait here: the replica had it when WAIT answered.
         for lc in handles:
-            replica = replica_of(replicated, replicated.master_for(f"v:{{{lc}}}"))
+            replica = replicated.replica_of(replicated.master_for(f"v:{{{lc}}}"))
             with read_only(replica) as client:
                 assert client.get(f"v:{{{lc}}}") == str(round_)
 
@@ -171,7 +162,7 @@ async def test_a_stalled_replica_makes_a_wait_short_then_not_asked(
     with contextlib.closing(master.client()) as client:
         waits_before = int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
     since = ReplicaAcks.started()
-    with stopped(replica_of(replicated, master)):
+    with stopped(replicated.replica_of(master)):
         await lane.execute("SET", key, "unconfirmed")
         assert await lane.wait_replicas(key, 1, 200, since=since) == 0
         # Known short: answered at once, without holding the node's connection.
@@ -198,26 +189,6 @@ async def test_a_lost_connection_cannot_vouch_for_writes_before_it(
     assert await lane.wait_replicas(key, 1, WAIT_MS, since=ReplicaAcks.started()) == 1
 
 
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[ValkeyCluster]:
-    """A cluster of the test's own, for a test that fails a master over."""
-    with valkey_cluster(tmp_path / "cluster", replicas=True) as cluster:
-        yield cluster
-
-
-async def until_answers(lane: ClusterLane, *command: str) -> object:
-    """The command's answer once the shard has a master again."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FAILOVER_S
-    while True:
-        try:
-            return await lane.execute(*command)
-        except RedisConnectionError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 async def cold(call: Callable[[], Awaitable[T]]) -> T:
     """`call` again while its connection was to the master that failed."""
     for _ in range(3):
@@ -233,7 +204,7 @@ def replication_cut(cluster: ValkeyCluster, master: ClusterNode) -> Iterator[Non
     """The master's replica stopped and its link closed by the master: writes
     from here on are in the master's backlog only (asynchronous replication at
     its worst), and the replica cannot fetch them while stopped."""
-    with stopped(replica_of(cluster, master)):
+    with stopped(cluster.replica_of(master)):
         with contextlib.closing(master.client()) as client:
             client.client_kill_filter(_type="replica")
         yield
@@ -282,7 +253,7 @@ def has_event_of(events: object, message_id: str) -> bool:
 
 
 def on_replica(cluster: ValkeyCluster, lc: str, message_id: str) -> bool:
-    replica = replica_of(cluster, cluster.master_for(keys.events(lc)))
+    replica = cluster.replica_of(cluster.master_for(keys.events(lc)))
     with read_only(replica) as client:
         return has_event_of(client.xrange(keys.events(lc)), message_id)
 
@@ -294,20 +265,20 @@ async def after_failover(store: Store, lc: str) -> object:
 
 @pytest.mark.timeout(90)
 async def test_an_acked_send_is_on_both_replicas_and_survives_a_failover(
-    fresh: ValkeyCluster,
+    failover_cluster: ValkeyCluster,
 ) -> None:
-    async with two_users(fresh, 1) as (store, ann, bob):
+    async with two_users(failover_cluster, 1) as (store, ann, bob):
         sent = []
         for n in range(10):
             result = await acked(store, ann, bob, f"hello {n}", f"c{n}")
             # When the ack would go out: on the replica of each user's master.
-            assert on_replica(fresh, bob, result.message_id)  # step 2, Bob's slot
-            assert on_replica(fresh, ann, result.message_id)  # step 3, Ann's slot
+            assert on_replica(failover_cluster, bob, result.message_id)  # step 2, Bob's slot
+            assert on_replica(failover_cluster, ann, result.message_id)  # step 3, Ann's slot
             sent.append(result.message_id)
         # Right after the last ack: Bob's master dies, Ann's replica takes over
         # without syncing with its master first. Nothing acked is lost.
-        fresh.master_for(keys.events(bob)).kill()
-        takeover = replica_of(fresh, fresh.master_for(keys.events(ann)))
+        failover_cluster.master_for(keys.events(bob)).kill()
+        takeover = failover_cluster.replica_of(failover_cluster.master_for(keys.events(ann)))
         with contextlib.closing(takeover.client()) as client:
             client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
         for lc in (bob, ann):
@@ -317,12 +288,12 @@ async def test_an_acked_send_is_on_both_replicas_and_survives_a_failover(
 
 @pytest.mark.timeout(90)
 async def test_without_the_wait_a_failover_can_half_lose_an_acked_send(
-    fresh: ValkeyCluster,
+    failover_cluster: ValkeyCluster,
 ) -> None:
-    async with two_users(fresh, 0) as (store, ann, bob):
+    async with two_users(failover_cluster, 0) as (store, ann, bob):
         kept = await acked(store, ann, bob, "replicated", "c0")
-        bobs_master = fresh.master_for(keys.events(bob))
-        with replication_cut(fresh, bobs_master):
+        bobs_master = failover_cluster.master_for(keys.events(bob))
+        with replication_cut(failover_cluster, bobs_master):
             lost = await acked(store, ann, bob, "acked, then lost", "c1")
             bobs_master.kill()
         # Step 2 (Bob's slot: his copy, his event, the dedupe record and the
@@ -367,7 +338,7 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
     confirmed, short = ACK_REPLICA_WAITS.labels("confirmed")._value.get(), short_acks()
 
     def replica_holds(lc: str, command: str, *args: str) -> object:
-        replica = replica_of(replicated, replicated.master_for(keys.user(lc)))
+        replica = replicated.replica_of(replicated.master_for(keys.user(lc)))
         with read_only(replica) as client:
             return client.execute_command(command, *args)
 
@@ -393,13 +364,13 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
 
 @pytest.mark.timeout(90)
 async def test_without_the_wait_a_senders_lost_half_comes_back_with_a_retry_or_the_reply(
-    fresh: ValkeyCluster,
+    failover_cluster: ValkeyCluster,
 ) -> None:
-    async with two_users(fresh, 0) as (store, ann, bob):
+    async with two_users(failover_cluster, 0) as (store, ann, bob):
         await store.follow(ann, bob)  # Bob may answer
         await replicated_now(store, ann, bob)
-        anns_master = fresh.master_for(keys.events(ann))
-        with replication_cut(fresh, anns_master):
+        anns_master = failover_cluster.master_for(keys.events(ann))
+        with replication_cut(failover_cluster, anns_master):
             retried = await acked(store, ann, bob, "acked, then half lost", "c1")
             answered = await acked(store, ann, bob, "this one too", "c2")
             anns_master.kill()

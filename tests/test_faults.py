@@ -27,30 +27,18 @@ Every process here is started by the test and ended by its PID.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from chat.store.embedded import EmbeddedValkey
-from tests.cluster_support import ClusterNode, valkey_cluster
-from tests.faults import (
-    Figures,
-    Person,
-    check_delivery,
-    eventually,
-    load_env,
-    paired_people,
-    stop_people,
-    write_steadily,
-)
+from tests.cluster_support import FAILOVER_S, promoted, valkey_cluster
+from tests.faults import check_delivery, eventually, load_env, steady_load
 from tests.support import DmhubProcess
 
 PAIRS = 8
 PHASE_S = 3.5  # steady load between faults
-FAILOVER_S = 20.0  # node timeout 3 s, then the election
 
 
 async def under_load_three_faults(
@@ -59,24 +47,15 @@ async def under_load_three_faults(
     """Two nodes under steady load: SIGKILL node A (and restart it),
     `second_fault` (the storage), SIGTERM node B; then every check. Returns the
     figures as a sentence."""
-    started = time.monotonic()
-    node_a = await asyncio.to_thread(DmhubProcess(env).start)
-    node_b = await asyncio.to_thread(DmhubProcess(env).start)
-    nodes = [node_a, node_b]
-    urls = [node_a.url, node_b.url]
-    figures = Figures()
-    people: list[Person] = []
-    stop = asyncio.Event()
-    writers: list[asyncio.Task[None]] = []
-    try:
-        people = await paired_people(urls, PAIRS, figures)
-        writers = [asyncio.create_task(write_steadily(p, figures, stop)) for p in people]
+    async with steady_load(env, PAIRS) as load:
+        node_a, node_b = load.nodes
+        figures = load.figures
         await asyncio.sleep(PHASE_S)
 
         # 1. SIGKILL node A; its sockets move to B. Then A comes back on its port.
         node_a.kill()
         await asyncio.sleep(PHASE_S / 2)
-        node_a = nodes[0] = await asyncio.to_thread(DmhubProcess(env, node_a.port).start)
+        node_a = load.nodes[0] = await asyncio.to_thread(DmhubProcess(env, node_a.port).start)
         await asyncio.sleep(PHASE_S)
 
         # 2. The storage fails; both nodes answer `unavailable` (for its keys) until it is back.
@@ -89,25 +68,16 @@ async def under_load_three_faults(
         code = await asyncio.to_thread(node_b.terminate)
         assert code == 0, node_b.log()
         await asyncio.sleep(PHASE_S)
-        stop.set()
-        await asyncio.gather(*writers)
-        load_s = time.monotonic() - started
+        load_s = await load.finish()
 
-        await check_delivery(people, node_a.url)
-        sockets = sum(len(p.devices) for p in people)
+        await check_delivery(load.people, node_a.url)
+        sockets = sum(len(p.devices) for p in load.people)
         return (
             f"{sockets} sockets, 2 nodes, {what}; {figures.acked} messages acked, "
             f"{figures.retried_sends} sends retried ({figures.attempts} attempts in all), "
             f"{figures.reconnects} reconnects, {figures.replayed} messages replayed "
             f"by cursor; every ack in both histories once; load and faults {load_s:.0f}s"
         )
-    finally:
-        stop.set()
-        for task in writers:
-            task.cancel()
-        await stop_people(people)
-        for node in nodes:
-            node.kill()
 
 
 @pytest.mark.timeout(120)
@@ -140,7 +110,7 @@ async def test_kill_9_a_node_and_a_master_then_sigterm_the_other_on_a_cluster(
     WAIT, asynchronous replication may lose the last acks)."""
     with valkey_cluster(tmp_path / "cluster", replicas=True) as cluster:
         victim = cluster.masters[0]
-        heir = next(r for r in cluster.replicas if r.replica_of is victim)
+        heir = cluster.replica_of(victim)
 
         async def kill_a_master() -> None:
             victim.kill()
@@ -152,8 +122,3 @@ async def test_kill_9_a_node_and_a_master_then_sigterm_the_other_on_a_cluster(
         )
     with capsys.disabled():
         print(f"\nfault test on a cluster: {figures}")
-
-
-def promoted(node: ClusterNode) -> bool:
-    with contextlib.closing(node.client()) as client:
-        return bool(client.info("replication")["role"] == "master")

@@ -32,15 +32,7 @@ from tests.cluster_support import (
     slot_owner_seen_by,
     valkey_cluster,
 )
-from tests.faults import (
-    Figures,
-    Person,
-    check_delivery,
-    load_env,
-    paired_people,
-    stop_people,
-    write_steadily,
-)
+from tests.faults import check_delivery, load_env, steady_load
 from tests.support import DmhubProcess
 
 PAIRS = 6
@@ -99,21 +91,11 @@ def elsewhere(cluster: ValkeyCluster, slot: int) -> ClusterNode:
 async def test_slots_moving_under_load_lose_and_double_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    started = time.monotonic()
     with valkey_cluster(tmp_path / "cluster") as cluster:
-        env = load_env(cluster.url, tmp_path)
-        nodes: list[DmhubProcess] = []
-        figures = Figures()
-        people: list[Person] = []
-        stop = asyncio.Event()
-        writers: list[asyncio.Task[None]] = []
-        try:
-            for _ in range(2):
-                nodes.append(await asyncio.to_thread(DmhubProcess(env).start))
-            people = await paired_people([n.url for n in nodes], PAIRS, figures)
-            moving = people[: 2 * MOVING_PAIRS]
+        async with steady_load(load_env(cluster.url, tmp_path), PAIRS) as load:
+            nodes, figures = load.nodes, load.figures
+            moving = load.people[: 2 * MOVING_PAIRS]
             slots = sorted({key_slot(keys.user(p.handle.lower())) for p in moving})
-            writers = [asyncio.create_task(write_steadily(p, figures, stop)) for p in people]
             await asyncio.sleep(PHASE_S)
             resubscribed_before = await pubsub_reconnects(nodes)
 
@@ -125,11 +107,9 @@ async def test_slots_moving_under_load_lose_and_double_nothing(
                     moved += 1
                 await asyncio.sleep(PHASE_S)
                 assert figures.acked > acked_before, "no send was acked after the slots moved"
-            stop.set()
-            await asyncio.gather(*writers)
-            load_s = time.monotonic() - started
+            load_s = await load.finish()
 
-            await check_delivery(people, nodes[0].url)
+            await check_delivery(load.people, nodes[0].url)
             # The moves happened under dmhub, not under its clients: no socket was
             # dropped, while the nodes did lose the moving channels and take them
             # up again on their new masters (every node has sockets of every user).
@@ -143,10 +123,3 @@ async def test_slots_moving_under_load_lose_and_double_nothing(
                     f"retried, {resubscribed:.0f} channels resubscribed, no socket dropped; "
                     f"every ack in both histories once; {load_s:.0f}s"
                 )
-        finally:
-            stop.set()
-            for task in writers:
-                task.cancel()
-            await stop_people(people)
-            for node in nodes:
-                node.kill()
