@@ -13,7 +13,7 @@ import pytest
 import uvloop
 from websockets.asyncio.client import connect
 
-from chat.collector import Collector
+from chat.collector import YOUNG_THRESHOLD, Collector
 from chat.config import Settings
 from tests.support import new_user, running_server
 
@@ -59,6 +59,25 @@ def test_a_cycle_frozen_alive_is_reclaimed_by_the_full_round() -> None:
     assert ref() is not None
     collector.round()  # every second round is a full one here
     assert ref() is None
+
+
+def test_running_raises_the_young_threshold_and_stopping_restores_it() -> None:
+    before = gc.get_threshold()
+
+    async def run() -> tuple[int, int, int]:
+        collector = Collector()
+        collector.start()
+        try:
+            return gc.get_threshold()
+        finally:
+            await collector.stop()
+
+    try:
+        during = asyncio.run(run())
+        assert during == (YOUNG_THRESHOLD, before[1], before[2])
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_sockets_frozen_while_open_leave_nothing_behind_when_closed(settings: Settings) -> None:
