@@ -5,7 +5,10 @@ What it changes, each measured under `dmhub loadtest` (docs/performance.md):
 - A direct write. Frames the hub fans out go straight to the transport when it
   has room (`try_send_text`), with no writer task, queue or ASGI `send`
   coroutine per frame. The ASGI path stays for everything else, and for any
-  frame that must wait (see `chat.hub.connection`).
+  frame that must wait (see `chat.hub.connection`). A server's frame is not
+  masked, so with no extension negotiated (dmhub turns per-message deflate
+  off) it is a 2-10 byte header and the payload: `text_frame` builds it
+  without websockets' frame objects (about 6 µs less per frame).
 - Read-ahead. uvicorn pauses and resumes reading around every received message
   (two epoll changes per frame); this pauses only once `READ_AHEAD` messages
   wait unread, which still bounds what a client can make the server buffer.
@@ -41,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
@@ -56,6 +60,23 @@ from chat.config import DEFAULT_CLOSE_DEADLINE_S, SOCKET_SEND_BUFFER
 READ_AHEAD = 8
 # The scope extension under which the app finds `try_send_text`.
 DIRECT_WRITE = "dmhub.direct_write"
+
+
+# RFC 6455 5.2: FIN and the text opcode; then the length in 7 bits, or 126 and
+# 16 bits, or 127 and 64 bits (a server's frames carry no mask).
+_FIN_TEXT = 0x81
+_LEN_16 = struct.Struct("!BBH")
+_LEN_64 = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked text frame with no extension, as bytes on the wire."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + payload
+    if size < 1 << 16:
+        return _LEN_16.pack(_FIN_TEXT, 126, size) + payload
+    return _LEN_64.pack(_FIN_TEXT, 127, size) + payload
 
 
 class Inbox:
@@ -215,8 +236,13 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.conn.state is not State.OPEN
         ):
             return False
-        self.conn.send_text(text.encode())
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        conn = self.conn
+        if conn.extensions or conn.writes or conn.expect_continuation_frame or conn.debug:
+            # Anything but the plain case goes through websockets.
+            conn.send_text(text.encode())
+            self.transport.write(b"".join(conn.data_to_send()))
+        else:
+            self.transport.write(text_frame(text.encode()))
         return True
 
     def abort(self) -> None:
