@@ -20,7 +20,6 @@ Cases:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile

@@ -117,8 +117,9 @@ class Applied:
     origin: str
     new_conversation: bool
     # The sender's latest earlier messages in the recipient's view (step 2 read
-    # them): step 3 applies first those the sender's view lacks. Not in the
-    # payload: a reconciler's step 3 comes late anyway.
+    # them) that step 1 did not see in the sender's view: step 3 applies first
+    # those the sender's view lacks. Not in the payload: a reconciler's step 3
+    # comes late anyway.
     earlier: tuple[str, ...] = ()
 
     def payload(self) -> dict[str, str]:
@@ -162,6 +163,10 @@ class Prepared:
     # The ids of the recipient's latest messages in the sender's view: step 2
     # completes those the recipient's own view lacks.
     theirs: list[str]
+    # The ids of the latest messages in the sender's view, whoever wrote them:
+    # step 3 need not check those are there (a view loses messages only with
+    # its account, and then step 3 writes nothing).
+    seen: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +341,19 @@ class Sends:
         )
         if reply[0] == 0:
             return await self._original(sender, str(reply[2]), str(reply[1]))
-        _, handle, active, restricted, blocks, floor, messages_wait, new_conv, new_wait, theirs = (
-            reply
-        )
+        (
+            _,
+            handle,
+            active,
+            restricted,
+            blocks,
+            floor,
+            messages_wait,
+            new_conv,
+            new_wait,
+            theirs,
+            seen,
+        ) = reply
         return Prepared(
             sender=sender,
             recipient=recipient,
@@ -351,6 +366,7 @@ class Sends:
             new_conversation=new_conv == "1",
             new_conversations_wait_ms=int(new_wait),
             theirs=[str(i) for i in theirs],
+            seen=frozenset(str(i) for i in seen),
         )
 
     async def _unmark(self, sender: str, recipient: str) -> None:
@@ -409,7 +425,7 @@ class Sends:
             step = Applied.from_payload(json.loads(payload)) if payload is not None else None
             return Decided(False, message_id, "", None, str(reply[3]), step)
         own, folder, entry, stored = str(reply[2]), str(reply[3]), str(reply[4]), str(reply[5])
-        earlier = tuple(str(i) for i in reply[6])
+        earlier = tuple(i for i in map(str, reply[6]) if i not in prepared.seen)
         step = Applied(
             prepared.sender,
             prepared.recipient,

@@ -69,7 +69,11 @@ end
 if ARGV[23] == '1' and tonumber(redis.call('HGET', KEYS[20], s) or '0') > 0 then
   return {5}
 end
-local missing, owed, supplied, origins = owed_messages(KEYS[12], 24)
+-- r's view's latest entries, read once: its top (the id goes above it), the
+-- owed check of r's messages, and s's earlier messages for step 3.
+local OWED_SCAN = 4
+local latest = redis.call('ZREVRANGE', KEYS[12], 0, OWED_SCAN - 1, 'WITHSCORES')
+local missing, owed, supplied, origins = owed_messages(KEYS[12], 24, latest, OWED_SCAN)
 if #missing > 0 then
   return {4, missing}
 end
@@ -103,8 +107,9 @@ if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
 end
 
-local top = redis.call('ZREVRANGE', KEYS[12], 0, 0, 'WITHSCORES')[2]
-local id = issue_id(KEYS[11], now, ARGV[14], top, ARGV[22])
+-- The owed messages just applied are in s's view, so under the floor: the top
+-- read before them still bounds the id.
+local id = issue_id(KEYS[11], now, ARGV[14], latest[2], ARGV[22])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[21])
 local own = sender_copy(stored)
@@ -123,11 +128,9 @@ end
 
 -- s's own latest messages before this one: step 3 makes sure s's view has them
 -- first (a send of s's still owed, or a moment behind on another socket).
-local OWED_SCAN = 4
 local earlier = {}
-local latest = redis.call('ZREVRANGE', KEYS[12], 0, OWED_SCAN, 'WITHSCORES')
 for i = 1, #latest, 2 do
-  if latest[i + 1] ~= id and written_by(latest[i], s) then
+  if written_by(latest[i], s) then
     earlier[#earlier + 1] = latest[i + 1]
   end
 end

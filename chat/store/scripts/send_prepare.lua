@@ -13,7 +13,8 @@
 -- else {1, handle or '', active, restricted '1'|'0', blocks r '1'|'0', floor,
 -- ms to wait for `messages` (0: allowed), new conversation '1'|'0',
 -- ms to wait for `new_conversations` (0: allowed), {ids of r's latest messages
--- here}}: step 2 completes any of them that r's view still lacks.
+-- here}, {ids of the latest messages here}}: step 2 completes any of r's that
+-- r's view still lacks.
 local client_id, r = ARGV[1], ARGV[2]
 
 if client_id ~= '' then
@@ -40,9 +41,12 @@ local sender = sender_facts({user = KEYS[1], blocking = KEYS[2]}, r)
 -- still owed (its process died), which step 2 completes before this message.
 local OWED_SCAN = 4
 local latest = redis.call('ZREVRANGE', KEYS[4], 0, OWED_SCAN - 1, 'WITHSCORES')
+-- All of their ids go back too: step 3 need not look in this view again for
+-- s's earlier messages seen here (a view only loses messages with its account).
 local top = latest[2] or '0'
-local theirs = {}
+local theirs, seen = {}, {}
 for i = 1, #latest, 2 do
+  seen[#seen + 1] = latest[i + 1]
   if written_by(latest[i], r) then
     theirs[#theirs + 1] = latest[i + 1]
   end
@@ -64,4 +68,4 @@ end
 
 return {1, sender.handle, sender.active, sender.restricted and '1' or '0',
   sender.blocks and '1' or '0', top, messages_wait_ms, new_conversation and '1' or '0', new_wait,
-  theirs}
+  theirs, seen}
