@@ -321,6 +321,7 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     # already? crossing messages above?): no read per owed id.
     assert counted.get("zrevrange") == 2
     assert counted.get("zrangebyscore") == 1
+    assert counted.get("time") == 1  # step 1's, given to steps 2 and 3
     assert [score for _, score in await view(store, ann, bob)] == [
         score for _, score in await view(store, bob, ann)
     ]
@@ -353,3 +354,29 @@ return missing
     short = keys.view("ann", "cat")
     await store.redis.zadd(short, {"ann {}": 10, "cat {}": 20})
     assert await script(keys=[short], args=["1", 3, "20", "15", "5"]) == ["15", "5"]
+
+
+async def test_a_send_reads_the_clock_once_and_its_later_steps_count_in_that_time(
+    store: Store,
+) -> None:
+    ann, bob = await two_people(store)
+    burst, period = store.sends.limit_args[0], store.sends.limit_args[1]
+    assert burst > 0  # the messages limit is on: step 3 charges it
+    prepared = await store.sends.prepare(ann, bob, "c-t")
+    assert isinstance(prepared, Prepared)
+    await asyncio.sleep(0.2)  # steps 2 and 3 come later, and count in step 1's time
+    decided = await store.sends.decide(
+        prepared, text="t", sent_at="2026-01-01T00:00:00.000Z", client_id="c-t", origin="o1"
+    )
+    assert isinstance(decided, Decided) and decided.step is not None
+    assert int(decided.message_id) // 1000 == prepared.now_ms  # a fresh pair: the clock decides
+    assert await store.sends.apply(decided.step, unmark=True) == 1
+    charged = int(await store.redis.get(keys.message_rate(ann)))
+    assert charged == prepared.now_ms + max(1, period // burst)
+    await store.outbox.done(bob, decided.entry)
+    # A reconciler's step 3 has no step 1 behind it: it reads the clock itself
+    # (a time of 0 would leave the bucket's charge in 1970).
+    await after_step_2(store, bob, ann, "later", "c-u")
+    before_ms = int(time.time() * 1000)
+    assert await store.outbox.reconcile(min_idle_ms=0) == 1
+    assert int(await store.redis.get(keys.message_rate(bob))) >= before_ms

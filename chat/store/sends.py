@@ -116,6 +116,9 @@ class Applied:
     client_id: str  # '' for none
     origin: str
     new_conversation: bool
+    # The time step 1 read (ms), which this step charges the limits at; 0 for a
+    # reconciler's step 3, which reads the clock itself. Not in the payload.
+    now_ms: int = field(default=0, compare=False)
     # The sender's latest earlier messages in the recipient's view (step 2 read
     # them) that step 1 did not see in the sender's view: step 3 applies first
     # those the sender's view lacks. Not in the payload: a reconciler's step 3
@@ -167,6 +170,8 @@ class Prepared:
     # step 3 need not check those are there (a view loses messages only with
     # its account, and then step 3 writes nothing).
     seen: frozenset[str] = frozenset()
+    # The send's one clock reading (ms): steps 2 and 3 are given it.
+    now_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +358,7 @@ class Sends:
             new_wait,
             theirs,
             seen,
+            now_ms,
         ) = reply
         return Prepared(
             sender=sender,
@@ -367,6 +373,7 @@ class Sends:
             new_conversations_wait_ms=int(new_wait),
             theirs=[str(i) for i in theirs],
             seen=frozenset(str(i) for i in seen),
+            now_ms=int(now_ms),
         )
 
     async def _unmark(self, sender: str, recipient: str) -> None:
@@ -434,6 +441,7 @@ class Sends:
             client_id or "",
             origin,
             prepared.new_conversation,
+            prepared.now_ms,
             earlier,
         )
         return Decided(True, message_id, own, folder, entry, step)
@@ -503,6 +511,7 @@ class Sends:
                 agent or "",
                 msgid.direction(sender, recipient),
                 "1" if wait else "0",
+                prepared.now_ms,
                 len(theirs),
                 *theirs,
                 *supplied,
@@ -581,6 +590,7 @@ class Sends:
                     period,
                     new_window,
                     "1" if unmark else "0",
+                    step.now_ms,
                     len(earlier),
                     *earlier,
                     *supplied,

@@ -11,8 +11,9 @@
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
 --       9 messages burst   10 its period (ms)   11 new conversations' window (ms)
 --       12 '1' when this call ends a send that step 1 marked (not a reconciler's)
---       13 N, the count of ids that follow: s's earlier messages in r's view
---       14 .. 13+N those ids; then (id, view member, origin) triples: those of
+--       13 the time (ms) step 1 read, or 0 (a reconciler's: this step reads it)
+--       14 N, the count of ids that follow: s's earlier messages in r's view
+--       15 .. 14+N those ids; then (id, view member, origin) triples: those of
 --       them that s's view lacked when an earlier call answered with them
 -- Returns 1 when applied now, 0 when it was already, -1 when s has no account
 -- any more (its keys are gone; nothing to bring back); {ids} when s's view
@@ -24,7 +25,7 @@ local keys_of_s = {view = KEYS[2], wrote = KEYS[3], requests = KEYS[4], inbox = 
 
 -- s's earlier messages to r that s's view lacks go first, in id order, so that
 -- s's history and sockets have them before this one.
-local missing, owed, supplied, origins = owed_messages(KEYS[2], 13)
+local missing, owed, supplied, origins = owed_messages(KEYS[2], 14)
 if #missing > 0 then
   return missing
 end
@@ -45,7 +46,10 @@ end
 -- The sender-side limits that step 1 checked are charged now; sends of one
 -- sender in flight together can overshoot them by that many (documented). The
 -- bucket's charge is gcra's (limits.lua) without its refusal: step 1 refused.
-local now = clock_ms()
+local now = tonumber(ARGV[13])
+if now == 0 then
+  now = clock_ms()
+end
 local burst = tonumber(ARGV[9])
 if burst > 0 then
   charge_messages(KEYS[8], now, burst, tonumber(ARGV[10]))
