@@ -5,7 +5,6 @@ Issue 8: `cid:{lc}` grew with every message that had a client_id, forever.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import redis.asyncio as aioredis
 
 from chat.config import DEFAULT_CLIENT_ID_TTL_S, Settings
 from chat.store import keys
-from tests.faults import history, raw_post
+from tests.faults import eventually, history, raw_post
 from tests.support import async_redis_client, new_user, plain_valkey, running_server, settings_for
 
 
@@ -56,7 +55,20 @@ async def test_after_the_retention_a_client_id_is_new_again(redis_url: str, tmp_
         again = await raw_post(srv.url, alice.token, b_h, "hello", "c-1")
         assert (first.status_code, again.status_code) == (201, 200)
         assert again.json()["message"] == first.json()["message"]
-        await asyncio.sleep(2.2)
+        a_lc, b_lc = alice.user["handle"].lower(), b_h.lower()
+        admin = async_redis_client(redis_url, decode_responses=True)
+
+        async def forgotten() -> bool:
+            # The sender's record and the recipient's dedupe record, both past 1 s.
+            return not (
+                await admin.hexists(keys.client_ids(a_lc), "c-1")
+                or await admin.hexists(keys.client_ids_in(b_lc), f"{a_lc}:c-1")
+            )
+
+        try:
+            await eventually(forgotten, timeout=10, what="the client_id's records to expire")
+        finally:
+            await admin.aclose()
         late = await raw_post(srv.url, alice.token, b_h, "hello", "c-1")
         assert late.status_code == 201, "a client_id past its retention was still remembered"
         assert len(await history(alice, b_h)) == 2
