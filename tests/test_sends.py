@@ -1,6 +1,7 @@
 """A send in per-slot steps (chat/store/sends.py) on a real Valkey: the same id
 in both views, replies after what they answer, and a send left after step 2
-completed once, by a retry or by the reconciler."""
+completed once, by a retry or by the reconciler. The steps on one Valkey too
+(DMHUB_SEND_STEPS=steps): there a send is otherwise one script."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 import redis as redis_sync
 
+from chat.config import SEND_STEPS_ALWAYS
 from chat.store import keys, views
 from chat.store.connection import seed_endpoints
 from chat.store.sends import SEND_SIDE_LUA, Decided, Prepared, SendRefused, SendResult
@@ -24,7 +26,7 @@ from tests.support import async_redis_client, is_cluster_url
 async def store(redis_url: str) -> AsyncIterator[Store]:
     client = async_redis_client(redis_url, decode_responses=True)
     try:
-        yield Store(client, event_retention=100)
+        yield Store(client, event_retention=100, send_steps=SEND_STEPS_ALWAYS)
     finally:
         await client.aclose()
 

@@ -73,6 +73,10 @@ SEND_LIB_LUA = "\n".join(
 SEND_PREPARE_LUA = SEND_LIB_LUA + "\n" + _script("send_prepare.lua")
 SEND_DECIDE_LUA = "\n".join((SEND_LIB_LUA, OUTBOX_LUA, _script("send_decide.lua")))
 SEND_APPLY_LUA = SEND_LIB_LUA + "\n" + _script("send_apply.lua")
+# The whole send in one script, for one Valkey (Sends.send).
+SEND_WHOLE_LUA = SEND_LIB_LUA + "\n" + _script("send_whole.lua")
+# send_whole.lua's answer when the send must run as the three steps.
+USE_THE_STEPS = 4
 SEND_UNMARK_LUA = SEND_SIDE_LUA + "\nunmark_send(KEYS[1], ARGV[1])\n"
 
 
@@ -219,8 +223,12 @@ class Sends:
         event_retention: int,
         limit_args: list[int],
         client_id_ttl_s: int,
+        whole: bool = False,
     ) -> None:
         self.redis: Any = client
+        # Both users' keys on one Valkey: a send is one script (send_whole.lua),
+        # falling back to the steps for what only they handle.
+        self.whole = whole
         self._hot_script = hot_script
         self.outbox = outbox
         self.event_retention = event_retention
@@ -231,6 +239,7 @@ class Sends:
         self._decide = client.register_script(SEND_DECIDE_LUA)
         self._apply = client.register_script(SEND_APPLY_LUA)
         self._unmark_script = client.register_script(SEND_UNMARK_LUA)
+        self._whole = client.register_script(SEND_WHOLE_LUA)
         outbox.register(SEND_KIND, self.apply_payload)
 
     async def send(
@@ -246,9 +255,72 @@ class Sends:
         agent: str | None,
         finish_later: bool = False,
     ) -> SendResult | SendRefused | SendLimited:
-        """Steps 1 to 3 (see the module). `sender` != `recipient`, both lower case.
-        The outbox entry is removed before returning, or with `finish_later` by
-        the caller's `finish`, once its client has the ack."""
+        """The whole send in one script on one Valkey, else (or when that script
+        says so) steps 1 to 3 (see the module). `sender` != `recipient`, both
+        lower case. A split send's outbox entry is removed before returning, or
+        with `finish_later` by the caller's `finish`, once its client has the
+        ack; a whole send has none."""
+        if self.whole:
+            reply = await self._hot_script(
+                self._whole,
+                [
+                    keys.client_ids(sender),
+                    keys.user(sender),
+                    keys.blocking(sender),
+                    keys.view(sender, recipient),
+                    keys.message_rate(sender),
+                    keys.new_conversations(sender),
+                    keys.followers(sender),
+                    keys.heard(sender),
+                    keys.wrote(sender),
+                    keys.requests(sender),
+                    keys.inbox(sender),
+                    keys.read_pointer(sender),
+                    keys.unread(sender),
+                    keys.events(sender),
+                    keys.channel(sender),
+                    keys.user(recipient),
+                    keys.blocking(recipient),
+                    keys.blocked_by(recipient),
+                    keys.following(recipient),
+                    keys.wrote(recipient),
+                    keys.inbox(recipient),
+                    keys.requests(recipient),
+                    keys.unread(recipient),
+                    keys.heard(recipient),
+                    keys.id_generator(recipient),
+                    keys.view(recipient, sender),
+                    keys.events(recipient),
+                    keys.channel(recipient),
+                    keys.requests_received(recipient),
+                    keys.team_conversations(recipient),
+                ],
+                [
+                    client_id or "",
+                    sender,
+                    recipient,
+                    _json.encode(text),
+                    sent_at,
+                    _json.encode(client_id),
+                    self.event_retention,
+                    origin,
+                    extra_fields(extra),
+                    *self.limit_args,
+                    self.client_id_ttl_s,
+                    agent or "",
+                    msgid.direction(sender, recipient),
+                ],
+            )
+            status = reply[0]
+            if status == 1:
+                return SendResult(True, reply[2], reply[1], reply[3])
+            if status == 2:
+                return SendRefused(Reason(reply[1]), reply[2] or None)
+            if status == 3:
+                return SendLimited(reply[1], int(reply[2]))
+            if status == 0:
+                return await self._original(sender, reply[2], reply[1])
+            # USE_THE_STEPS: something owed between the two; the steps complete it.
         # One direction of a conversation (from the higher handle to the lower)
         # waits, briefly, for the other's sends in flight (send_decide.lua,
         # answer 5), then goes ahead; only the other direction's are marked.

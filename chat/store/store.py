@@ -17,7 +17,7 @@ import msgspec
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
-from chat.config import DEFAULT_CLIENT_ID_TTL_S, SendLimits
+from chat.config import DEFAULT_CLIENT_ID_TTL_S, DEFAULT_SEND_STEPS, SEND_STEPS_AUTO, SendLimits
 from chat.limits import DAY_MS, HOUR_MS, MINUTE_MS
 from chat.permission import Facts, Reason
 from chat.store import keys, views
@@ -143,6 +143,7 @@ class Store:
         limits: SendLimits | None = None,
         client_id_ttl_s: int = DEFAULT_CLIENT_ID_TTL_S,
         replica_acks: ReplicaAcks | None = None,
+        send_steps: str = DEFAULT_SEND_STEPS,
     ) -> None:
         # The client decodes responses to str; redis-py's annotations cannot say
         # so (they promise bytes | str everywhere), hence Any rather than casts.
@@ -183,6 +184,8 @@ class Store:
             event_retention=event_retention,
             limit_args=self._limit_args,
             client_id_ttl_s=client_id_ttl_s,
+            # One Valkey holds both users' keys, whatever their slots.
+            whole=send_steps == SEND_STEPS_AUTO and not isinstance(client, RedisCluster),
         )
         # Modules that import this one register theirs here, imported late.
         from chat.store import accounts

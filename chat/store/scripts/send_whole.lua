@@ -1,0 +1,117 @@
+-- A whole send s → r in one script, when both users' keys are on one Valkey
+-- (chat/store/sends.py): the three steps' pieces (send_parts.lua,
+-- send_side.lua, the send's library in front) run in one atomic call. Nothing
+-- is ever half-done, so there is no outbox entry, no in-flight mark, no wait
+-- for a crossing send, and one TIME.
+--
+-- What the steps leave for later ones, this script does not handle: it answers
+-- {4} ("use the steps", nothing written) and sends.py runs the three steps.
+-- That is when a message is owed: the tops of the two views differ (an owed
+-- message, whichever its author, is in one view and not yet in the other; the
+-- steps complete owed messages before any later one lands in a view, so equal
+-- tops mean nothing is owed).
+--
+-- No `cidin:{r}` record is written or read. It exists for the steps: their
+-- step 2 answers a retry whose step 3 may still be owed, and it gives owed
+-- messages their origin. Here the sender's own record (`cid:{s}`) is written in
+-- the same atomic call as both views, so a retry of this send always finds it,
+-- on either path (send_prepare.lua reads it first), and nothing from this send
+-- is ever owed. A retry of a split send whose step 3 is owed reaches the steps
+-- through the tops, which differ until that step 3 runs; once it ran,
+-- `cid:{s}` has it. So `cidin:{r}` is neither needed nor checked here.
+--
+-- In-flight marks (`sending:`) are not checked either: a split send from r
+-- decided (step 2) and not applied (step 3) shows in the tops; one not yet
+-- decided is decided after this message, above it (the top of s's view is in
+-- its id), and reaches r's stream after it, in id order.
+--
+-- KEYS: 1 cid:{s}   2 user:{s}   3 blk:{s}   4 msgs:{s}:r   5 msgrate:{s}
+--       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 creq:{s}
+--       11 cin:{s}   12 rd:{s}   13 unread:{s}   14 ev:{s}   15 ch:{s}
+--       16 user:{r}   17 blk:{r}   18 blkby:{r}   19 fwing:{r}   20 wrote:{r}
+--       21 cin:{r}   22 creq:{r}   23 unread:{r}   24 heard:{r}   25 idgen:{r}
+--       26 msgs:{r}:s   27 ev:{r}   28 ch:{r}   29 reqrecv:{r}   30 tconv:{r}
+-- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
+--       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
+--       7 event retention (entries)   8 origin connection id or '-'
+--       9 optional message fields as JSON text (',"ref":"x"'...) or ''
+--       10 messages burst   11 its period (ms)   12 new conversations
+--       13 their window (ms)   14 requests received   15 their window (ms); 0 is off
+--       16 seconds a client_id is remembered (0: forever)
+--       17 the agent's handle when an agent sends for the business, or ''
+--       18 the parity of this direction's ids (msgid.direction)
+-- Returns {1, id, the sender's copy of the message, folder} for a new message;
+-- {0, id, peer} when this client_id was sent before; {2, reason, r's handle or
+-- ''} when the rule refuses; {3, limit, ms to wait} when a limit does; {4}:
+-- use the steps. Only 1 writes.
+local client_id, s, r = ARGV[1], ARGV[2], ARGV[3]
+
+if client_id ~= '' then
+  local seen = redis.call('HGET', KEYS[1], client_id)
+  if seen then
+    local bar = string.find(seen, '|', 1, true)
+    return {0, string.sub(seen, 1, bar - 1), string.sub(seen, bar + 1)}
+  end
+end
+
+-- The floor of the id and r's view's top, as steps 1 and 2 read them.
+local floor = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
+local top = redis.call('ZREVRANGE', KEYS[26], 0, 0, 'WITHSCORES')[2]
+if floor ~= top then
+  return {4}
+end
+
+local sender = sender_facts({user = KEYS[2], blocking = KEYS[3]}, r)
+local allowed, reason, folder, recipient_handle = recipient_decision({user = KEYS[16],
+  blocking = KEYS[17], blocked_by = KEYS[18], following = KEYS[19], wrote = KEYS[20],
+  inbox = KEYS[21]}, s, sender)
+if not allowed then
+  return {2, reason, recipient_handle}
+end
+
+-- The limits in the steps' order (messages, new conversations, requests
+-- received), all checked before any is charged: a refused send writes nothing.
+local now = clock_ms()
+local burst, new_limit = tonumber(ARGV[10]), tonumber(ARGV[12])
+local tat = nil
+if burst > 0 then
+  local wait
+  wait, tat = messages_wait(KEYS[5], now, burst, tonumber(ARGV[11]))
+  if wait > 0 then
+    return {3, 'messages', wait}
+  end
+end
+local new_conversation = new_limit > 0
+  and opens_conversation({followers = KEYS[7], heard = KEYS[8], wrote = KEYS[9]}, r)
+if new_conversation then
+  local wait = new_conversations_wait(KEYS[6], now, new_limit, tonumber(ARGV[13]))
+  if wait > 0 then
+    return {3, 'new_conversations', wait}
+  end
+end
+local requests_wait = admit_request({requests = KEYS[22], received = KEYS[29]}, s, folder, now,
+  tonumber(ARGV[14]), tonumber(ARGV[15]))
+if requests_wait > 0 then
+  return {3, 'requests_received', requests_wait}
+end
+
+local id = issue_id(KEYS[25], now, floor or '0', top, ARGV[18])
+local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
+  ARGV[6], ARGV[9], s, ARGV[17])
+local retention = ARGV[7]
+apply_recipient_side({view = KEYS[26], heard = KEYS[24], inbox = KEYS[21], requests = KEYS[22],
+  unread = KEYS[23], events = KEYS[27], channel = KEYS[28], team = KEYS[30]}, s, id, stored,
+  message, folder, sender.handle, retention)
+-- The id is above everything in s's view, r's messages included: the read
+-- pointer moves to it and nothing is left unread (send_side.lua).
+write_sender_side({view = KEYS[4], wrote = KEYS[9], requests = KEYS[10], inbox = KEYS[11],
+  read = KEYS[12], unread = KEYS[13], cids = KEYS[1], events = KEYS[14], channel = KEYS[15]},
+  r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
+
+if tat then
+  store_messages_charge(KEYS[5], tat, now)
+end
+if new_conversation then
+  charge_new_conversation(KEYS[6], now, r, tonumber(ARGV[13]))
+end
+return {1, id, sender_copy(stored), folder}
