@@ -59,7 +59,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis.asyncio as aredis
 import uvloop
 
-from chat.config import DEFAULT_EVENT_RETENTION, SendLimits, send_steps_from_env
+from chat.config import (
+    DEFAULT_EVENT_RETENTION,
+    SEND_STEPS_ALWAYS,
+    SendLimits,
+    send_steps_from_env,
+)
 from chat.store import connection
 from chat.store.cluster_lane import ClusterLane
 from chat.store.embedded import EmbeddedValkey
@@ -262,7 +267,8 @@ async def main(args: argparse.Namespace) -> None:
             profile = await slowlog_round(valkeys, limits, args.slowlog, args.pairs)
     where = "a Valkey Cluster of 3 masters" if args.cluster else "one Valkey"
     steps = send_steps_from_env()
-    where += f" (DMHUB_SEND_STEPS={steps}: {'three steps' if steps == 'steps' or args.cluster else 'one script'})"
+    split = steps == SEND_STEPS_ALWAYS or args.cluster
+    where += f" (DMHUB_SEND_STEPS={steps}: {'three steps' if split else 'one script'})"
     print(f"{where}, limits {'off' if args.limits_off else 'on'}: {args.count:,} sends per "
           f"round over {args.pairs} follower pairs, {args.concurrency} at once, "
           f"{args.rounds} rounds; median (min-max)")  # fmt: skip
