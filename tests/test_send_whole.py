@@ -319,3 +319,15 @@ async def test_one_valkey_sends_in_one_script_and_a_cluster_in_steps(
     finally:
         await single.aclose()
         await cluster.aclose()
+
+
+def test_the_setting_is_auto_by_default_or_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat.config import Settings
+
+    monkeypatch.delenv("DMHUB_SEND_STEPS", raising=False)
+    assert Settings.from_env().send_steps == SEND_STEPS_AUTO
+    monkeypatch.setenv("DMHUB_SEND_STEPS", " Steps ")
+    assert Settings.from_env().send_steps == SEND_STEPS_ALWAYS
+    monkeypatch.setenv("DMHUB_SEND_STEPS", "fused")
+    with pytest.raises(SystemExit, match="DMHUB_SEND_STEPS"):
+        Settings.from_env()
