@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from chat.config import DEFAULT_CLIENT_ID_TTL_S, Settings
+from chat.config import DEFAULT_CLIENT_ID_TTL_S, SEND_STEPS_ALWAYS, Settings
 from chat.store import keys
 from tests.faults import eventually, history, raw_post
 from tests.support import async_redis_client, new_user, plain_valkey, running_server, settings_for
@@ -77,11 +77,14 @@ async def test_after_the_retention_a_client_id_is_new_again(redis_url: str, tmp_
 
 
 async def test_without_hsetex_each_client_id_still_expires_on_its_own(tmp_path: Path) -> None:
-    """Redis 7.4 has HEXPIRE but not HSETEX (Valkey 9, Redis 8): HSET then HEXPIRE."""
+    """Redis 7.4 has HEXPIRE but not HSETEX (Valkey 9, Redis 8): HSET then HEXPIRE.
+    Sends in steps, which write both records (the one-script send of one Valkey
+    writes the sender's alone, through the same function)."""
     no_hsetex = ("--appendonly", "yes", "--rename-command", "HSETEX", '""')
     with plain_valkey(tmp_path, *no_hsetex) as port:
         url = f"redis://127.0.0.1:{port}/0"
-        async with running_server(settings_for(url, tmp_path)) as srv:
+        settings = settings_for(url, tmp_path, send_steps=SEND_STEPS_ALWAYS)
+        async with running_server(settings) as srv:
             alice, bob = await new_user(srv.url), await new_user(srv.url, open_dms=True)
             assert alice.user and bob.user and alice.token
             a_lc, b_lc = alice.user["handle"].lower(), bob.user["handle"].lower()
