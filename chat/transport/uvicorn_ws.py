@@ -9,6 +9,13 @@ What it changes, each measured under `dmhub loadtest` (docs/performance.md):
   masked, so with no extension negotiated (dmhub turns per-message deflate
   off) it is a 2-10 byte header and the payload: `text_frame` builds it
   without websockets' frame objects (about 6 µs less per frame).
+- Frames in read by the protocol itself. websockets' parser (a generator per
+  frame, a stream reader, a Frame object) cost about 19 µs per received frame;
+  a complete, final, masked text or binary frame of a connection with no
+  extension is unmasked here instead (about 1.5 µs). Everything else (control
+  frames, fragments, anything malformed or too big) still goes to websockets,
+  whole frames only, so its parser is always at a frame boundary when it gets
+  bytes; see `FrameSplitter`.
 - Read-ahead. uvicorn pauses and resumes reading around every received message
   (two epoll changes per frame); this pauses only once `READ_AHEAD` messages
   wait unread, which still bounds what a client can make the server buffer.
@@ -51,7 +58,13 @@ from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
 
 from chat.config import DEFAULT_CLOSE_DEADLINE_S, SOCKET_SEND_BUFFER
 
@@ -77,6 +90,95 @@ def text_frame(payload: bytes) -> bytes:
     if size < 1 << 16:
         return _LEN_16.pack(_FIN_TEXT, 126, size) + payload
     return _LEN_64.pack(_FIN_TEXT, 127, size) + payload
+
+
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+_FIN = 0x80
+_MASKED = 0x80
+_UINT16 = struct.Struct("!H")
+_UINT64 = struct.Struct("!Q")
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+def at_frame_boundary(conn: Protocol) -> bool:
+    """websockets' parser has nothing buffered and waits for a frame's first byte.
+
+    Its parser is a chain of generators; between frames, with an empty buffer,
+    the innermost one is the stream reader's `at_eof` (mid-frame, it is
+    `read_exact`). Anything else (pipelined bytes before the handshake answer,
+    another websockets version) keeps the connection on websockets' parser."""
+    generator = getattr(conn, "parser", None)
+    while generator is not None and getattr(generator, "gi_yieldfrom", None) is not None:
+        generator = generator.gi_yieldfrom
+    return generator is not None and getattr(generator, "gi_code", None) is _AT_EOF
+
+
+class FrameSplitter:
+    """Cuts received bytes into whole frames, unmasking the plain data frames (pure).
+
+    `next_frame` returns the next whole frame: `(True, payload, opcode)` for a
+    final, masked text or binary frame with no reserved bit and at most
+    `limit` bytes, outside a fragmented message; `(False, raw, 0)` for any
+    other whole frame, which the caller hands to websockets as it came. It
+    returns None when no whole frame is buffered, or when the next frame
+    announces more than `limit` bytes or is not masked: then `handover` is
+    set, and `rest()` (from that frame's first byte) belongs to websockets,
+    which refuses it at once (1009, 1002). What waits for more bytes is at
+    most one frame: `limit` plus a 14-byte header.
+    """
+
+    __slots__ = ("buf", "handover", "limit", "pos")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = b""
+        self.pos = 0
+        self.handover = False
+
+    def push(self, data: bytes) -> None:
+        self.buf = self.buf[self.pos :] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+
+    def rest(self) -> bytes:
+        rest = self.buf[self.pos :]
+        self.buf, self.pos = b"", 0
+        return rest
+
+    def next_frame(self, in_fragment: bool = False) -> tuple[bool, bytes, int] | None:
+        buf, pos = self.buf, self.pos
+        available = len(buf) - pos
+        if available < 2:
+            return None
+        first, second = buf[pos], buf[pos + 1]
+        size = second & 0x7F
+        header = 2
+        if size == 126:
+            if available < 4:
+                return None
+            size = _UINT16.unpack_from(buf, pos + 2)[0]
+            header = 4
+        elif size == 127:
+            if available < 10:
+                return None
+            size = _UINT64.unpack_from(buf, pos + 2)[0]
+            header = 10
+        if size > self.limit or not second & _MASKED:
+            self.handover = True
+            return None
+        header += 4  # the mask
+        if header + size > available:
+            return None
+        start, stop = pos + header, pos + header + size
+        self.pos = stop
+        opcode = first & 0x0F
+        if (
+            first & 0xF0 == _FIN  # final, and no reserved bit
+            and (opcode == _OP_TEXT or opcode == _OP_BINARY)
+            and not in_fragment
+        ):
+            return True, apply_mask(buf[start:stop], buf[start - 4 : start]), opcode
+        return False, buf[pos:stop], 0
 
 
 class Inbox:
@@ -148,6 +250,9 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.close_timeout = DEFAULT_CLOSE_DEADLINE_S
+        # Set once the socket is open, when this connection's frames can be
+        # read here (see FrameSplitter); None: websockets reads them all.
+        self.splitter: FrameSplitter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -160,9 +265,60 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
 
     def data_received(self, data: bytes) -> None:
+        if self.splitter is not None:
+            self._receive_frames(self.splitter, data)
+            return
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.handshake_initiated:
             self._refuse_bad_handshake()
+
+    def _receive_frames(self, splitter: FrameSplitter, data: bytes) -> None:
+        """The plain data frames straight to the app; every other whole frame
+        through websockets, as uvicorn's `data_received` would handle it."""
+        conn = self.conn
+        splitter.push(data)
+        while True:
+            if conn.state is not State.OPEN or splitter.handover:
+                # Closing (websockets answers or discards what follows), or a
+                # frame websockets refuses: it reads everything from here on.
+                self.splitter = None
+                rest = splitter.rest()
+                if rest:
+                    WebSocketsSansIOProtocol.data_received(self, rest)
+                return
+            frame = splitter.next_frame(in_fragment=conn.current_size is not None)
+            if frame is None:
+                if splitter.handover:
+                    continue
+                return
+            plain, payload, opcode = frame
+            if plain:
+                # What uvicorn's handle_text / handle_bytes do with a final frame.
+                self.curr_msg_data_type = "text" if opcode == _OP_TEXT else "bytes"
+                self.frames = [payload]
+                self.send_receive_event_to_app()
+            else:
+                WebSocketsSansIOProtocol.data_received(self, payload)
+
+    def _start_splitting(self) -> None:
+        """Once the socket is open: read frames here if websockets is between frames."""
+        conn = self.conn
+        limits = [
+            size
+            for size in (
+                getattr(conn, "max_message_size", None),
+                getattr(conn, "max_fragment_size", None),
+            )
+            if size is not None
+        ]
+        if (
+            limits
+            and not conn.extensions
+            and conn.state is State.OPEN
+            and hasattr(conn, "current_size")
+            and at_frame_boundary(conn)
+        ):
+            self.splitter = FrameSplitter(min(limits))
 
     def _refuse_bad_handshake(self) -> None:
         """Answer a handshake request websockets could not parse (a request line
@@ -201,6 +357,7 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
         if extensions:
             extensions.pop(DIRECT_WRITE, None)
         self.conn.parser = None  # type: ignore[assignment]
+        self.splitter = None
 
     def send_receive_event_to_app(self) -> None:
         # uvicorn's version pauses reading after every message; ours lets a few
@@ -301,6 +458,7 @@ class DmhubWebSocketProtocol(WebSocketsSansIOProtocol):
         kind = message["type"]
         if kind == "websocket.accept":
             self.request = self.response = None  # type: ignore[assignment]
+            self._start_splitting()
         elif kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
 
