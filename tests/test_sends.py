@@ -324,6 +324,13 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     assert counted.get("zrevrange") == 2
     assert counted.get("zrangebyscore") == 1
     assert counted.get("time") == 1  # step 1's, given to steps 2 and 3
+    # The rule reads a relationship fact only when it asks for it: for a
+    # follower, blocked-by, blocks and follows in step 2 (with step 1's block
+    # and followers reads, five); never wrote or inbox.
+    assert counted.get("zscore") == 5 and "sismember" not in counted
+    # Two people, no business: no team state is read.
+    hgets = 1.5 if both_ways else 1  # the read pointer; a waiting send's mark check
+    assert counted.get("hget") == hgets
     assert [score for _, score in await view(store, ann, bob)] == [
         score for _, score in await view(store, bob, ann)
     ]

@@ -85,7 +85,7 @@ apply_owed({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7
 -- The sender's facts come from step 1.
 local sender = {handle = ARGV[10], active = ARGV[11], restricted = ARGV[12] == '1',
   blocks = ARGV[13] == '1'}
-local allowed, reason, folder, recipient_handle = recipient_decision({user = KEYS[2],
+local allowed, reason, folder, recipient_handle, facts = recipient_decision({user = KEYS[2],
   blocking = KEYS[3], blocked_by = KEYS[4], following = KEYS[5], wrote = KEYS[6],
   inbox = KEYS[7]}, s, sender)
 if not allowed then
@@ -115,7 +115,8 @@ local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[
   ARGV[6], ARGV[9], s, ARGV[21])
 local own = sender_copy(stored)
 apply_recipient_side({view = KEYS[12], heard = KEYS[10], inbox = KEYS[7], requests = KEYS[8],
-  unread = KEYS[9], events = KEYS[13], channel = KEYS[14], team = KEYS[16]}, s, id, stored,
+  unread = KEYS[9], events = KEYS[13], channel = KEYS[14],
+  team = facts.recipient_business and KEYS[16] or nil}, s, id, stored,
   message, folder, sender.handle, ARGV[7])
 
 -- What step 3 needs, all of it: no re-reading of this slot.

@@ -21,28 +21,55 @@ local function sender_facts(k, r)
     blocks = redis.call('ZSCORE', k.blocking, r) ~= false}
 end
 
--- The rule (decide, rule.lua) over the sender's facts and every fact read in
--- r's slot: the same facts as Store.pair_facts (facts_*.lua). A block by s is
--- in s's slot (sender.blocks) and mirrored in r's (blocked_by): either says so,
+-- The relationship facts, each read in r's slot only when the rule asks for it
+-- (the first clause that decides ends the reading: a follower's message reads
+-- three of the five, and every read costs a redis.call). A block by s is in
+-- s's slot (sender.blocks) and mirrored in r's (blocked_by): either says so,
 -- since the mirror lags the block (and its removal) by a split step.
+local RELATIONSHIP_READS = {
+  sender_blocks_recipient = function(k, s, sender)
+    return sender.blocks or redis.call('ZSCORE', k.blocked_by, s) ~= false
+  end,
+  recipient_blocks_sender = function(k, s)
+    return redis.call('ZSCORE', k.blocking, s) ~= false
+  end,
+  recipient_follows_sender = function(k, s)
+    return redis.call('ZSCORE', k.following, s) ~= false
+  end,
+  recipient_wrote_to_sender = function(k, s)
+    return redis.call('SISMEMBER', k.wrote, s) == 1
+  end,
+  recipient_has_inbox_conversation = function(k, s)
+    return redis.call('ZSCORE', k.inbox, s) ~= false
+  end,
+}
+
+-- The rule (decide, rule.lua) over the sender's facts and every fact read in
+-- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
+-- one script, so the decision is atomic however few it reads.
 -- k: r's keys {user, blocking, blocked_by, following, wrote, inbox}.
--- Returns allowed, reason, folder, r's handle or '', and the facts.
+-- Returns allowed, reason, folder, r's handle or '', and the facts (with
+-- recipient_business: only a business has team state to keep).
 local function recipient_decision(k, s, sender)
-  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms')
+  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind')
   local recipient_exists = recipient[1] ~= false
-  local f = {
+  local f = setmetatable({
     sender_exists = sender.handle ~= '',
     recipient_exists = recipient_exists,
     sender_suspended = sender.active == '0',
     recipient_suspended = recipient_exists and recipient[2] == '0',
     sender_restricted = sender.restricted,
-    sender_blocks_recipient = sender.blocks or redis.call('ZSCORE', k.blocked_by, s) ~= false,
-    recipient_blocks_sender = redis.call('ZSCORE', k.blocking, s) ~= false,
-    recipient_follows_sender = redis.call('ZSCORE', k.following, s) ~= false,
     recipient_open_dms = recipient_exists and recipient[3] == '1',
-    recipient_wrote_to_sender = redis.call('SISMEMBER', k.wrote, s) == 1,
-    recipient_has_inbox_conversation = redis.call('ZSCORE', k.inbox, s) ~= false,
-  }
+    recipient_business = recipient[4] == 'business',
+  }, {__index = function(facts, name)
+    local read = RELATIONSHIP_READS[name]
+    if read == nil then
+      return nil
+    end
+    local value = read(k, s, sender)
+    rawset(facts, name, value)
+    return value
+  end})
   local allowed, reason, folder = decide(f)
   return allowed, reason, folder, recipient[1] or '', f
 end
@@ -153,7 +180,8 @@ end
 -- unread count, event and publish; and a customer writing again reopens the
 -- conversation for the business's team, in this same script, so no agent can
 -- see the message and a stale "resolved".
--- k: r's {view, heard, inbox, requests, unread, events, channel, team}.
+-- k: r's {view, heard, inbox, requests, unread, events, channel, team}; team
+-- nil when r is not a business (no team state: one read less).
 local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention)
   redis.call('ZADD', k.view, id, stored)
   redis.call('SADD', k.heard, s)
@@ -172,7 +200,7 @@ local function apply_recipient_side(k, s, id, stored, message, folder, sender_ha
   redis.call('SPUBLISH', k.channel, 'm ' .. cursor .. ' ' .. s .. ' -\n'
     .. body .. ',"cursor":"' .. cursor .. '"}')
 
-  local team_state = redis.call('HGET', k.team, s)
+  local team_state = k.team and redis.call('HGET', k.team, s)
   if team_state then
     local ok, state = pcall(cjson.decode, team_state)
     if ok and type(state) == 'table' and state.status == 'resolved' then
