@@ -323,7 +323,8 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     # already? crossing messages above?): no read per owed id.
     assert counted.get("zrevrange") == 2
     assert counted.get("zrangebyscore") == 1
-    assert counted.get("time") == 1  # step 1's, given to steps 2 and 3
+    # Step 1's, given to step 3 for the limits; step 2's own for the id.
+    assert counted.get("time") == 2
     # The rule reads a relationship fact only when it asks for it: for a
     # follower, blocked-by, blocks and follows in step 2 (with step 1's block
     # and followers reads, five); never wrote or inbox.
@@ -365,20 +366,21 @@ return missing
     assert await script(keys=[short], args=["1", 3, "20", "15", "5"]) == ["15", "5"]
 
 
-async def test_a_send_reads_the_clock_once_and_its_later_steps_count_in_that_time(
+async def test_step_3_charges_the_limits_at_step_1s_time_and_the_id_has_step_2s(
     store: Store,
 ) -> None:
     ann, bob = await two_people(store)
     burst, period = store.sends.limit_args[0], store.sends.limit_args[1]
-    assert burst > 0  # the messages limit is on: step 3 charges it
+    assert burst > 0  # the messages limit is on: step 1 checks it, step 3 charges it
     prepared = await store.sends.prepare(ann, bob, "c-t")
-    assert isinstance(prepared, Prepared)
-    await asyncio.sleep(0.2)  # steps 2 and 3 come later, and count in step 1's time
+    assert isinstance(prepared, Prepared) and prepared.now_ms > 0
+    await asyncio.sleep(0.2)  # steps 2 and 3 come later
     decided = await store.sends.decide(
         prepared, text="t", sent_at="2026-01-01T00:00:00.000Z", client_id="c-t", origin="o1"
     )
     assert isinstance(decided, Decided) and decided.step is not None
-    assert int(decided.message_id) // 1000 == prepared.now_ms  # a fresh pair: the clock decides
+    # The decision's own clock (a fresh pair: nothing else bounds the id).
+    assert int(decided.message_id) // 1000 >= prepared.now_ms + 200
     assert await store.sends.apply(decided.step, unmark=True) == 1
     charged = int(await store.redis.get(keys.message_rate(ann)))
     assert charged == prepared.now_ms + max(1, period // burst)
@@ -389,3 +391,33 @@ async def test_a_send_reads_the_clock_once_and_its_later_steps_count_in_that_tim
     before_ms = int(time.time() * 1000)
     assert await store.outbox.reconcile(min_idle_ms=0) == 1
     assert int(await store.redis.get(keys.message_rate(bob))) >= before_ms
+
+
+async def test_a_message_decided_after_a_crossing_one_sorts_after_it_in_its_senders_stream(
+    store: Store,
+) -> None:
+    # Amy's send is in flight (step 1 done); zed's crossing send gave up
+    # waiting for it (a wait is bounded) and was decided in amy's slot, so it
+    # is in amy's stream. Amy's own message reaches her stream after it, in
+    # step 3: only its id, taken at its decision, later, keeps the order.
+    amy, zed = await two_people(store, "Amy", "Zed")
+    mine = await store.sends.prepare(amy, zed, "c-a")
+    assert isinstance(mine, Prepared)
+    await asyncio.sleep(0.05)
+    theirs = await store.sends.prepare(zed, amy, "c-z", mark=False)
+    assert isinstance(theirs, Prepared)
+    crossing = await store.sends.decide(
+        theirs, text="crossing", sent_at="2026-01-01T00:00:00.000Z", client_id="c-z", origin="o2"
+    )
+    assert isinstance(crossing, Decided)
+    decided = await store.sends.decide(
+        mine, text="mine", sent_at="2026-01-01T00:00:00.000Z", client_id="c-a", origin="o1"
+    )
+    assert isinstance(decided, Decided) and decided.step is not None
+    await store.sends.apply(decided.step, unmark=True)
+    assert int(decided.message_id) > int(crossing.message_id)
+    ids = [
+        int(msgspec.json.decode(e["f"] + "}")["message"]["id"])
+        for e in await message_events(store, amy)
+    ]
+    assert ids == [int(crossing.message_id), int(decided.message_id)]

@@ -120,8 +120,8 @@ class Applied:
     client_id: str  # '' for none
     origin: str
     new_conversation: bool
-    # The time step 1 read (ms), which this step charges the limits at; 0 for a
-    # reconciler's step 3, which reads the clock itself. Not in the payload.
+    # The time step 1 checked the limits at (ms), which this step charges them
+    # at; 0 for a reconciler's step 3, which reads the clock. Not in the payload.
     now_ms: int = field(default=0, compare=False)
     # The sender's latest earlier messages in the recipient's view (step 2 read
     # them) that step 1 did not see in the sender's view: step 3 applies first
@@ -174,7 +174,8 @@ class Prepared:
     # step 3 need not check those are there (a view loses messages only with
     # its account, and then step 3 writes nothing).
     seen: frozenset[str] = frozenset()
-    # The send's one clock reading (ms): steps 2 and 3 are given it.
+    # When the limits were checked (ms; 0 when they are off): step 3 charges
+    # them at that time instead of reading the clock again.
     now_ms: int = 0
 
 
@@ -583,7 +584,6 @@ class Sends:
                 agent or "",
                 msgid.direction(sender, recipient),
                 "1" if wait else "0",
-                prepared.now_ms,
                 len(theirs),
                 *theirs,
                 *supplied,

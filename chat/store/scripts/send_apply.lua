@@ -11,7 +11,8 @@
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
 --       9 messages burst   10 its period (ms)   11 new conversations' window (ms)
 --       12 '1' when this call ends a send that step 1 marked (not a reconciler's)
---       13 the time (ms) step 1 read, or 0 (a reconciler's: this step reads it)
+--       13 the time (ms) step 1 checked the limits at, or 0 (a reconciler's:
+--       this step reads the clock when it charges)
 --       14 N, the count of ids that follow: s's earlier messages in r's view
 --       15 .. 14+N those ids; then (id, view member, origin) triples: those of
 --       them that s's view lacked when an earlier call answered with them
@@ -46,15 +47,17 @@ end
 -- The sender-side limits that step 1 checked are charged now; sends of one
 -- sender in flight together can overshoot them by that many (documented). The
 -- bucket's charge is gcra's (limits.lua) without its refusal: step 1 refused.
-local now = tonumber(ARGV[13])
-if now == 0 then
-  now = clock_ms()
-end
 local burst = tonumber(ARGV[9])
-if burst > 0 then
-  charge_messages(KEYS[8], now, burst, tonumber(ARGV[10]))
-end
-if ARGV[6] == '1' then
-  charge_new_conversation(KEYS[9], now, r, tonumber(ARGV[11]))
+if burst > 0 or ARGV[6] == '1' then
+  local now = tonumber(ARGV[13])
+  if now == 0 then
+    now = clock_ms()
+  end
+  if burst > 0 then
+    charge_messages(KEYS[8], now, burst, tonumber(ARGV[10]))
+  end
+  if ARGV[6] == '1' then
+    charge_new_conversation(KEYS[9], now, r, tonumber(ARGV[11]))
+  end
 end
 return 1

@@ -21,9 +21,8 @@
 --       21 the agent's handle when an agent sends for the business, or ''
 --       22 the parity of this direction's ids (msgid.direction)
 --       23 '1' when this send waits for r's sends to s in flight (answer 5)
---       24 the time (ms) step 1 read
---       25 N, the count of ids that follow: r's latest messages in s's view
---       26 .. 25+N those ids; then (id, view member, origin) triples: those of
+--       24 N, the count of ids that follow: r's latest messages in s's view
+--       25 .. 24+N those ids; then (id, view member, origin) triples: those of
 --       them that r's view lacked when an earlier call answered 4
 -- Returns {1, id, the sender's copy of the message, folder, outbox entry id,
 -- the view member, {ids of s's latest earlier messages here}} (step 3 completes
@@ -74,7 +73,7 @@ end
 -- owed check of r's messages, and s's earlier messages for step 3.
 local OWED_SCAN = 4
 local latest = redis.call('ZREVRANGE', KEYS[12], 0, OWED_SCAN - 1, 'WITHSCORES')
-local missing, owed, supplied, origins = owed_messages(KEYS[12], 25, latest, OWED_SCAN)
+local missing, owed, supplied, origins = owed_messages(KEYS[12], 24, latest, OWED_SCAN)
 if #missing > 0 then
   return {4, missing}
 end
@@ -101,7 +100,11 @@ end
 if tonumber(ARGV[17]) > 0 then
   return {3, 'new_conversations', tonumber(ARGV[17])}
 end
-local now = tonumber(ARGV[24])
+-- The clock of this step, not step 1's: of two crossing messages, the one
+-- decided later must get the higher id, or the sender of the other (whose
+-- sends do not wait, send_decide's answer 5) could see its own message land
+-- in its stream after the crossing one with a higher id.
+local now = clock_ms()
 local requests_wait = admit_request({requests = KEYS[8], received = KEYS[15]}, s, folder, now,
   tonumber(ARGV[18]), tonumber(ARGV[19]))
 if requests_wait > 0 then

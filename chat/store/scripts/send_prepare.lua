@@ -13,8 +13,8 @@
 -- else {1, handle or '', active, restricted '1'|'0', blocks r '1'|'0', floor,
 -- ms to wait for `messages` (0: allowed), new conversation '1'|'0',
 -- ms to wait for `new_conversations` (0: allowed), {ids of r's latest messages
--- here}, {ids of the latest messages here}, the time (ms)}: step 2 completes
--- any of r's that r's view still lacks.
+-- here}, {ids of the latest messages here}, the time (ms) the limits were
+-- checked at, or 0}: step 2 completes any of r's that r's view still lacks.
 local client_id, r = ARGV[1], ARGV[2]
 
 if client_id ~= '' then
@@ -52,13 +52,14 @@ for i = 1, #latest, 2 do
   end
 end
 
--- The send's one clock reading: steps 2 and 3 are given it (a TIME costs what
--- any call does). The id stays unique and ordered whatever the clock says
--- (msgid.lua takes the max with the ids seen), and the limits count in it.
-local now = clock_ms()
+-- The limits' clock reading, given to step 3, which charges what this step
+-- checked at the same time (a TIME costs what any call does). Not step 2's:
+-- its id needs the time of the decision (send_decide.lua).
+local now = 0
 local burst, new_limit = tonumber(ARGV[3]), tonumber(ARGV[5])
 local messages_wait_ms, new_conversation, new_wait = 0, false, 0
 if burst > 0 or new_limit > 0 then
+  now = clock_ms()
   if burst > 0 then
     messages_wait_ms = messages_wait(KEYS[5], now, burst, tonumber(ARGV[4]))
   end
