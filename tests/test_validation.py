@@ -168,6 +168,46 @@ def test_trimming_removes_invisible_characters_at_the_ends_only() -> None:
     assert validation.trim("\u3164 a \u2800") == "a"
 
 
+def reference_trim(value: str) -> str:
+    """The definition, one character at a time (trim's fast paths must agree)."""
+    start, end = 0, len(value)
+    while start < end and validation._trims(value[start]):
+        start += 1
+    while end > start and validation._trims(value[end - 1]):
+        end -= 1
+    return value[start:end]
+
+
+def test_trim_and_blank_checks_agree_with_their_definitions() -> None:
+    ends = [
+        "",
+        " ",
+        "a",
+        "~",
+        "!",
+        "\x7f",
+        "\x1f",
+        "\t",
+        "\u200b",
+        "\ufe0f",
+        "\u034f",
+        "é",
+        "\u2800",
+    ]
+    for head in ends:
+        for tail in ends:
+            for middle in ("", "x", " ", "\ufe0f"):
+                value = head + middle + tail
+                assert validation.trim(value) == reference_trim(value), repr(value)
+                blank = validation.is_blank(reference_trim(value))
+                try:
+                    validation.text(value)
+                    refused = False
+                except ApiError:
+                    refused = True
+                assert refused == blank, repr(value)
+
+
 @pytest.mark.parametrize("blank", [*INVISIBLES, "\u202e\u202c", " \u200e "])
 def test_names_of_only_invisible_characters_are_refused(blank: str) -> None:
     with pytest.raises(ApiError) as raised:

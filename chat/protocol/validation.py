@@ -59,9 +59,16 @@ def _trims(char: str) -> bool:
     return char in BLANK_LOOKALIKES or unicodedata.category(char) in TRIM_CATEGORIES
 
 
+def _visible_ascii(char: str) -> bool:
+    """A printable ASCII character other than space: neither trimmed nor invisible."""
+    return "!" <= char <= "~"
+
+
 def trim(value: str) -> str:
     """`value` without blank characters at either end (see TRIM_CATEGORIES)."""
     value = value.strip()  # what str.strip removes is a subset of the above: fast path
+    if value and _visible_ascii(value[0]) and _visible_ascii(value[-1]):
+        return value  # most texts: nothing more to look up
     start, end = 0, len(value)
     while start < end and _trims(value[start]):
         start += 1
@@ -135,7 +142,9 @@ def text(value: object) -> str:
     if not isinstance(value, str):
         raise invalid("text is required and must be a string.", "text")
     trimmed = trim(value)
-    if is_blank(trimmed):
+    # Trimmed, it starts with a character that is not blank, so only an
+    # invisible mark there can begin a text with nothing to see.
+    if not trimmed or (trimmed[0] in INVISIBLE_MARKS and is_blank(trimmed)):
         raise invalid("A message needs at least one visible character.", "text")
     if len(trimmed) > MAX_TEXT:
         raise ApiError(
