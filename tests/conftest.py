@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Browser tests last: Playwright's sync API keeps an event loop running in this
     thread for the rest of the session, and asyncio tests cannot start under it."""
     items.sort(key=lambda item: "/browser/" in item.nodeid.replace("\\", "/"))
+
+
+# -- figures for the record -----------------------------------------------------------
+
+FIGURES = "figures"
+
+
+@pytest.fixture
+def record_figures(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """What a load, fault or fuzz test measured, for the record: shown in a
+    `figures` section at the end of the run, whether the test passed or not.
+    Through the test's report, because a pytest-xdist worker's own output is
+    lost (`make test` runs two)."""
+
+    def record(text: str) -> None:
+        record_property(FIGURES, text)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    shown = [
+        (report.nodeid, value)
+        for kind in ("passed", "failed")
+        for report in terminalreporter.stats.get(kind, [])
+        if getattr(report, "when", None) == "call"
+        for name, value in report.user_properties
+        if name == FIGURES
+    ]
+    if shown:
+        terminalreporter.section(FIGURES)
+        for nodeid, text in sorted(shown):
+            terminalreporter.write_line(f"{nodeid}\n  " + str(text).replace("\n", "\n  "))
 
 
 @pytest.fixture(scope="session")

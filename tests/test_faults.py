@@ -20,7 +20,7 @@ whichever node answers) with `?since=` its last cursor; a send that fails
 - every socket received every message addressed to it, live or by replay,
   once each, in order.
 
-The figures (messages acked, retried, replayed) are printed for the record.
+The figures (messages acked, retried, replayed) are recorded (`record_figures`).
 Every process here is started by the test and ended by its PID.
 """
 
@@ -82,7 +82,7 @@ async def under_load_three_faults(
 
 @pytest.mark.timeout(120)
 async def test_kill_9_a_node_and_valkey_then_sigterm_the_other_under_load(
-    own_valkey: EmbeddedValkey, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    own_valkey: EmbeddedValkey, tmp_path: Path, record_figures: Callable[[str], None]
 ) -> None:
     async def kill_valkey() -> None:
         # Back on the same data folder: its AOF (`always`) has every acked write.
@@ -93,13 +93,12 @@ async def test_kill_9_a_node_and_valkey_then_sigterm_the_other_under_load(
     figures = await under_load_three_faults(
         load_env(own_valkey.url, tmp_path), kill_valkey, "Valkey killed and restarted"
     )
-    with capsys.disabled():
-        print(f"\nfault test: {figures}")
+    record_figures(f"fault test: {figures}")
 
 
 @pytest.mark.timeout(150)
 async def test_kill_9_a_node_and_a_master_then_sigterm_the_other_on_a_cluster(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, record_figures: Callable[[str], None]
 ) -> None:
     """The same on a three-master cluster with a replica each. The storage
     fault is a kill -9 of a master: its replica takes over (failover after the
@@ -120,5 +119,4 @@ async def test_kill_9_a_node_and_a_master_then_sigterm_the_other_on_a_cluster(
         figures = await under_load_three_faults(
             env, kill_a_master, "a master killed, its replica promoted"
         )
-    with capsys.disabled():
-        print(f"\nfault test on a cluster: {figures}")
+    record_figures(f"fault test on a cluster: {figures}")

@@ -6,8 +6,8 @@ binary frames, and HTTP bodies and query strings for every route that a client
 may call repeatedly. A real `dmhub serve` process on a real Valkey answers
 them. Whatever the input: no 5xx, no traceback or error in the server's log,
 only the contract's error codes (HTTP and frames alike), only the contract's
-close codes, and RSS bounded. The figures are printed for the record
-(`pytest tests/test_fuzz.py -s`).
+close codes, and RSS bounded. The figures are recorded (`record_figures`: the
+run's `figures` section).
 
 Generation only (no shrinking): a failure names the input that caused it.
 """
@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -294,7 +295,7 @@ class Sockets:
 
 
 def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
-    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    redis_url: str, tmp_path: Path, record_figures: Callable[[str], None]
 ) -> None:
     process = DmhubProcess(
         {
@@ -403,17 +404,16 @@ def test_fuzzed_frames_bodies_and_queries_get_only_contract_answers(
         codes = sorted(
             k for k in stats if k.startswith(("frame error", "close", "http 4", "ws handshake "))
         )
-        with capsys.disabled():  # the figures show even when the test passes
-            print(
-                f"\nfuzz: {stats['frames sent']:,} frames over {SOCKETS} sockets "
-                f"in {frames_s:.1f} s; "
-                f"{stats['http requests']:,} HTTP requests ({stats['http bodies']:,} with a body, "
-                f"{stats['http query strings']:,} with a query string); "
-                f"{stats['ws handshakes']} WebSocket handshakes; {elapsed:.1f} s in all\n"
-                f"codes seen: {', '.join(f'{k} x{stats[k]}' for k in codes)}\n"
-                f"server RSS MiB: before {rss_before:.0f}, after frames {rss_frames:.0f}, "
-                f"after HTTP {rss_after:.0f}"
-            )
+        record_figures(
+            f"fuzz: {stats['frames sent']:,} frames over {SOCKETS} sockets "
+            f"in {frames_s:.1f} s; "
+            f"{stats['http requests']:,} HTTP requests ({stats['http bodies']:,} with a body, "
+            f"{stats['http query strings']:,} with a query string); "
+            f"{stats['ws handshakes']} WebSocket handshakes; {elapsed:.1f} s in all\n"
+            f"codes seen: {', '.join(f'{k} x{stats[k]}' for k in codes)}\n"
+            f"server RSS MiB: before {rss_before:.0f}, after frames {rss_frames:.0f}, "
+            f"after HTTP {rss_after:.0f}"
+        )
         assert rss_after - rss_before < RSS_GROWTH_LIMIT_MIB, (rss_before, rss_after)
     finally:
         if sockets is not None:

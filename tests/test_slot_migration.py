@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -89,7 +90,7 @@ def elsewhere(cluster: ValkeyCluster, slot: int) -> ClusterNode:
 
 @pytest.mark.timeout(120)
 async def test_slots_moving_under_load_lose_and_double_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, record_figures: Callable[[str], None]
 ) -> None:
     with valkey_cluster(tmp_path / "cluster") as cluster:
         async with steady_load(load_env(cluster.url, tmp_path), PAIRS) as load:
@@ -116,10 +117,9 @@ async def test_slots_moving_under_load_lose_and_double_nothing(
             assert figures.reconnects == 0, f"{figures.reconnects} sockets had to reconnect"
             resubscribed = await pubsub_reconnects(nodes) - resubscribed_before
             assert resubscribed >= len(nodes) * moved, f"{resubscribed} channels resubscribed"
-            with capsys.disabled():
-                print(
-                    f"\nslot migration: {moved} slot moves of {len(moving)} users' slots under "
-                    f"load, {figures.acked} messages acked, {figures.retried_sends} sends "
-                    f"retried, {resubscribed:.0f} channels resubscribed, no socket dropped; "
-                    f"every ack in both histories once; {load_s:.0f}s"
-                )
+            record_figures(
+                f"slot migration: {moved} slot moves of {len(moving)} users' slots under "
+                f"load, {figures.acked} messages acked, {figures.retried_sends} sends "
+                f"retried, {resubscribed:.0f} channels resubscribed, no socket dropped; "
+                f"every ack in both histories once; {load_s:.0f}s"
+            )

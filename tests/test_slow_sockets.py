@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -193,7 +194,7 @@ class Reader(threading.Thread):
 
 
 def test_non_reading_sockets_are_released_and_memory_levels_off(
-    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    redis_url: str, tmp_path: Path, record_figures: Callable[[str], None]
 ) -> None:
     env = {
         "REDIS_URL": redis_url,
@@ -281,16 +282,15 @@ def test_non_reading_sockets_are_released_and_memory_levels_off(
         assert "Traceback" not in log and "ERROR" not in log, log
 
         frame_kib = len(BIG_TEXT.replace("\x01", "\\u0001")) / 1024
-        with capsys.disabled():  # the figures show even when the test passes
-            print(
-                f"\nslow sockets: {len(slow)} ({VICTIMS * SLOW_PER_VICTIM} live, "
-                f"{2 * REPLAYERS} replaying), frames of {frame_kib:.0f} KiB\n"
-                f"live flood: all released {live_release + 0.5:.1f} s after the last send; "
-                f"replays released in "
-                f"{', '.join(f'{r:.1f}' for r, _ in rounds)} s\n"
-                f"RSS MiB: start {rss_start:.0f}, after live {rss_live:.0f}, "
-                f"after replays {', '.join(f'{m:.0f}' for _, m in rounds)}"
-            )
+        record_figures(
+            f"slow sockets: {len(slow)} ({VICTIMS * SLOW_PER_VICTIM} live, "
+            f"{2 * REPLAYERS} replaying), frames of {frame_kib:.0f} KiB\n"
+            f"live flood: all released {live_release + 0.5:.1f} s after the last send; "
+            f"replays released in "
+            f"{', '.join(f'{r:.1f}' for r, _ in rounds)} s\n"
+            f"RSS MiB: start {rss_start:.0f}, after live {rss_live:.0f}, "
+            f"after replays {', '.join(f'{m:.0f}' for _, m in rounds)}"
+        )
         # Bounded: each slow socket may hold about one outbox (1 MiB) and one replay
         # page (256 KiB) until it is released; nothing stays pinned.
         assert rss_live - rss_start < 40, (rss_start, rss_live)
