@@ -161,6 +161,9 @@ async def test_frames_in_every_shape_reach_the_app(server: RunningServer) -> Non
         (Frame(Opcode.TEXT, b"{}").serialize(mask=False, extensions=[]), 1002),  # not masked
         (masked(Opcode.TEXT, b"x", rsv1=True), 1002),  # a reserved bit
     ],
+    # Named: the frames' random mask keys would make the ids differ from one
+    # collection to the next, which pytest-xdist's workers refuse.
+    ids=["not_utf8", "not_masked", "reserved_bit"],
 )
 async def test_frames_breaking_the_protocol_close_the_socket(
     server: RunningServer, raw: bytes, code: int
