@@ -8,8 +8,9 @@
 -- {4} ("use the steps", nothing written) and sends.py runs the three steps.
 -- That is when a message is owed: the tops of the two views differ (an owed
 -- message, whichever its author, is in one view and not yet in the other; the
--- steps complete owed messages before any later one lands in a view, so equal
--- tops mean nothing is owed).
+-- steps complete owed messages among a view's latest entries before any later
+-- one lands in it, so equal tops mean nothing is owed: one left older than
+-- what they scan is the reconciler's, on either path).
 --
 -- No `cidin:{r}` record is written or read. It exists for the steps: their
 -- step 2 answers a retry whose step 3 may still be owed, and it gives owed
