@@ -291,6 +291,18 @@ async def test_a_retry_of_a_split_send_still_owed_gets_its_original_once(
     assert await store.redis.xlen(keys.outbox(bob)) == 0
 
 
+async def test_a_retry_on_a_node_that_sends_in_steps_gets_the_one_script_original(
+    stores: Callable[[str], Awaitable[Store]],
+) -> None:
+    whole, steps = await stores(SEND_STEPS_AUTO), await stores(SEND_STEPS_ALWAYS)
+    ann, bob = await pair(whole)
+    sent = await whole.send(sender=ann, recipient=bob, text="hi", client_id="c1", origin="o1")
+    assert isinstance(sent, SendResult) and sent.created
+    retried = await steps.send(sender=ann, recipient=bob, text="x", client_id="c1", origin="o2")
+    assert retried == SendResult(False, sent.message_json, sent.message_id)
+    assert await scores(whole, ann, bob) == await scores(whole, bob, ann) == [int(sent.message_id)]
+
+
 async def test_a_whole_send_leaves_nothing_for_a_reconciler(
     stores: Callable[[str], Awaitable[Store]],
 ) -> None:
