@@ -312,7 +312,7 @@ async def test_a_whole_send_leaves_nothing_for_a_reconciler(
     assert isinstance(result, SendResult) and result.created and result.entry is None
     # (The follows' outbox entries went before, leaving the stream empty.)
     assert await store.redis.xlen(keys.outbox(bob)) == 0
-    for key in (keys.client_ids_in(bob), keys.sending(ann)):
+    for key in (keys.client_ids_in(bob), keys.sending(ann, bob)):
         assert not await store.redis.exists(key), key
     assert await store.outbox.reconcile(min_idle_ms=0) == 0
     assert await store.redis.hget(keys.client_ids(ann), "c1") == f"{result.message_id}|{bob}"

@@ -66,6 +66,15 @@ async def view(store: Store, me: str, peer: str) -> list[tuple[str, int]]:
     return [(member, int(score)) for member, score in rows]
 
 
+async def in_flight(store: Store, a: str, b: str) -> int:
+    """How many of a's sends to b are marked in flight; a mark never outlives
+    its expiry."""
+    key = keys.sending(a, b)
+    count = int(await store.redis.get(key) or 0)
+    assert count >= 0 and (count == 0 or await store.redis.pttl(key) > 0)
+    return count
+
+
 async def message_events(store: Store, lc: str) -> list[dict[str, Any]]:
     entries = await store.redis.xrange(keys.events(lc))
     return [fields for _, fields in entries if '"type":"message"' in fields["f"]]
@@ -221,7 +230,7 @@ async def test_a_crossing_message_waits_for_the_send_in_flight_it_would_overtake
         for e in await message_events(store, ann)
     ]
     assert texts == ["first", "crossing"]
-    assert not await store.redis.exists(keys.sending(ann), keys.sending(bob))
+    assert await in_flight(store, ann, bob) == 0 and await in_flight(store, bob, ann) == 0
 
 
 async def test_a_wait_is_bounded_when_the_send_in_flight_never_ends(store: Store) -> None:
@@ -242,7 +251,7 @@ async def test_every_end_of_a_send_takes_its_mark_back(store: Store) -> None:
     assert isinstance(refused, SendRefused)
     retried = await store.send(sender=ann, recipient=bob, text="x", client_id="c-9", origin="-")
     assert isinstance(retried, SendResult) and not retried.created
-    assert not await store.redis.exists(keys.sending(ann))
+    assert await in_flight(store, ann, bob) == 0
 
 
 async def test_a_later_send_completes_the_senders_owed_one_first(store: Store) -> None:
@@ -263,8 +272,8 @@ async def test_a_later_send_completes_the_senders_owed_one_first(store: Store) -
     ]
     assert await store.redis.hget(keys.client_ids(ann), "c-11") == f"{owed.message_id}|{bob}"
     # Only the dead process's mark is left, until it expires.
-    assert await store.redis.hget(keys.sending(ann), bob) == "1"
-    assert 0 < (await store.redis.httl(keys.sending(ann), bob))[0] <= 2
+    assert await in_flight(store, ann, bob) == 1
+    assert 0 < await store.redis.pttl(keys.sending(ann, bob)) <= 2000
 
 
 # -- what a send costs Valkey: the count of commands is the cost ---------------
@@ -329,9 +338,12 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     # follower, blocked-by, blocks and follows in step 2 (with step 1's block
     # and followers reads, five); never wrote or inbox.
     assert counted.get("zscore") == 5 and "sismember" not in counted
-    # Two people, no business: no team state is read.
-    hgets = 1.5 if both_ways else 1  # the read pointer; a waiting send's mark check
-    assert counted.get("hget") == hgets
+    # Two people, no business: no team state is read; the read pointer only.
+    assert counted.get("hget") == 1
+    # In-flight marks are plain keys (INCR, PEXPIRE, DECR; a waiting send's GET),
+    # not hash fields with their own expiry; unread's HINCRBY alone is a field's.
+    assert counted.get("hincrby") == 1 and "hpexpire" not in counted
+    assert counted.get("hdel") == 1  # the sender's unread count, not the mark
     assert [score for _, score in await view(store, ann, bob)] == [
         score for _, score in await view(store, bob, ann)
     ]
@@ -421,3 +433,17 @@ async def test_a_message_decided_after_a_crossing_one_sorts_after_it_in_its_send
         for e in await message_events(store, amy)
     ]
     assert ids == [int(crossing.message_id), int(decided.message_id)]
+
+
+async def test_a_send_ending_after_its_mark_expired_leaves_no_mark_behind(store: Store) -> None:
+    ann, bob = await two_people(store)
+    prepared = await store.sends.prepare(ann, bob, "c-m")  # ann < bob: marked
+    assert isinstance(prepared, Prepared) and await in_flight(store, ann, bob) == 1
+    await store.redis.delete(keys.sending(ann, bob))  # its 2 s went by
+    decided = await store.sends.decide(
+        prepared, text="slow", sent_at="2026-01-01T00:00:00.000Z", client_id="c-m", origin="o1"
+    )
+    assert isinstance(decided, Decided) and decided.step is not None
+    assert await store.sends.apply(decided.step, unmark=True) == 1
+    # DECR of the gone key made -1 without an expiry: taken back at once.
+    assert not await store.redis.exists(keys.sending(ann, bob))

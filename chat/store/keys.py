@@ -54,10 +54,12 @@ def ack_mark(lc: str) -> str:
     return f"ackmark:{{{lc}}}"
 
 
-def sending(lc: str) -> str:
-    """Hash: peer → how many of lc's sends to peer are between their first and
-    last step; each field expires soon after the last one began (a crash)."""
-    return f"sending:{{{lc}}}"
+def sending(lc: str, peer: str) -> str:
+    """String (a count) + PX: how many of lc's sends to peer are between their
+    first and last step; expires soon after the last one began (a crash). A
+    plain key, not a field of a per-user hash: a field with its own expiry
+    costs Valkey several times a plain key's INCR (docs/performance.md)."""
+    return f"sending:{{{lc}}}:{peer}"
 
 
 def client_ids_in(lc: str) -> str:

@@ -4,7 +4,7 @@ a Valkey Cluster alike (no script spans two users' slots).
 1. `send_prepare.lua`, s's slot: the client_id already seen, the sender's
    facts, its limits checked, the floor of the message id, r's latest messages
    in s's view; and, from the lower handle to the higher, the mark that this
-   send is in flight (`sending:{s}`).
+   send is in flight (`sending:{s}:r`).
 2. `send_decide.lua`, r's slot: THE decision (the rule's Lua twin over every
    fact, s's from step 1), r's limit, the id, the message in r's view, r's
    folders and event, the dedupe record (`cidin:{r}`), and an outbox entry
@@ -77,7 +77,7 @@ SEND_APPLY_LUA = SEND_LIB_LUA + "\n" + _script("send_apply.lua")
 SEND_WHOLE_LUA = SEND_LIB_LUA + "\n" + _script("send_whole.lua")
 # send_whole.lua's answer when the send must run as the three steps.
 USE_THE_STEPS = 4
-SEND_UNMARK_LUA = SEND_SIDE_LUA + "\nunmark_send(KEYS[1], ARGV[1])\n"
+SEND_UNMARK_LUA = SEND_SIDE_LUA + "\nunmark_send(KEYS[1])\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +405,7 @@ class Sends:
                 keys.followers(sender),
                 keys.heard(sender),
                 keys.wrote(sender),
-                keys.sending(sender),
+                keys.sending(sender, recipient),
             ],
             [
                 client_id or "",
@@ -454,7 +454,7 @@ class Sends:
         complete send, or an error): take the mark back; if that fails too, it
         expires on its own."""
         try:
-            await self._hot_script(self._unmark_script, [keys.sending(sender)], [recipient])
+            await self._hot_script(self._unmark_script, [keys.sending(sender, recipient)], [])
         except (RedisError, OSError) as exc:
             log.info("in-flight mark of %s → %s left to expire: %s", sender, recipient, exc)
 
@@ -556,7 +556,7 @@ class Sends:
                 keys.outbox(recipient),
                 keys.read_pointer(recipient),
                 keys.client_ids(recipient),
-                keys.sending(recipient),
+                keys.sending(recipient, sender),
             ],
             [
                 client_id or "",
@@ -647,7 +647,7 @@ class Sends:
                     keys.client_ids(s),
                     keys.events(s),
                     keys.channel(s),
-                    keys.sending(s),
+                    keys.sending(s, r),
                 ],
                 [
                     r,

@@ -5,7 +5,7 @@
 --
 -- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
 --       7 unread:{s}   8 msgrate:{s}   9 newconv:{s}   10 cid:{s}   11 ev:{s}   12 ch:{s}
---       13 sending:{s}
+--       13 sending:{s}:r
 -- ARGV: 1 r   2 id   3 the view member (views.py)   4 client_id or ''
 --       5 origin connection id or '-'   6 a new conversation ('1'|'0')
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
@@ -32,7 +32,7 @@ if #missing > 0 then
 end
 
 if ARGV[12] == '1' then
-  unmark_send(KEYS[13], r)
+  unmark_send(KEYS[13])
 end
 if redis.call('HEXISTS', KEYS[1], 'handle') == 0 then
   return -1

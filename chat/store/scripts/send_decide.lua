@@ -8,7 +8,7 @@
 -- KEYS: 1 cidin:{r}   2 user:{r}   3 blk:{r}   4 blkby:{r}   5 fwing:{r}   6 wrote:{r}
 --       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 heard:{r}   11 idgen:{r}
 --       12 msgs:{r}:s   13 ev:{r}   14 ch:{r}   15 reqrecv:{r}   16 tconv:{r}
---       17 the outbox of r's slot   18 rd:{r}   19 cid:{r}   20 sending:{r}
+--       17 the outbox of r's slot   18 rd:{r}   19 cid:{r}   20 sending:{r}:s
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -66,7 +66,7 @@ end
 -- conversation (s > r) waits for the other's sends in flight, so that r's
 -- stream has each conversation in id order; sends from s < r never wait, and a
 -- wait is bounded (sends.py), so no two sends wait for each other for long.
-if ARGV[23] == '1' and tonumber(redis.call('HGET', KEYS[20], s) or '0') > 0 then
+if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[20]) or '0') > 0 then
   return {5}
 end
 -- r's view's latest entries, read once: its top (the id goes above it), the

@@ -5,7 +5,7 @@
 -- The send's library goes in front (sends.py: SEND_LIB_LUA, send_parts.lua).
 --
 -- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 msgrate:{s}
---       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 sending:{s}
+--       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 sending:{s}:r
 -- ARGV: 1 client_id or ''   2 r (lower case)   3 messages burst   4 its period (ms)
 --       5 new conversations   6 their window (ms); a limit of 0 is off
 --       7 how long a mark lasts (ms), or 0 when this send is marked already
@@ -25,14 +25,12 @@ if client_id ~= '' then
   end
 end
 
--- The mark expires on its own (HPEXPIRE: Valkey 9, Redis 7.4) if the process
--- dies before its last step takes it back; on older servers the whole hash does.
+-- The mark expires on its own if the process dies before its last step takes
+-- it back.
 local mark_ms = tonumber(ARGV[7])
 if mark_ms > 0 then
-  redis.call('HINCRBY', KEYS[10], r, 1)
-  if not pcall(redis.call, 'HPEXPIRE', KEYS[10], mark_ms, 'FIELDS', 1, r) then
-    redis.call('PEXPIRE', KEYS[10], mark_ms)
-  end
+  redis.call('INCR', KEYS[10])
+  redis.call('PEXPIRE', KEYS[10], mark_ms)
 end
 
 local sender = sender_facts({user = KEYS[1], blocking = KEYS[2]}, r)

@@ -104,10 +104,12 @@ local function apply_sender_side(k, r, id, stored, client_id, origin, retention,
   return true
 end
 
--- A send of s to r is over (its last step ran, or it ended early): its mark goes.
-local function unmark_send(sending_key, r)
-  if redis.call('HINCRBY', sending_key, r, -1) <= 0 then
-    redis.call('HDEL', sending_key, r)
+-- A send of s to r is over (its last step ran, or it ended early): its mark
+-- goes. A count back at 0 stays until its expiry (DECR keeps it; one call, not
+-- two); below 0 the mark had expired and DECR made a key without one: it goes.
+local function unmark_send(sending_key)
+  if redis.call('DECR', sending_key) < 0 then
+    redis.call('DEL', sending_key)
   end
 end
 
