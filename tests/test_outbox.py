@@ -82,26 +82,26 @@ async def test_an_entry_a_reconciler_took_while_it_was_running_is_never_run_once
         ran.append(payload)
 
     outbox.register("demo", handler)
-    entry = await first_step(client, "gina", "demo", {"n": "done"})
-    # A sweep now takes the entry into the group (it starts to idle) but runs nothing.
-    assert await outbox.reconcile(min_idle_ms=60_000) == 0
-    pending = await client.xpending(keys.outbox("gina"), "reconcile")
-    assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "reconciler"
     try:
+        entry = await first_step(client, "gina", "demo", {"n": "done"})
+        # A sweep now takes the entry into the group (it starts to idle) but runs nothing.
+        assert await outbox.reconcile(min_idle_ms=60_000) == 0
+        pending = await client.xpending(keys.outbox("gina"), "reconcile")
+        assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "reconciler"
         await outbox.done("gina", entry)
+        assert await client.xlen(keys.outbox("gina")) == 0
+        assert await outbox.reconcile(min_idle_ms=0) == 0
+        assert ran == []
+        # The next entry of that slot, once abandoned, is completed; the old claim
+        # goes on the way, unrun.
+        await first_step(client, "gina", "demo", {"n": "abandoned"})
+        assert await outbox.reconcile(min_idle_ms=0) == 1
+        assert ran == [{"n": "abandoned"}]
+        assert (await client.xpending(keys.outbox("gina"), "reconcile"))["pending"] == 0
+        assert await client.xlen(keys.outbox("gina")) == 0
     finally:
         if lane is not None:
             await lane.aclose()
-    assert await client.xlen(keys.outbox("gina")) == 0
-    assert await outbox.reconcile(min_idle_ms=0) == 0
-    assert ran == []
-    # The next entry of that slot, once abandoned, is completed; the old claim
-    # goes on the way, unrun.
-    await first_step(client, "gina", "demo", {"n": "abandoned"})
-    assert await outbox.reconcile(min_idle_ms=0) == 1
-    assert ran == [{"n": "abandoned"}]
-    assert (await client.xpending(keys.outbox("gina"), "reconcile"))["pending"] == 0
-    assert await client.xlen(keys.outbox("gina")) == 0
 
 
 async def test_a_claim_left_on_a_deleted_entry_is_dropped_not_run(client: Any) -> None:
@@ -121,6 +121,25 @@ async def test_a_claim_left_on_a_deleted_entry_is_dropped_not_run(client: Any) -
 async def every_nonempty(outbox: Outbox) -> list[str]:
     """The non-empty outboxes of every node (`nonempty` asks one node at a time)."""
     return [name for slots in outbox.slot_groups() for name in await outbox.nonempty(slots)]
+
+
+@pytest.mark.parametrize("via_lane", [False, True], ids=["client", "lane"])
+async def test_a_sweep_finds_exactly_the_outboxes_that_hold_entries(
+    client: Any, redis_url: str, via_lane: bool
+) -> None:
+    # On one Valkey the sweep's script calls go over the lane when there is one.
+    lane = hot_lane(redis_url) if via_lane else None
+    outbox = Outbox(client, lane)
+    try:
+        users = ["alice", "bob", "carol"]
+        for lc in users:
+            await first_step(client, lc, "demo", {"lc": lc})
+        expected = sorted({keys.outbox(lc) for lc in users})
+        assert sorted(await every_nonempty(outbox)) == expected
+        assert keys.every_outbox()[key_slot("bob")] == keys.outbox("bob")
+    finally:
+        if lane is not None:
+            await lane.aclose()
 
 
 async def test_the_reconciler_completes_abandoned_entries_once(client: Any) -> None:

@@ -4,9 +4,10 @@ Users are keyed by their lower-cased handle, so lookups are case-insensitive
 while the handle as typed is kept in the user hash.
 """
 
+import functools
 import zlib
 
-from chat.store.slots import key_slot, slot_tag
+from chat.store.slots import SLOTS, key_slot, slot_tag
 
 
 def user(lc: str) -> str:
@@ -262,3 +263,10 @@ def outbox(lc: str) -> str:
 
 def outbox_of_slot(slot: int) -> str:
     return f"obx:{{{slot_tag(slot)}}}"
+
+
+@functools.cache
+def every_outbox() -> tuple[str, ...]:
+    """Every slot's outbox, indexed by slot: the reconciler names them all at
+    every sweep, and building the 16,384 names took it about 6 ms each time."""
+    return tuple(outbox_of_slot(slot) for slot in range(SLOTS))
