@@ -76,8 +76,22 @@ def wait_connected(pid: int, sockets: int) -> None:
     time.sleep(SENDING_AFTER_S)
 
 
+def profiler(tool: str, pid: int, out: Path) -> list[str]:
+    """The command that samples the server for PROFILE_SECONDS into `out`."""
+    seconds = str(PROFILE_SECONDS)
+    if tool == "perf":  # C and kernel frames, no Python names (3.11 has no perf map)
+        return ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(pid),
+                "-o", str(out), "--", "sleep", seconds]  # fmt: skip
+    if tool == "strace":  # syscall counts (strace slows the server a lot)
+        return ["timeout", "-s", "INT", seconds, "strace", "-c", "-f", "-p", str(pid),
+                "-o", str(out)]  # fmt: skip
+    native = ["--native"] if tool == "py-spy-native" else ["--nonblocking"]
+    return [str(BIN / "py-spy"), "record", *native, "--format", "raw", "--rate", "400",
+            "--duration", seconds, "--pid", str(pid), "-o", str(out)]  # fmt: skip
+
+
 def one_run(
-    work: Path, seed: Path, index: int, profile: Path | None, native: bool = False
+    work: Path, seed: Path, index: int, profile: Path | None, tool: str = "py-spy"
 ) -> dict[str, Any]:
     run_dir = work / f"run-{index}"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -112,13 +126,7 @@ def one_run(
                     wait_connected(server.pid, FULL.latency_sockets)
                     out = profile / f"run-{index}.txt"
                     spy = subprocess.Popen(
-                        [
-                            str(BIN / "py-spy"), "record",
-                            *(["--native"] if native else ["--nonblocking"]),
-                            "--format", "raw", "--rate", "200",
-                            "--duration", str(PROFILE_SECONDS),
-                            "--pid", str(server.pid), "-o", str(out),
-                        ],
+                        profiler(tool, server.pid, out),
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                 stdout, _ = process.communicate(timeout=180)
@@ -162,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dmhub-server-cpu"))
     parser.add_argument("--profile", type=Path, help="py-spy raw profiles into this folder")
     parser.add_argument(
-        "--native",
-        action="store_true",
-        help="with --profile: C frames too (py-spy then pauses the server at each sample)",
+        "--tool",
+        choices=("py-spy", "py-spy-native", "perf", "strace"),
+        default="py-spy",
+        help="with --profile: py-spy (Python frames), py-spy-native (C frames too; it "
+        "pauses the server at each sample), perf (C and kernel), strace (syscall counts)",
     )
     args = parser.parse_args(argv)
     raise_file_limit()
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = seeded(args.work)
     rows = []
     for index in range(1, max(1, min(args.runs, 10)) + 1):
-        row = one_run(args.work, seed, index, args.profile, args.native)
+        row = one_run(args.work, seed, index, args.profile, args.tool)
         rows.append(row)
         print(json.dumps(row), flush=True)
     for name in ("server_us_per_msg", "valkey_us_per_msg", "p50_ms", "p99_ms"):
