@@ -46,11 +46,17 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(PY) -m mypy
 
+# Two pytest-xdist workers: the suite spends much of its time waiting (servers
+# starting, deadlines, failovers), so two share a 2-core machine well. Each
+# worker has its own Valkey, cluster and dmhub processes (session fixtures, free
+# ports). A plain `python -m pytest` runs in one process, prints included.
+PYTEST_WORKERS ?= 2
+
 unit: $(DEV_STAMP)
-	$(PY) -m pytest --ignore=tests/browser
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --ignore=tests/browser
 
 test: $(DEV_STAMP) browser-deps lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 # The side-by-side benchmark (bench/README.md): dmhub and the engines people
 # pick instead, under the same generator. Under 30 minutes; --quick is a smoke run.
