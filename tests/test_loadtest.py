@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,12 +29,14 @@ JSON_KEYS = {
 }
 
 
-@pytest.fixture
-def dmhub_server(tmp_path: Path) -> Iterator[DmhubProcess]:
+@pytest.fixture(scope="module")
+def dmhub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DmhubProcess]:
+    """One server for the module: each run signs up accounts of its own (a
+    random handle prefix, or the rerun's own), so runs do not meet."""
+    data = tmp_path_factory.mktemp("loadtest-data")
     # Limits on, as in production, but above this workload (bench/run.py does the same).
-    env = {"DMHUB_DATA_DIR": str(tmp_path / "data"), "REDIS_URL": "", **BENCH_LIMITS_ENV}
+    env = {"DMHUB_DATA_DIR": str(data), "REDIS_URL": "", **BENCH_LIMITS_ENV}
     server = DmhubProcess(env)
-    (tmp_path / "data").mkdir()
     server.start()
     yield server
     server.terminate()
