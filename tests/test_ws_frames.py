@@ -79,6 +79,7 @@ def test_the_splitter_unmasks_data_frames_however_the_bytes_arrive() -> None:
             found += all_frames(splitter)
         assert [(plain, bytes(data)) for plain, data, _ in found] == [(True, p) for p in payloads]
         assert [opcode for _, _, opcode in found] == [1, 1, 1, 2]
+        assert splitter.buf == b""  # nothing held once every frame is read
         assert splitter.rest() == b""
 
 

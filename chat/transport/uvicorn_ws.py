@@ -170,7 +170,11 @@ class FrameSplitter:
         if header + size > available:
             return None
         start, stop = pos + header, pos + header + size
-        self.pos = stop
+        if stop == len(buf):
+            # All read: an idle socket keeps no bytes (its last frame could be 64 KiB).
+            self.buf, self.pos = b"", 0
+        else:
+            self.pos = stop
         opcode = first & 0x0F
         if (
             first & 0xF0 == _FIN  # final, and no reserved bit
