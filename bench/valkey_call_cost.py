@@ -14,7 +14,11 @@ Cases:
 - `outbox`: removing an outbox entry, `XDEL` + `XACK` against `XDEL` alone;
 - `time`: a script calling `TIME` against one that is given the time;
 - `owed`: the owed-message check of four ids in a view of 150-byte members,
-  one `ZRANGEBYSCORE` per id against one `ZREVRANGE` of the view's top.
+  one `ZRANGEBYSCORE` per id against one `ZREVRANGE` of the view's top;
+- `mark`: a send's in-flight mark, set then taken back (two scripts), as a
+  hash field with its own expiry against a plain key;
+- `facts`: the rule's relationship reads, all five against the three a
+  follower's message needs.
 """
 
 from __future__ import annotations
@@ -64,6 +68,39 @@ for i = 1, #ARGV do
   if not have[ARGV[i]] then missing = missing + 1 end
 end
 return missing
+"""
+
+MARK_FIELD_SET = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HPEXPIRE', KEYS[1], 2000, 'FIELDS', 1, ARGV[1])
+"""
+MARK_FIELD_UNSET = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+"""
+MARK_KEY_SET = """
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 2000)
+"""
+MARK_KEY_UNSET = """
+if redis.call('DECR', KEYS[1]) < 0 then
+  redis.call('DEL', KEYS[1])
+end
+"""
+FACTS_ALL = """
+local a = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
+local b = redis.call('ZSCORE', KEYS[2], ARGV[1]) ~= false
+local c = redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= false
+local d = redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1
+local e = redis.call('ZSCORE', KEYS[5], ARGV[1]) ~= false
+return 1
+"""
+FACTS_THREE = """
+local a = redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= false
+local b = redis.call('ZSCORE', KEYS[2], ARGV[1]) ~= false
+local c = redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= false
+return 1
 """
 
 Op = Callable[[Any, int], None]
@@ -154,7 +191,60 @@ async def owed_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable
     }
 
 
-CASES = {"outbox": outbox_case, "time": time_case, "owed": owed_case}
+async def mark_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    scripts = [
+        client.register_script(text)
+        for text in (MARK_FIELD_SET, MARK_FIELD_UNSET, MARK_KEY_SET, MARK_KEY_UNSET)
+    ]
+    field_set, field_unset, key_set, key_unset = scripts
+
+    async def load() -> None:
+        for script in scripts:
+            await client.script_load(script.script)
+
+    def as_field(pipe: Any, i: int) -> None:
+        pipe.evalsha(field_set.sha, 1, "sending:{ann}", f"bob{i % 50}")
+        pipe.evalsha(field_unset.sha, 1, "sending:{ann}", f"bob{i % 50}")
+
+    def as_key(pipe: Any, i: int) -> None:
+        pipe.evalsha(key_set.sha, 1, f"sending:{{ann}}:bob{i % 50}")
+        pipe.evalsha(key_unset.sha, 1, f"sending:{{ann}}:bob{i % 50}")
+
+    return {
+        "hash field, own expiry": lambda: _measure(client, count, as_field, load),
+        "plain key": lambda: _measure(client, count, as_key, load),
+    }
+
+
+async def facts_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    every = client.register_script(FACTS_ALL)
+    three = client.register_script(FACTS_THREE)
+    names = ["blkby:{bob}", "blk:{bob}", "fwing:{bob}", "wrote:{bob}", "cin:{bob}"]
+
+    async def arrange() -> None:
+        await client.zadd("fwing:{bob}", {"ann": 1})
+        await client.script_load(every.script)
+        await client.script_load(three.script)
+
+    def five(pipe: Any, i: int) -> None:
+        pipe.evalsha(every.sha, 5, *names, "ann")
+
+    def follower(pipe: Any, i: int) -> None:
+        pipe.evalsha(three.sha, 5, *names, "ann")
+
+    return {
+        "five reads": lambda: _measure(client, count, five, arrange),
+        "three reads": lambda: _measure(client, count, follower, arrange),
+    }
+
+
+CASES = {
+    "outbox": outbox_case,
+    "time": time_case,
+    "owed": owed_case,
+    "mark": mark_case,
+    "facts": facts_case,
+}
 
 
 async def main(args: argparse.Namespace) -> None:
