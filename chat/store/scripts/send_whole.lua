@@ -63,7 +63,7 @@ if floor ~= top then
 end
 
 local sender = sender_facts({user = KEYS[2], blocking = KEYS[3]}, r)
-local allowed, reason, folder, recipient_handle = recipient_decision({user = KEYS[16],
+local allowed, reason, folder, recipient_handle, facts = recipient_decision({user = KEYS[16],
   blocking = KEYS[17], blocked_by = KEYS[18], following = KEYS[19], wrote = KEYS[20],
   inbox = KEYS[21]}, s, sender)
 if not allowed then
@@ -101,7 +101,8 @@ local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[
   ARGV[6], ARGV[9], s, ARGV[17])
 local retention = ARGV[7]
 apply_recipient_side({view = KEYS[26], heard = KEYS[24], inbox = KEYS[21], requests = KEYS[22],
-  unread = KEYS[23], events = KEYS[27], channel = KEYS[28], team = KEYS[30]}, s, id, stored,
+  unread = KEYS[23], events = KEYS[27], channel = KEYS[28],
+  team = facts.recipient_business and KEYS[30] or nil}, s, id, stored,
   message, folder, sender.handle, retention)
 -- The id is above everything in s's view, r's messages included: the read
 -- pointer moves to it and nothing is left unread (send_side.lua).
