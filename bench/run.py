@@ -1112,11 +1112,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stamp}-environment.json").write_text(
         json.dumps({**info, "profile": asdict(profile)}, indent=2) + "\n"
     )
+    written = "summary.md and p99_vs_rate.png"
     try:
         plot(session, systems, out / "p99_vs_rate.png")
     except ImportError:
         # The table is written; the plot needs bench/requirements.txt (make bench).
         session.log("matplotlib is not installed (make bench-deps): no p99_vs_rate.png")
+        written = "summary.md"
     shutil.rmtree(work / "dmhub-seed", ignore_errors=True)
     if session.failures:
         session.log(f"server logs kept in {work.relative_to(ROOT)}")
@@ -1124,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     # --out may point anywhere (a scratch folder outside the repository).
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-    session.log(f"wrote {shown}/summary.md and p99_vs_rate.png in {info['elapsed_min']:.1f} min")
+    session.log(f"wrote {written} in {shown} in {info['elapsed_min']:.1f} min")
     print((out / "summary.md").read_text())
     return 0
 
