@@ -8,7 +8,13 @@ import pytest
 
 from chat import limits
 from chat.limits import BucketStep, Verdict, fixed_window, gcra, retry_after_s, sliding_window
-from chat.store.sends import LIMITS_LUA, SEND_DECIDE_LUA, SEND_PREPARE_LUA
+from chat.store.sends import (
+    LIMITS_LUA,
+    SEND_DECIDE_LUA,
+    SEND_LIB,
+    SEND_PREPARE_LUA,
+    SEND_WHOLE_LUA,
+)
 from tests.support import redis_client
 
 
@@ -68,8 +74,11 @@ def test_retry_after_is_whole_seconds_at_least_one() -> None:
     assert [retry_after_s(ms) for ms in (0, 1, 999, 1000, 1001, 59_500)] == [1, 1, 1, 1, 2, 60]
 
 
-def test_the_send_script_runs_the_limits_lua() -> None:
-    assert LIMITS_LUA in SEND_PREPARE_LUA and LIMITS_LUA in SEND_DECIDE_LUA
+def test_the_send_scripts_run_the_limits_lua() -> None:
+    gcra, window = SEND_LIB.piece("gcra"), SEND_LIB.piece("sliding_window")
+    assert gcra in LIMITS_LUA and window in LIMITS_LUA
+    assert gcra in SEND_PREPARE_LUA and window in SEND_PREPARE_LUA and window in SEND_DECIDE_LUA
+    assert gcra in SEND_WHOLE_LUA and window in SEND_WHOLE_LUA
 
 
 EVALUATE = (

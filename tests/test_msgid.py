@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from chat.store import msgid
-from chat.store.sends import MSGID_LUA, SEND_DECIDE_LUA
+from chat.store.sends import MSGID_LUA, SEND_DECIDE_LUA, SEND_LIB, SEND_WHOLE_LUA
 from tests.support import redis_client
 
 
@@ -44,8 +44,10 @@ def test_ids_stay_exact_as_doubles_until_the_year_2255() -> None:
     assert msgid.next_id(year_2255_ms, 0, 0, 0, 1) < msgid.MAX_ID
 
 
-def test_the_send_script_uses_the_lua_twin() -> None:
-    assert MSGID_LUA in SEND_DECIDE_LUA
+def test_the_send_scripts_use_the_lua_twin() -> None:
+    for name in ("IDS_PER_MS", "next_message_id", "id_string"):
+        piece = SEND_LIB.piece(name)
+        assert piece in MSGID_LUA and piece in SEND_DECIDE_LUA and piece in SEND_WHOLE_LUA
 
 
 EVALUATE = (

@@ -16,7 +16,14 @@ import pytest
 
 from chat.permission import Facts, Reason, decide
 from chat.store import keys
-from chat.store.sends import RULE_LUA, SEND_DECIDE_LUA, SendRefused, SendResult
+from chat.store.sends import (
+    RULE_LUA,
+    SEND_DECIDE_LUA,
+    SEND_LIB,
+    SEND_WHOLE_LUA,
+    SendRefused,
+    SendResult,
+)
 from chat.store.store import Store
 from tests.support import async_redis_client, redis_client
 
@@ -38,8 +45,10 @@ return {allowed and 1 or 0, reason, folder or ''}
 )
 
 
-def test_the_send_script_runs_the_rule_lua() -> None:
-    assert SEND_DECIDE_LUA.startswith(RULE_LUA)
+def test_the_send_scripts_run_the_rule_lua() -> None:
+    decide = SEND_LIB.piece("decide")
+    assert decide in RULE_LUA and "local function decide(f)" in decide
+    assert decide in SEND_DECIDE_LUA and decide in SEND_WHOLE_LUA
 
 
 # Keyless: rule.lua evaluated as a pure function of its ARGV facts, so where it

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from chat.permission import Reason
 from chat.store import keys, msgid, views
 from chat.store.crashpoints import crash_point
+from chat.store.lua import Library
 from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA, Outbox
 
@@ -65,19 +66,19 @@ MSGID_LUA = _script("msgid.lua")
 # The sender's side of a message, for step 3 and for owed messages in step 2.
 SEND_SIDE_LUA = _script("send_side.lua")
 # The send's library: every piece of a send (facts, the decision, limits, the
-# id, the message's bytes, each side's writes), in front of every send script,
-# so that the steps and the one-script send run the same code.
-SEND_LIB_LUA = "\n".join(
-    (RULE_LUA, LIMITS_LUA, MSGID_LUA, SEND_SIDE_LUA, _script("send_parts.lua"))
+# id, the message's bytes, each side's writes), so that the steps and the
+# one-script send run the same code; each script gets the pieces it calls.
+SEND_LIB = Library(
+    RULE_LUA, LIMITS_LUA, MSGID_LUA, SEND_SIDE_LUA, _script("send_parts.lua"), OUTBOX_LUA
 )
-SEND_PREPARE_LUA = SEND_LIB_LUA + "\n" + _script("send_prepare.lua")
-SEND_DECIDE_LUA = "\n".join((SEND_LIB_LUA, OUTBOX_LUA, _script("send_decide.lua")))
-SEND_APPLY_LUA = SEND_LIB_LUA + "\n" + _script("send_apply.lua")
+SEND_PREPARE_LUA = SEND_LIB.script(_script("send_prepare.lua"))
+SEND_DECIDE_LUA = SEND_LIB.script(_script("send_decide.lua"))
+SEND_APPLY_LUA = SEND_LIB.script(_script("send_apply.lua"))
 # The whole send in one script, for one Valkey (Sends.send).
-SEND_WHOLE_LUA = SEND_LIB_LUA + "\n" + _script("send_whole.lua")
+SEND_WHOLE_LUA = SEND_LIB.script(_script("send_whole.lua"))
 # send_whole.lua's answer when the send must run as the three steps.
 USE_THE_STEPS = 4
-SEND_UNMARK_LUA = SEND_SIDE_LUA + "\nunmark_send(KEYS[1])\n"
+SEND_UNMARK_LUA = SEND_LIB.script("unmark_send(KEYS[1])\n")
 
 
 @dataclass(frozen=True, slots=True)

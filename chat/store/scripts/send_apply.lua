@@ -1,7 +1,7 @@
 -- Step 3 of a send s → r, in s's slot (chat/store/sends.py): the sender's side
 -- of a message that step 2 stored for good. Idempotent: the process that ran
 -- step 2 runs it, and a reconciler may run it again from the outbox payload.
--- The send's library goes in front (sends.py: SEND_LIB_LUA).
+-- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
 -- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
 --       7 unread:{s}   8 msgrate:{s}   9 newconv:{s}   10 cid:{s}   11 ev:{s}   12 ch:{s}

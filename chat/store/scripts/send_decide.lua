@@ -1,6 +1,6 @@
 -- Step 2 of a send s → r, in r's slot: THE decision (chat/store/sends.py).
--- The send's library (sends.py: SEND_LIB_LUA: rule.lua, limits.lua, msgid.lua,
--- send_side.lua, send_parts.lua) and outbox.lua go in front of it.
+-- The pieces it calls of the send's library (sends.py: SEND_LIB: rule.lua,
+-- limits.lua, msgid.lua, send_side.lua, send_parts.lua, outbox.lua) go in front.
 -- What this step writes makes the send certain: the message in r's view, r's
 -- folders and event, and the outbox entry from which step 3 (s's side,
 -- send_apply.lua) is completed by this process or, if it dies, a reconciler.

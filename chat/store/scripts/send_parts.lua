@@ -1,8 +1,8 @@
 -- The pieces a send is made of, shared by the three per-slot steps
 -- (send_prepare.lua, send_decide.lua, send_apply.lua) and by the single-script
--- send of one Valkey (send_local.lua), so both paths run the same code
+-- send of one Valkey (send_whole.lua), so both paths run the same code
 -- (chat/store/sends.py). rule.lua, limits.lua, msgid.lua and send_side.lua go
--- in front of it.
+-- in front of it; each script gets only the functions it calls (SEND_LIB).
 --
 -- Every redis.call costs Valkey about 2-3 µs (docs/performance.md): the
 -- functions take what their caller knows already instead of reading it again.

@@ -2,7 +2,7 @@
 -- facts, the sender-side limits checked (not charged: step 3 charges them), the
 -- floor of the message id, and one write: the mark that s has a send to r in
 -- flight, which a message from r to s decided meanwhile waits for (send_decide).
--- The send's library goes in front (sends.py: SEND_LIB_LUA, send_parts.lua).
+-- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
 -- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 msgrate:{s}
 --       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 sending:{s}:r
