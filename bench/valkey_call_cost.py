@@ -18,7 +18,10 @@ Cases:
 - `mark`: a send's in-flight mark, set then taken back (two scripts), as a
   hash field with its own expiry against a plain key;
 - `facts`: the rule's relationship reads, all five against the three a
-  follower's message needs.
+  follower's message needs;
+- `library`: the top level a send script runs on every call before its own
+  work, the send's whole library (every function made again) against the
+  pieces the one-script send calls (chat/store/lua.py), against none.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import redis.asyncio as aredis
 import uvloop
 
 from chat.store.embedded import EmbeddedValkey
+from chat.store.lua import script as _script
+from chat.store.sends import SEND_LIB
 
 BATCH = 100
 MEMBER = "alice " + '{"id":"1","from":"alice","to":"bob","text":"' + "x" * 100 + '"}'
@@ -238,12 +243,36 @@ async def facts_case(client: Any, count: int) -> dict[str, Callable[[], Awaitabl
     }
 
 
+async def library_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    body = "return 1\n"
+    whole = client.register_script("".join(p.text for p in SEND_LIB.pieces) + body)
+    needed = SEND_LIB.needed(_script("send_whole.lua"))
+    called = client.register_script(
+        "".join(p.text for p in SEND_LIB.pieces if p.name in needed) + body
+    )
+    bare = client.register_script(body)
+
+    async def load() -> None:
+        for script in (whole, called, bare):
+            await script()
+
+    def run(script: Any) -> Op:
+        return lambda pipe, i: pipe.evalsha(script.sha, 0)
+
+    return {
+        f"all {len(SEND_LIB.pieces)} pieces": lambda: _measure(client, count, run(whole), load),
+        f"the {len(needed)} it calls": lambda: _measure(client, count, run(called), load),
+        "none": lambda: _measure(client, count, run(bare), load),
+    }
+
+
 CASES = {
     "outbox": outbox_case,
     "time": time_case,
     "owed": owed_case,
     "mark": mark_case,
     "facts": facts_case,
+    "library": library_case,
 }
 
 
