@@ -26,23 +26,23 @@ end
 -- three of the five, and every read costs a redis.call). A block by s is in
 -- s's slot (sender.blocks) and mirrored in r's (blocked_by): either says so,
 -- since the mirror lags the block (and its removal) by a split step.
-local RELATIONSHIP_READS = {
-  sender_blocks_recipient = function(k, s, sender)
+local function read_relationship(name, k, s, sender)
+  -- One function, not a table of five: a script's top level runs on every
+  -- call, and each function made there is a closure made again
+  -- (bench/valkey_call_cost.py library).
+  if name == 'sender_blocks_recipient' then
     return sender.blocks or redis.call('ZSCORE', k.blocked_by, s) ~= false
-  end,
-  recipient_blocks_sender = function(k, s)
+  elseif name == 'recipient_blocks_sender' then
     return redis.call('ZSCORE', k.blocking, s) ~= false
-  end,
-  recipient_follows_sender = function(k, s)
+  elseif name == 'recipient_follows_sender' then
     return redis.call('ZSCORE', k.following, s) ~= false
-  end,
-  recipient_wrote_to_sender = function(k, s)
+  elseif name == 'recipient_wrote_to_sender' then
     return redis.call('SISMEMBER', k.wrote, s) == 1
-  end,
-  recipient_has_inbox_conversation = function(k, s)
+  elseif name == 'recipient_has_inbox_conversation' then
     return redis.call('ZSCORE', k.inbox, s) ~= false
-  end,
-}
+  end
+  return nil
+end
 
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
 -- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
@@ -62,12 +62,10 @@ local function recipient_decision(k, s, sender)
     recipient_open_dms = recipient_exists and recipient[3] == '1',
     recipient_business = recipient[4] == 'business',
   }, {__index = function(facts, name)
-    local read = RELATIONSHIP_READS[name]
-    if read == nil then
-      return nil
+    local value = read_relationship(name, k, s, sender)
+    if value ~= nil then
+      rawset(facts, name, value)
     end
-    local value = read(k, s, sender)
-    rawset(facts, name, value)
     return value
   end})
   local allowed, reason, folder = decide(f)

@@ -57,7 +57,7 @@ end
 -- crossing messages above it, or nil when the pointer is past this message
 -- already), the client_id record, s's event and publish.
 -- k: the sender's keys {view, wrote, requests, inbox, read, unread, cids,
--- events, channel}.
+-- events, channel}. Returns the message as the sender sees it (sender_copy).
 local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
   redis.call('ZADD', k.view, id, stored)
   redis.call('SADD', k.wrote, r)
@@ -76,11 +76,13 @@ local function write_sender_side(k, r, id, stored, unread, client_id, origin, re
   end
   -- The sender's event remembers the socket it came from (o), so that a replay to
   -- that same socket skips it, as live delivery does: that socket had the ack.
-  local body = '{"type":"message","message":' .. sender_copy(stored) .. ',"folder":"inbox"'
+  local copy = sender_copy(stored)
+  local body = '{"type":"message","message":' .. copy .. ',"folder":"inbox"'
   local cursor = redis.call('XADD', k.events, 'MAXLEN', '~', retention, '*', 'p', r, 'f', body,
     'o', origin)
   redis.call('SPUBLISH', k.channel, 'm ' .. cursor .. ' ' .. r .. ' ' .. origin .. '\n'
     .. body .. ',"cursor":"' .. cursor .. '"}')
+  return copy
 end
 
 -- The sender's side of a message decided in r's slot, idempotent. k: as

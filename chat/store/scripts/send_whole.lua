@@ -106,9 +106,9 @@ apply_recipient_side({view = KEYS[26], heard = KEYS[24], inbox = KEYS[21], reque
   message, folder, sender.handle, retention)
 -- The id is above everything in s's view, r's messages included: the read
 -- pointer moves to it and nothing is left unread (send_side.lua).
-write_sender_side({view = KEYS[4], wrote = KEYS[9], requests = KEYS[10], inbox = KEYS[11],
-  read = KEYS[12], unread = KEYS[13], cids = KEYS[1], events = KEYS[14], channel = KEYS[15]},
-  r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
+local copy = write_sender_side({view = KEYS[4], wrote = KEYS[9], requests = KEYS[10],
+  inbox = KEYS[11], read = KEYS[12], unread = KEYS[13], cids = KEYS[1], events = KEYS[14],
+  channel = KEYS[15]}, r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
 
 if tat then
   store_messages_charge(KEYS[5], tat, now)
@@ -116,4 +116,4 @@ end
 if new_conversation then
   charge_new_conversation(KEYS[6], now, r, tonumber(ARGV[13]))
 end
-return {1, id, sender_copy(stored), folder}
+return {1, id, copy, folder}
