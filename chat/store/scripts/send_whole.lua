@@ -62,10 +62,17 @@ if floor ~= top then
   return {4}
 end
 
-local sender = sender_facts({user = KEYS[2], blocking = KEYS[3]}, r)
-local allowed, reason, folder, recipient_handle, facts = recipient_decision({user = KEYS[16],
-  blocking = KEYS[17], blocked_by = KEYS[18], following = KEYS[19], wrote = KEYS[20],
-  inbox = KEYS[21]}, s, sender)
+-- Each user's keys in one table, for every function of the library this
+-- calls: their key groups share names, never keys, and each table built costs
+-- Valkey CPU on every call (about 0.8 µs less than one per function).
+local sk = {user = KEYS[2], blocking = KEYS[3], followers = KEYS[7], heard = KEYS[8],
+  wrote = KEYS[9], view = KEYS[4], requests = KEYS[10], inbox = KEYS[11], read = KEYS[12],
+  unread = KEYS[13], cids = KEYS[1], events = KEYS[14], channel = KEYS[15]}
+local rk = {user = KEYS[16], blocking = KEYS[17], blocked_by = KEYS[18], following = KEYS[19],
+  wrote = KEYS[20], inbox = KEYS[21], requests = KEYS[22], received = KEYS[29], view = KEYS[26],
+  heard = KEYS[24], unread = KEYS[23], events = KEYS[27], channel = KEYS[28], team = KEYS[30]}
+local sender = sender_facts(sk, r)
+local allowed, reason, folder, recipient_handle, facts = recipient_decision(rk, s, sender)
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -83,15 +90,14 @@ if burst > 0 then
   end
 end
 local new_conversation = new_limit > 0
-  and opens_conversation({followers = KEYS[7], heard = KEYS[8], wrote = KEYS[9]}, r)
+  and opens_conversation(sk, r)
 if new_conversation then
   local wait = new_conversations_wait(KEYS[6], now, new_limit, tonumber(ARGV[13]))
   if wait > 0 then
     return {3, 'new_conversations', wait}
   end
 end
-local requests_wait = admit_request({requests = KEYS[22], received = KEYS[29]}, s, folder, now,
-  tonumber(ARGV[14]), tonumber(ARGV[15]))
+local requests_wait = admit_request(rk, s, folder, now, tonumber(ARGV[14]), tonumber(ARGV[15]))
 if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
 end
@@ -100,15 +106,14 @@ local id = issue_id(KEYS[25], now, floor or '0', top, ARGV[18])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[17])
 local retention = ARGV[7]
-apply_recipient_side({view = KEYS[26], heard = KEYS[24], inbox = KEYS[21], requests = KEYS[22],
-  unread = KEYS[23], events = KEYS[27], channel = KEYS[28],
-  team = facts.recipient_business and KEYS[30] or nil}, s, id, stored,
-  message, folder, sender.handle, retention)
+-- Only a business has team state (one read less for anyone else).
+if not facts.recipient_business then
+  rk.team = nil
+end
+apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retention)
 -- The id is above everything in s's view, r's messages included: the read
 -- pointer moves to it and nothing is left unread (send_side.lua).
-local copy = write_sender_side({view = KEYS[4], wrote = KEYS[9], requests = KEYS[10],
-  inbox = KEYS[11], read = KEYS[12], unread = KEYS[13], cids = KEYS[1], events = KEYS[14],
-  channel = KEYS[15]}, r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
+local copy = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
 
 if tat then
   store_messages_charge(KEYS[5], tat, now)
