@@ -19,6 +19,7 @@ from chat.store import keys, views
 from chat.store.connection import seed_endpoints
 from chat.store.sends import SEND_SIDE_LUA, Decided, Prepared, SendRefused, SendResult
 from chat.store.store import Store
+from tests.faults import eventually
 from tests.support import async_redis_client, is_cluster_url
 
 
@@ -447,3 +448,49 @@ async def test_a_send_ending_after_its_mark_expired_leaves_no_mark_behind(store:
     assert await store.sends.apply(decided.step, unmark=True) == 1
     # DECR of the gone key made -1 without an expiry: taken back at once.
     assert not await store.redis.exists(keys.sending(ann, bob))
+
+
+async def test_a_send_that_stopped_waiting_reaches_its_senders_stream_before_the_crossing_one(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fault test's failure, step by step. Amy's send is in flight (step 1:
+    # marked) and stays there past zed's bound on waiting (a slow process, or a
+    # mark a killed node left). Zed's crossing send goes ahead: decided in amy's
+    # slot, and held between its steps 2 and 3. Amy's send is decided now, in
+    # zed's slot, with the higher id (step 2's clock); were its event written
+    # before zed's step 3 writes zed's own, zed's stream would have the higher
+    # id first.
+    amy, zed = await two_people(store, "Amy", "Zed")
+    sends = store.sends
+    decide, apply = sends.decide, sends.apply
+    zed_decided, amy_tried = asyncio.Event(), asyncio.Event()
+
+    async def held_decide(prepared: Prepared, **kwargs: Any) -> Any:
+        if prepared.sender == amy:
+            await zed_decided.wait()
+        try:
+            return await decide(prepared, **kwargs)
+        finally:
+            if prepared.sender == amy:
+                amy_tried.set()
+
+    async def held_apply(step: Any, **kwargs: Any) -> int:
+        if step.sender == zed:
+            zed_decided.set()
+            await asyncio.wait_for(amy_tried.wait(), 5)
+        return await apply(step, **kwargs)
+
+    monkeypatch.setattr(sends, "decide", held_decide)
+    monkeypatch.setattr(sends, "apply", held_apply)
+    amys = asyncio.create_task(sent(store, amy, zed, "amy's"))
+    await eventually(lambda: in_flight(store, amy, zed), 5, "amy's send to be marked")
+    zeds = await asyncio.wait_for(sent(store, zed, amy, "zed's"), 5)
+    mine = await asyncio.wait_for(amys, 5)
+    assert int(mine.message_id) > int(zeds.message_id)
+    for person in (amy, zed):
+        ids = [
+            int(msgspec.json.decode(e["f"] + "}")["message"]["id"])
+            for e in await message_events(store, person)
+        ]
+        assert ids == [int(zeds.message_id), int(mine.message_id)], person
+    assert await in_flight(store, amy, zed) == 0 and await in_flight(store, zed, amy) == 0

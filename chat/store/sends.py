@@ -9,9 +9,10 @@ a Valkey Cluster alike (no script spans two users' slots).
    fact, s's from step 1), r's limit, the id, the message in r's view, r's
    folders and event, the dedupe record (`cidin:{r}`), and an outbox entry
    holding what step 3 needs. From here the send is certain. Before deciding,
-   it completes r's own messages that r's view still lacks, and (from the
-   higher handle to the lower only) waits while r has a send to s in flight,
-   so that each user's stream has each conversation in id order.
+   it completes r's own messages that r's view still lacks, and waits while
+   r has a marked send to s in flight (from the higher handle to the lower;
+   the other way, for those of r's that went ahead when their own wait ran
+   out), so that each user's stream has each conversation in id order.
 3. `send_apply.lua`, s's slot, idempotent: s's view, folders, read pointer,
    the charges of s's limits, `cid:{s}`, s's event; the mark goes.
 
@@ -325,14 +326,19 @@ class Sends:
             # USE_THE_STEPS: something owed between the two; the steps complete it.
         # One direction of a conversation (from the higher handle to the lower)
         # waits, briefly, for the other's sends in flight (send_decide.lua,
-        # answer 5), then goes ahead; only the other direction's are marked.
-        waiting = msgid.direction(sender, recipient) == 0
-        prepared = await self.prepare(sender, recipient, client_id, mark=not waiting)
+        # answer 5); only the other direction's are marked. A wait that runs
+        # out goes ahead marked, and a marked send waits for those: the send
+        # it stopped waiting for may be decided while this one is between its
+        # steps 2 and 3, and would then reach this sender's stream before this
+        # sender's own message, with a higher id. A send that went ahead never
+        # waits again, so no two sends wait for each other.
+        marked = msgid.direction(sender, recipient) == 1
+        prepared = await self.prepare(sender, recipient, client_id, mark=marked)
         if isinstance(prepared, SendResult):
             return prepared
-        marked = not waiting  # if so, the end of this send takes the mark back
+        # `marked`: the end of this send takes its mark back.
         try:
-            waits = YIELD_ATTEMPTS if waiting else 0
+            waits = YIELD_ATTEMPTS
             while True:
                 decided = await self.decide(
                     prepared,
@@ -348,10 +354,12 @@ class Sends:
                     break
                 waits -= 1
                 await asyncio.sleep(YIELD_PAUSE_S)
-                again = await self.prepare(sender, recipient, client_id, mark=False)
+                goes_ahead = waits == 0 and not marked
+                again = await self.prepare(sender, recipient, client_id, mark=goes_ahead)
                 if isinstance(again, SendResult):  # a concurrent retry completed it
                     return again
                 prepared = again
+                marked = marked or goes_ahead
             if not isinstance(decided, Decided):
                 return decided
             if decided.step is None:

@@ -20,7 +20,7 @@
 --       20 seconds a client_id is remembered (0: forever)
 --       21 the agent's handle when an agent sends for the business, or ''
 --       22 the parity of this direction's ids (msgid.direction)
---       23 '1' when this send waits for r's sends to s in flight (answer 5)
+--       23 '1' when this send waits for r's marked sends to s in flight (answer 5)
 --       24 N, the count of ids that follow: r's latest messages in s's view
 --       25 .. 24+N those ids; then (id, view member, origin) triples: those of
 --       them that r's view lacked when an earlier call answered 4
@@ -64,8 +64,11 @@ end
 -- own event for it is still to come, and this message, decided now, would reach
 -- r's sockets first although it may sort after it. One direction of each
 -- conversation (s > r) waits for the other's sends in flight, so that r's
--- stream has each conversation in id order; sends from s < r never wait, and a
--- wait is bounded (sends.py), so no two sends wait for each other for long.
+-- stream has each conversation in id order. A wait is bounded (sends.py); one
+-- that runs out goes ahead marked, and the sends from s < r wait for those
+-- (the send it stopped waiting for would otherwise be decided here while it is
+-- between its steps 2 and 3). A send that went ahead never waits again, so no
+-- two sends wait for each other.
 if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[20]) or '0') > 0 then
   return {5}
 end
