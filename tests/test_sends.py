@@ -494,3 +494,17 @@ async def test_a_send_that_stopped_waiting_reaches_its_senders_stream_before_the
         ]
         assert ids == [int(zeds.message_id), int(mine.message_id)], person
     assert await in_flight(store, amy, zed) == 0 and await in_flight(store, zed, amy) == 0
+
+
+async def test_a_mark_a_dead_process_left_expires_while_its_sender_keeps_writing(
+    store: Store,
+) -> None:
+    ann, bob = await two_people(store)
+    # Ann's process died right after step 1; ann goes on writing elsewhere.
+    assert isinstance(await store.sends.prepare(ann, bob, "c-dead"), Prepared)
+    await asyncio.sleep(0.3)
+    await sent(store, ann, bob, "again")
+    # Her later sends did not renew its expiry: it ends 2 s after it was made,
+    # and bob's sends stop waiting for it then.
+    assert await in_flight(store, ann, bob) == 1
+    assert 0 < await store.redis.pttl(keys.sending(ann, bob)) <= 1_800

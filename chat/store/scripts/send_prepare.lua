@@ -26,10 +26,11 @@ if client_id ~= '' then
 end
 
 -- The mark expires on its own if the process dies before its last step takes
--- it back.
+-- it back. Its expiry is set when the count rises from 0, not by every send:
+-- a count a killed process left would otherwise live as long as s keeps
+-- writing to r, and every send of r's to s would wait for it in vain.
 local mark_ms = tonumber(ARGV[7])
-if mark_ms > 0 then
-  redis.call('INCR', KEYS[10])
+if mark_ms > 0 and redis.call('INCR', KEYS[10]) == 1 then
   redis.call('PEXPIRE', KEYS[10], mark_ms)
 end
 
