@@ -51,7 +51,7 @@ async def limited(redis_url: str, tmp_path: Path) -> AsyncIterator[RunningServer
 async def refill(redis_url: str, lc: str) -> None:
     """A minute passes, as far as the sender's message bucket can tell."""
     client = async_redis_client(redis_url)
-    await client.delete(keys.message_rate(lc))
+    await client.hdel(keys.user(lc), keys.MESSAGE_RATE_FIELD)
     await client.aclose()
 
 
@@ -214,5 +214,5 @@ async def test_zero_turns_a_limit_off(redis_url: str, tmp_path: Path) -> None:
             for i in range(130):  # past the default burst of 120
                 await socket.send(handle(bob), f"m{i}")
         client = async_redis_client(redis_url)
-        assert not await client.exists(keys.message_rate(handle(alice).lower()))
+        assert not await client.hexists(keys.user(handle(alice).lower()), keys.MESSAGE_RATE_FIELD)
         await client.aclose()

@@ -339,8 +339,9 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     # follower, blocked-by, blocks and follows in step 2 (with step 1's block
     # and followers reads, five); never wrote or inbox.
     assert counted.get("zscore") == 5 and "sismember" not in counted
-    # Two people, no business: no team state is read; the read pointer only.
-    assert counted.get("hget") == 1
+    # Two people, no business: no team state is read; the read pointer, and the
+    # `messages` bucket step 3 charges (a field of the user hash).
+    assert counted.get("hget") == 2
     # In-flight marks are plain keys (INCR, PEXPIRE, DECR; a waiting send's GET),
     # not hash fields with their own expiry; unread's HINCRBY alone is a field's.
     assert counted.get("hincrby") == 1 and "hpexpire" not in counted
@@ -395,7 +396,7 @@ async def test_step_3_charges_the_limits_at_step_1s_time_and_the_id_has_step_2s(
     # The decision's own clock (a fresh pair: nothing else bounds the id).
     assert int(decided.message_id) // 1000 >= prepared.now_ms + 200
     assert await store.sends.apply(decided.step, unmark=True) == 1
-    charged = int(await store.redis.get(keys.message_rate(ann)))
+    charged = int(await store.redis.hget(keys.user(ann), keys.MESSAGE_RATE_FIELD))
     assert charged == prepared.now_ms + max(1, period // burst)
     await store.outbox.done(bob, decided.entry)
     # A reconciler's step 3 has no step 1 behind it: it reads the clock itself
@@ -403,7 +404,7 @@ async def test_step_3_charges_the_limits_at_step_1s_time_and_the_id_has_step_2s(
     await after_step_2(store, bob, ann, "later", "c-u")
     before_ms = int(time.time() * 1000)
     assert await store.outbox.reconcile(min_idle_ms=0) == 1
-    assert int(await store.redis.get(keys.message_rate(bob))) >= before_ms
+    assert int(await store.redis.hget(keys.user(bob), keys.MESSAGE_RATE_FIELD)) >= before_ms
 
 
 async def test_a_message_decided_after_a_crossing_one_sorts_after_it_in_its_senders_stream(

@@ -253,7 +253,6 @@ async def finish_deletion(store: Store, lc: str) -> None:
     await redis.delete(
         keys.restriction(lc),
         keys.reporters(lc),
-        keys.message_rate(lc),
         keys.new_conversations(lc),
         keys.requests_received(lc),
         keys.typing_count(lc),

@@ -190,9 +190,9 @@ def webhook_index_shard(lc: str) -> int:
 # -- safety (PROTOCOL.md v1.1). Hash-tagged by user, ready for Valkey Cluster.
 
 
-def message_rate(lc: str) -> str:
-    """The sender's `messages` token bucket (its theoretical arrival time)."""
-    return f"msgrate:{{{lc}}}"
+# The sender's `messages` token bucket (its theoretical arrival time, ms) is
+# this field of its user hash, read with the sender's facts (send_parts.lua).
+MESSAGE_RATE_FIELD = "msgrate"
 
 
 def new_conversations(lc: str) -> str:

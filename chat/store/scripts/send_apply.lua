@@ -4,8 +4,8 @@
 -- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
 -- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
---       7 unread:{s}   8 msgrate:{s}   9 newconv:{s}   10 cid:{s}   11 ev:{s}   12 ch:{s}
---       13 sending:{s}:r
+--       7 unread:{s}   8 newconv:{s}   9 cid:{s}   10 ev:{s}   11 ch:{s}
+--       12 sending:{s}:r
 -- ARGV: 1 r   2 id   3 the view member (views.py)   4 client_id or ''
 --       5 origin connection id or '-'   6 a new conversation ('1'|'0')
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
@@ -22,7 +22,7 @@
 -- written).
 local r = ARGV[1]
 local keys_of_s = {view = KEYS[2], wrote = KEYS[3], requests = KEYS[4], inbox = KEYS[5],
-  read = KEYS[6], unread = KEYS[7], cids = KEYS[10], events = KEYS[11], channel = KEYS[12]}
+  read = KEYS[6], unread = KEYS[7], cids = KEYS[9], events = KEYS[10], channel = KEYS[11]}
 
 -- s's earlier messages to r that s's view lacks go first, in id order, so that
 -- s's history and sockets have them before this one.
@@ -32,7 +32,7 @@ if #missing > 0 then
 end
 
 if ARGV[12] == '1' then
-  unmark_send(KEYS[13])
+  unmark_send(KEYS[12])
 end
 if redis.call('HEXISTS', KEYS[1], 'handle') == 0 then
   return -1
@@ -54,10 +54,10 @@ if burst > 0 or ARGV[6] == '1' then
     now = clock_ms()
   end
   if burst > 0 then
-    charge_messages(KEYS[8], now, burst, tonumber(ARGV[10]))
+    charge_messages(KEYS[1], now, burst, tonumber(ARGV[10]))
   end
   if ARGV[6] == '1' then
-    charge_new_conversation(KEYS[9], now, r, tonumber(ARGV[11]))
+    charge_new_conversation(KEYS[8], now, r, tonumber(ARGV[11]))
   end
 end
 return 1

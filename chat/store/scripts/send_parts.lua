@@ -14,11 +14,13 @@ local function clock_ms()
   return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 end
 
--- The sender's own facts, in s's slot. k: {user, blocking}.
+-- The sender's own facts, in s's slot, and its `messages` bucket (the user
+-- hash's field `msgrate`, read in the same HMGET: one redis.call less than a
+-- key of its own). k: {user, blocking}.
 local function sender_facts(k, r)
-  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted')
+  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted', 'msgrate')
   return {handle = sender[1] or '', active = sender[2] or '', restricted = sender[3] ~= false,
-    blocks = redis.call('ZSCORE', k.blocking, r) ~= false}
+    blocks = redis.call('ZSCORE', k.blocking, r) ~= false, bucket = sender[4] or nil}
 end
 
 -- The relationship facts, each read in r's slot only when the rule asks for it
@@ -72,10 +74,9 @@ local function recipient_decision(k, s, sender)
   return allowed, reason, folder, recipient[1] or '', f
 end
 
--- `messages` (GCRA, limits.lua): ms to wait (0: allowed), and the bucket's value
--- once this send is charged.
-local function messages_wait(key, now, burst, period_ms)
-  local stored = redis.call('GET', key)
+-- `messages` (GCRA, limits.lua) over the bucket as sender_facts read it: ms to
+-- wait (0: allowed), and the bucket's value once this send is charged.
+local function messages_wait(stored, now, burst, period_ms)
   local ok, tat, wait = gcra(stored and tonumber(stored), now, burst, period_ms)
   if not ok then
     return wait, nil
@@ -83,17 +84,20 @@ local function messages_wait(key, now, burst, period_ms)
   return 0, tat
 end
 
-local function store_messages_charge(key, tat, now)
-  redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', tat - now))
+-- The bucket is a field of the user hash (user:{s} `msgrate`), so it goes with
+-- the account. It never expires: a time already past reads as a full bucket
+-- (gcra starts from now), exactly as the key of its own that expired then did.
+local function store_messages_charge(user_key, tat)
+  redis.call('HSET', user_key, 'msgrate', string.format('%d', tat))
 end
 
 -- The bucket's charge as gcra makes it, without its refusal: for a step that
 -- charges what an earlier step checked.
-local function charge_messages(key, now, burst, period_ms)
-  local stored = redis.call('GET', key)
+local function charge_messages(user_key, now, burst, period_ms)
+  local stored = redis.call('HGET', user_key, 'msgrate')
   local tat = stored and tonumber(stored) or now
   if tat < now then tat = now end
-  store_messages_charge(key, tat + math.max(1, math.floor(period_ms / burst)), now)
+  store_messages_charge(user_key, tat + math.max(1, math.floor(period_ms / burst)))
 end
 
 -- A first message to someone who neither follows the sender nor ever wrote

@@ -4,8 +4,8 @@
 -- flight, which a message from r to s decided meanwhile waits for (send_decide).
 -- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
--- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 msgrate:{s}
---       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 sending:{s}:r
+-- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 newconv:{s}
+--       6 fwers:{s}   7 heard:{s}   8 wrote:{s}   9 sending:{s}:r
 -- ARGV: 1 client_id or ''   2 r (lower case)   3 messages burst   4 its period (ms)
 --       5 new conversations   6 their window (ms); a limit of 0 is off
 --       7 how long a mark lasts (ms), or 0 when this send is marked already
@@ -30,8 +30,8 @@ end
 -- a count a killed process left would otherwise live as long as s keeps
 -- writing to r, and every send of r's to s would wait for it in vain.
 local mark_ms = tonumber(ARGV[7])
-if mark_ms > 0 and redis.call('INCR', KEYS[10]) == 1 then
-  redis.call('PEXPIRE', KEYS[10], mark_ms)
+if mark_ms > 0 and redis.call('INCR', KEYS[9]) == 1 then
+  redis.call('PEXPIRE', KEYS[9], mark_ms)
 end
 
 local sender = sender_facts({user = KEYS[1], blocking = KEYS[2]}, r)
@@ -60,12 +60,12 @@ local messages_wait_ms, new_conversation, new_wait = 0, false, 0
 if burst > 0 or new_limit > 0 then
   now = clock_ms()
   if burst > 0 then
-    messages_wait_ms = messages_wait(KEYS[5], now, burst, tonumber(ARGV[4]))
+    messages_wait_ms = messages_wait(sender.bucket, now, burst, tonumber(ARGV[4]))
   end
   new_conversation = new_limit > 0
-    and opens_conversation({followers = KEYS[7], heard = KEYS[8], wrote = KEYS[9]}, r)
+    and opens_conversation({followers = KEYS[6], heard = KEYS[7], wrote = KEYS[8]}, r)
   if new_conversation then
-    new_wait = new_conversations_wait(KEYS[6], now, new_limit, tonumber(ARGV[6]))
+    new_wait = new_conversations_wait(KEYS[5], now, new_limit, tonumber(ARGV[6]))
   end
 end
 

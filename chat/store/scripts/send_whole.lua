@@ -26,12 +26,12 @@
 -- decided is decided after this message, above it (the top of s's view is in
 -- its id), and reaches r's stream after it, in id order.
 --
--- KEYS: 1 cid:{s}   2 user:{s}   3 blk:{s}   4 msgs:{s}:r   5 msgrate:{s}
---       6 newconv:{s}   7 fwers:{s}   8 heard:{s}   9 wrote:{s}   10 creq:{s}
---       11 cin:{s}   12 rd:{s}   13 unread:{s}   14 ev:{s}   15 ch:{s}
---       16 user:{r}   17 blk:{r}   18 blkby:{r}   19 fwing:{r}   20 wrote:{r}
---       21 cin:{r}   22 creq:{r}   23 unread:{r}   24 heard:{r}   25 idgen:{r}
---       26 msgs:{r}:s   27 ev:{r}   28 ch:{r}   29 reqrecv:{r}   30 tconv:{r}
+-- KEYS: 1 cid:{s}   2 user:{s}   3 blk:{s}   4 msgs:{s}:r   5 newconv:{s}
+--       6 fwers:{s}   7 heard:{s}   8 wrote:{s}   9 creq:{s}   10 cin:{s}
+--       11 rd:{s}   12 unread:{s}   13 ev:{s}   14 ch:{s}   15 user:{r}
+--       16 blk:{r}   17 blkby:{r}   18 fwing:{r}   19 wrote:{r}   20 cin:{r}
+--       21 creq:{r}   22 unread:{r}   23 heard:{r}   24 idgen:{r}   25 msgs:{r}:s
+--       26 ev:{r}   27 ch:{r}   28 reqrecv:{r}   29 tconv:{r}
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -57,7 +57,7 @@ end
 
 -- The floor of the id and r's view's top, as steps 1 and 2 read them.
 local floor = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
-local top = redis.call('ZREVRANGE', KEYS[26], 0, 0, 'WITHSCORES')[2]
+local top = redis.call('ZREVRANGE', KEYS[25], 0, 0, 'WITHSCORES')[2]
 if floor ~= top then
   return {4}
 end
@@ -65,12 +65,12 @@ end
 -- Each user's keys in one table, for every function of the library this
 -- calls: their key groups share names, never keys, and each table built costs
 -- Valkey CPU on every call (about 0.8 µs less than one per function).
-local sk = {user = KEYS[2], blocking = KEYS[3], followers = KEYS[7], heard = KEYS[8],
-  wrote = KEYS[9], view = KEYS[4], requests = KEYS[10], inbox = KEYS[11], read = KEYS[12],
-  unread = KEYS[13], cids = KEYS[1], events = KEYS[14], channel = KEYS[15]}
-local rk = {user = KEYS[16], blocking = KEYS[17], blocked_by = KEYS[18], following = KEYS[19],
-  wrote = KEYS[20], inbox = KEYS[21], requests = KEYS[22], received = KEYS[29], view = KEYS[26],
-  heard = KEYS[24], unread = KEYS[23], events = KEYS[27], channel = KEYS[28], team = KEYS[30]}
+local sk = {user = KEYS[2], blocking = KEYS[3], followers = KEYS[6], heard = KEYS[7],
+  wrote = KEYS[8], view = KEYS[4], requests = KEYS[9], inbox = KEYS[10], read = KEYS[11],
+  unread = KEYS[12], cids = KEYS[1], events = KEYS[13], channel = KEYS[14]}
+local rk = {user = KEYS[15], blocking = KEYS[16], blocked_by = KEYS[17], following = KEYS[18],
+  wrote = KEYS[19], inbox = KEYS[20], requests = KEYS[21], received = KEYS[28], view = KEYS[25],
+  heard = KEYS[23], unread = KEYS[22], events = KEYS[26], channel = KEYS[27], team = KEYS[29]}
 local sender = sender_facts(sk, r)
 local allowed, reason, folder, recipient_handle, facts = recipient_decision(rk, s, sender)
 if not allowed then
@@ -84,7 +84,7 @@ local burst, new_limit = tonumber(ARGV[10]), tonumber(ARGV[12])
 local tat = nil
 if burst > 0 then
   local wait
-  wait, tat = messages_wait(KEYS[5], now, burst, tonumber(ARGV[11]))
+  wait, tat = messages_wait(sender.bucket, now, burst, tonumber(ARGV[11]))
   if wait > 0 then
     return {3, 'messages', wait}
   end
@@ -92,7 +92,7 @@ end
 local new_conversation = new_limit > 0
   and opens_conversation(sk, r)
 if new_conversation then
-  local wait = new_conversations_wait(KEYS[6], now, new_limit, tonumber(ARGV[13]))
+  local wait = new_conversations_wait(KEYS[5], now, new_limit, tonumber(ARGV[13]))
   if wait > 0 then
     return {3, 'new_conversations', wait}
   end
@@ -102,7 +102,7 @@ if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
 end
 
-local id = issue_id(KEYS[25], now, floor or '0', top, ARGV[18])
+local id = issue_id(KEYS[24], now, floor or '0', top, ARGV[18])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[17])
 local retention = ARGV[7]
@@ -116,9 +116,9 @@ apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retentio
 local copy = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
 
 if tat then
-  store_messages_charge(KEYS[5], tat, now)
+  store_messages_charge(KEYS[2], tat)
 end
 if new_conversation then
-  charge_new_conversation(KEYS[6], now, r, tonumber(ARGV[13]))
+  charge_new_conversation(KEYS[5], now, r, tonumber(ARGV[13]))
 end
 return {1, id, copy, folder}
