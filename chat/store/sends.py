@@ -214,6 +214,29 @@ def extra_fields(extra: dict[str, Any] | None) -> str:
     )
 
 
+def _decision_keys(recipient: str, sender: str) -> list[str]:
+    """The recipient's keys the decision and the recipient's side use, in the
+    order send_decide.lua and send_whole.lua both take them (one list, so the
+    two scripts' key numbering cannot drift apart)."""
+    return [
+        keys.user(recipient),
+        keys.blocking(recipient),
+        keys.blocked_by(recipient),
+        keys.following(recipient),
+        keys.wrote(recipient),
+        keys.inbox(recipient),
+        keys.requests(recipient),
+        keys.unread(recipient),
+        keys.heard(recipient),
+        keys.id_generator(recipient),
+        keys.view(recipient, sender),
+        keys.events(recipient),
+        keys.channel(recipient),
+        keys.requests_received(recipient),
+        keys.team_conversations(recipient),
+    ]
+
+
 class Sends:
     """The three steps, run in order by `send`; step 3 alone by the reconciler."""
 
@@ -281,21 +304,7 @@ class Sends:
                     keys.unread(sender),
                     keys.events(sender),
                     keys.channel(sender),
-                    keys.user(recipient),
-                    keys.blocking(recipient),
-                    keys.blocked_by(recipient),
-                    keys.following(recipient),
-                    keys.wrote(recipient),
-                    keys.inbox(recipient),
-                    keys.requests(recipient),
-                    keys.unread(recipient),
-                    keys.heard(recipient),
-                    keys.id_generator(recipient),
-                    keys.view(recipient, sender),
-                    keys.events(recipient),
-                    keys.channel(recipient),
-                    keys.requests_received(recipient),
-                    keys.team_conversations(recipient),
+                    *_decision_keys(recipient, sender),
                 ],
                 [
                     client_id or "",
@@ -545,21 +554,7 @@ class Sends:
             self._decide,
             [
                 keys.client_ids_in(recipient),
-                keys.user(recipient),
-                keys.blocking(recipient),
-                keys.blocked_by(recipient),
-                keys.following(recipient),
-                keys.wrote(recipient),
-                keys.inbox(recipient),
-                keys.requests(recipient),
-                keys.unread(recipient),
-                keys.heard(recipient),
-                keys.id_generator(recipient),
-                keys.view(recipient, sender),
-                keys.events(recipient),
-                keys.channel(recipient),
-                keys.requests_received(recipient),
-                keys.team_conversations(recipient),
+                *_decision_keys(recipient, sender),
                 keys.outbox(recipient),
                 keys.read_pointer(recipient),
                 keys.client_ids(recipient),
