@@ -21,10 +21,11 @@ import pytest
 from chat.config import SEND_STEPS_ALWAYS, SEND_STEPS_AUTO, SendLimits
 from chat.store import keys
 from chat.store.connection import RedisTarget
-from chat.store.sends import Decided, Prepared, SendLimited, SendRefused, SendResult
+from chat.store.sends import SendLimited, SendRefused, SendResult
 from chat.store.store import Store
 from chat.store.teams import team_store
 from tests.support import async_redis_client, flush_all, hot_lane
+from tests.test_sends import after_step_2
 
 pytestmark = pytest.mark.single_layout("the one-script send exists on one Valkey only")
 
@@ -226,17 +227,6 @@ async def test_one_script_and_the_steps_leave_the_same_state(
     assert sorted(one) == sorted(other)
     for key, text in one.items():
         assert text == other[key], key
-
-
-async def after_step_2(store: Store, a: str, b: str, text: str, client_id: str) -> Decided:
-    """A split send whose process died right after its decision (step 2)."""
-    prepared = await store.sends.prepare(a, b, client_id)
-    assert isinstance(prepared, Prepared)
-    decided = await store.sends.decide(
-        prepared, text=text, sent_at="2026-01-01T00:00:00.000Z", client_id=client_id, origin="o1"
-    )
-    assert isinstance(decided, Decided) and decided.created
-    return decided
 
 
 async def pair(store: Store) -> tuple[str, str]:

@@ -307,15 +307,7 @@ class Sends:
                     *_decision_keys(recipient, sender),
                 ],
                 [
-                    client_id or "",
-                    sender,
-                    recipient,
-                    _json.encode(text),
-                    sent_at,
-                    _json.encode(client_id),
-                    self.event_retention,
-                    origin,
-                    extra_fields(extra),
+                    *self._message_args(sender, recipient, text, sent_at, client_id, origin, extra),
                     *self.limit_args,
                     self.client_id_ttl_s,
                     agent or "",
@@ -561,17 +553,7 @@ class Sends:
                 keys.sending(recipient, sender),
             ],
             [
-                client_id or "",
-                sender,
-                recipient,
-                # JSON-encoded here with the API's encoder; the script places
-                # the bytes as they are.
-                _json.encode(text),
-                sent_at,
-                _json.encode(client_id),
-                self.event_retention,
-                origin,
-                extra_fields(extra),
+                *self._message_args(sender, recipient, text, sent_at, client_id, origin, extra),
                 prepared.handle,
                 prepared.active,
                 "1" if prepared.restricted else "0",
@@ -591,6 +573,31 @@ class Sends:
                 *supplied,
             ],
         )
+
+    def _message_args(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        sent_at: str,
+        client_id: str | None,
+        origin: str,
+        extra: dict[str, Any] | None,
+    ) -> list[Any]:
+        """The message's arguments, first in both send_decide.lua and send_whole.lua
+        (ARGV 1-9). The text and client_id are JSON-encoded here with the API's
+        encoder; the scripts place the bytes as they are."""
+        return [
+            client_id or "",
+            sender,
+            recipient,
+            _json.encode(text),
+            sent_at,
+            _json.encode(client_id),
+            self.event_retention,
+            origin,
+            extra_fields(extra),
+        ]
 
     async def _owed(self, owner: str, author: str, owed_ids: list[str]) -> list[str]:
         """(id, view member, origin) of `author`'s messages to `owner` that the
