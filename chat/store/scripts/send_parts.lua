@@ -189,9 +189,15 @@ local function apply_recipient_side(k, s, id, stored, message, folder, sender_ha
   redis.call('SADD', k.heard, s)
   -- The folder comes from facts read in this same script, so it cannot be
   -- stale: 'requests' means the recipient has no inbox entry for the sender.
+  -- A peer is in one folder at most (a request is added only when the rule,
+  -- in the same script, found no inbox entry; every new inbox entry takes the
+  -- request back; accept and hide move or drop both), so only a peer new to
+  -- the inbox can have a request to take back: one call less per message of
+  -- an ongoing conversation.
   if folder == 'inbox' then
-    redis.call('ZREM', k.requests, s)
-    redis.call('ZADD', k.inbox, id, s)
+    if redis.call('ZADD', k.inbox, id, s) == 1 then
+      redis.call('ZREM', k.requests, s)
+    end
   else
     redis.call('ZADD', k.requests, id, s)
   end
