@@ -49,10 +49,11 @@ def heard(lc: str) -> str:
     return f"heard:{{{lc}}}"
 
 
-def ack_mark(lc: str) -> str:
-    """String + PX: written by DMHUB_ACK_REPLICAS before a WAIT, so that the WAIT
-    covers what other connections wrote to lc's master before it (replicas.py)."""
-    return f"ackmark:{{{lc}}}"
+def ack_mark(slot: int) -> str:
+    """String + PX, in `slot`: written by DMHUB_ACK_REPLICAS before a WAIT, so
+    that the WAIT covers what other connections wrote to that slot's master
+    before it (replicas.py)."""
+    return f"ackmark:{{{slot_tag(slot)}}}"
 
 
 def sending(lc: str, peer: str) -> str:
