@@ -1,7 +1,7 @@
 """The hot-path lane on a Valkey Cluster: one pipelined Lane per master, routed by slot.
 
 Each command goes to the master that owns the slot of its first key (for
-EVALSHA, KEYS[1]: dmhub's scripts touch one slot each), over that master's Lane
+FCALL and EVALSHA, KEYS[1]: dmhub's scripts touch one slot each), over that master's Lane
 (chat/store/lane.py: hand-written RESP, one write per event-loop turn), so
 routing costs a CRC16 and a table lookup, not a connection checkout.
 
@@ -34,7 +34,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from chat.resp import Endpoint
 from chat.store.connection import node_endpoint, refresh_topology
-from chat.store.lane import DEFAULT_TIMEOUT_S, Lane
+from chat.store.lane import DEFAULT_TIMEOUT_S, Lane, NoFunctionError
+from chat.store.lua import FunctionLibrary
 from chat.store.slots import key_slot
 from chat.store.topology import Shard, Topology
 
@@ -71,7 +72,7 @@ def _busy(message: str) -> bool:
 
 
 class ClusterLane:
-    """Lane's interface (execute, evalsha, aclose) over every master of a cluster."""
+    """Lane's interface (execute, evalsha, fcall, aclose) over every master of a cluster."""
 
     def __init__(self, seeds: list[Endpoint], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         if not seeds:
@@ -115,7 +116,16 @@ class ClusterLane:
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Any]) -> Any:
         command = ("EVALSHA", sha, len(keys), *keys, *args)
-        return await self._routed(keys[0] if keys else None, command, script)
+        return await self._routed(keys[0] if keys else None, command, ("SCRIPT", "LOAD", script))
+
+    async def fcall(
+        self, name: str, library: FunctionLibrary, keys: list[str], args: list[Any]
+    ) -> Any:
+        """FCALL on the master of KEYS[1]'s slot; a master without the function
+        (new, restarted empty, flushed) is given the library and asked again."""
+        command = ("FCALL", name, len(keys), *keys, *args)
+        load = ("FUNCTION", "LOAD", "REPLACE", library.source)
+        return await self._routed(keys[0] if keys else None, command, load)
 
     async def wait_replicas(
         self, key: str | None, replicas: int, timeout_ms: int, *, since: float
@@ -179,7 +189,11 @@ class ClusterLane:
             raise RedisConnectionError(f"no master serves slot {key_slot(key or '')}")
         return address
 
-    async def _routed(self, key: str | None, command: tuple[Any, ...], script: str | None) -> Any:
+    async def _routed(
+        self, key: str | None, command: tuple[Any, ...], load: tuple[Any, ...] | None
+    ) -> Any:
+        """`load`: what makes a node that lacks the command's script or
+        function able to run it (SCRIPT LOAD, FUNCTION LOAD)."""
         # One coroutine per command on the way there: routing is a CRC16 and two
         # lookups when the map is known.
         address = self._known_owner(key) or await self.owner(key)
@@ -189,14 +203,15 @@ class ClusterLane:
             lane = self._lanes.get(address) or self.lane(address)
             try:
                 if asking:
-                    return await self._asking(lane, command, script)
+                    return await self._asking(lane, command, load)
                 return await lane.execute(*command)
-            except NoScriptError:
-                if script is None or loads:
+            except (NoScriptError, NoFunctionError):
+                if load is None or loads:
                     raise
-                # This master has not seen the script (new, restarted, or promoted).
+                # This master has not seen the script or the library (new,
+                # restarted, flushed, or promoted); on ASK, the importing node.
                 loads += 1
-                await lane.execute("SCRIPT", "LOAD", script)
+                await lane.execute(*load)
             except ResponseError as exc:
                 message = str(exc)
                 moved = redirection(message)
@@ -228,10 +243,11 @@ class ClusterLane:
                 raise
 
     @staticmethod
-    async def _asking(lane: Lane, command: tuple[Any, ...], script: str | None) -> Any:
-        if script is not None:
+    async def _asking(lane: Lane, command: tuple[Any, ...], load: tuple[Any, ...] | None) -> Any:
+        if load is not None and load[0] == "SCRIPT":
             # The importing node may not know the script yet; EVAL cannot miss.
-            command = ("EVAL", script, *command[2:])
+            command = ("EVAL", load[2], *command[2:])
+        # A function it lacks: NoFunctionError, then the library is loaded there.
         return await lane.execute_asking(*command)
 
     # -- the slot map --------------------------------------------------------------

@@ -27,7 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from chat.resp import Endpoint
 from chat.store.lane import Lane
 from chat.store.topology import Topology
-from chat.store.written import TrackingCluster
 
 log = logging.getLogger("dmhub.store")
 
@@ -150,13 +149,10 @@ def single_client(url: str) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def cluster_client(url: str, *, track_writes: bool = False) -> RedisCluster:
-    """`track_writes`: note the slots that acknowledged operations write
-    (DMHUB_ACK_REPLICAS, chat/store/written.py)."""
+def cluster_client(url: str) -> RedisCluster:
     endpoints = seed_endpoints(url)
     first = endpoints[0]
-    kind = TrackingCluster if track_writes else RedisCluster
-    return kind(
+    return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=first.username,
         password=first.password,
@@ -184,11 +180,9 @@ class RedisTarget:
     def seeds(self) -> list[Endpoint]:
         return seed_endpoints(self.url)
 
-    def client(self, *, track_writes: bool = False) -> Any:
+    def client(self) -> Any:
         """The cold-path client: RedisCluster or Redis, with the same commands."""
-        if self.cluster:
-            return cluster_client(self.url, track_writes=track_writes)
-        return single_client(self.url)
+        return cluster_client(self.url) if self.cluster else single_client(self.url)
 
 
 async def target(url: str) -> RedisTarget:

@@ -34,6 +34,7 @@ from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat.resp import Endpoint, pack, reply_reader
+from chat.store.lua import FunctionLibrary
 
 log = logging.getLogger("dmhub.store")
 
@@ -45,14 +46,25 @@ WATCHDOG_INTERVAL_S = 0.5
 REPLICA_RECHECK_S = 5.0
 
 
+# Valkey's and Redis 7's answer to FCALL of a function it does not have.
+FUNCTION_MISSING = "ERR Function not found"
+
+
+class NoFunctionError(ResponseError):
+    """FCALL of a function this node has not loaded (a new or restarted node
+    without its data, a FUNCTION FLUSH, a library of another dmhub version)."""
+
+
 def _reply_error(message: str) -> Exception:
     """The exception redis-py would raise for this error reply.
 
-    NOSCRIPT the lane acts on itself. LOADING (a restarted Redis reading its
+    NOSCRIPT and a missing function the lane acts on itself. LOADING (a restarted Redis reading its
     data) and OOM (at maxmemory, noeviction) are storage being unavailable, not
     a bug: callers answer `unavailable` (chat/store/failures.py)."""
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    if message.startswith(FUNCTION_MISSING):
+        return NoFunctionError(message)
     if message.startswith("LOADING"):
         return BusyLoadingError(message)
     if message.startswith("OOM"):
@@ -234,6 +246,18 @@ class Lane:
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def fcall(
+        self, name: str, library: FunctionLibrary, keys: list[str], args: list[Any]
+    ) -> Any:
+        """FCALL, loading `library` when Redis does not have the function (a
+        restart without its data, a flush): REPLACE, since another process
+        may load the same library meanwhile."""
+        try:
+            return await self.execute("FCALL", name, len(keys), *keys, *args)
+        except NoFunctionError:
+            await self.execute("FUNCTION", "LOAD", "REPLACE", library.source)
+            return await self.execute("FCALL", name, len(keys), *keys, *args)
 
     async def _connect(self) -> _Link:
         async with self._connect_lock:

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from chat.permission import Reason
 from chat.store import keys, msgid, views
 from chat.store.crashpoints import crash_point
-from chat.store.lua import Library
+from chat.store.lua import HOT, Library
 from chat.store.lua import script as _script
 from chat.store.outbox import OUTBOX_LUA, Outbox
 
@@ -72,14 +72,21 @@ SEND_SIDE_LUA = _script("send_side.lua")
 SEND_LIB = Library(
     RULE_LUA, LIMITS_LUA, MSGID_LUA, SEND_SIDE_LUA, _script("send_parts.lua"), OUTBOX_LUA
 )
-SEND_PREPARE_LUA = SEND_LIB.script(_script("send_prepare.lua"))
-SEND_DECIDE_LUA = SEND_LIB.script(_script("send_decide.lua"))
-SEND_APPLY_LUA = SEND_LIB.script(_script("send_apply.lua"))
+# Each a function of the hot path's library (chat/store/lua.py, HOT); the
+# *_LUA texts are the same scripts as EVAL takes them.
+SEND_PREPARE = HOT.add("send_prepare", _script("send_prepare.lua"), SEND_LIB)
+SEND_DECIDE = HOT.add("send_decide", _script("send_decide.lua"), SEND_LIB)
+SEND_APPLY = HOT.add("send_apply", _script("send_apply.lua"), SEND_LIB)
 # The whole send in one script, for one Valkey (Sends.send).
-SEND_WHOLE_LUA = SEND_LIB.script(_script("send_whole.lua"))
+SEND_WHOLE = HOT.add("send_whole", _script("send_whole.lua"), SEND_LIB)
+SEND_UNMARK = HOT.add("send_unmark", "unmark_send(KEYS[1])\n", SEND_LIB)
+SEND_PREPARE_LUA = SEND_PREPARE.script
+SEND_DECIDE_LUA = SEND_DECIDE.script
+SEND_APPLY_LUA = SEND_APPLY.script
+SEND_WHOLE_LUA = SEND_WHOLE.script
+SEND_UNMARK_LUA = SEND_UNMARK.script
 # send_whole.lua's answer when the send must run as the three steps.
 USE_THE_STEPS = 4
-SEND_UNMARK_LUA = SEND_LIB.script("unmark_send(KEYS[1])\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +235,7 @@ def _decision_keys(recipient: str, sender: str) -> list[str]:
         keys.requests(recipient),
         keys.unread(recipient),
         keys.heard(recipient),
+        keys.id_generator(recipient),
         keys.view(recipient, sender),
         keys.events(recipient),
         keys.channel(recipient),
@@ -260,11 +268,11 @@ class Sends:
         # messages burst, period; new conversations, window; requests, window.
         self.limit_args = limit_args
         self.client_id_ttl_s = client_id_ttl_s
-        self._prepare = client.register_script(SEND_PREPARE_LUA)
-        self._decide = client.register_script(SEND_DECIDE_LUA)
-        self._apply = client.register_script(SEND_APPLY_LUA)
-        self._unmark_script = client.register_script(SEND_UNMARK_LUA)
-        self._whole = client.register_script(SEND_WHOLE_LUA)
+        self._prepare = SEND_PREPARE
+        self._decide = SEND_DECIDE
+        self._apply = SEND_APPLY
+        self._unmark_script = SEND_UNMARK
+        self._whole = SEND_WHOLE
         outbox.register(SEND_KIND, self.apply_payload)
 
     async def send(
