@@ -69,6 +69,7 @@ from chat.store import connection
 from chat.store.cluster_lane import ClusterLane
 from chat.store.embedded import EmbeddedValkey
 from chat.store.lane import Lane
+from chat.store.lua import Function
 from chat.store.sends import SendResult
 from chat.store.store import Store
 
@@ -207,13 +208,16 @@ async def one_round(
 
 
 def _script_names(store: Store) -> dict[str, str]:
-    """sha -> the name of the attribute that holds that script (store.sends._decide: decide)."""
+    """sha, or function name for FCALL -> the name of the attribute that holds
+    that script (store.sends._decide: decide)."""
     found: dict[str, str] = {}
     for holder in (store, *vars(store).values()):
         for name, value in getattr(holder, "__dict__", {}).items():
             sha = getattr(value, "sha", None)
             if isinstance(sha, str):
                 found[sha] = name.lstrip("_")
+            if isinstance(value, Function):
+                found[value.qualified] = name.lstrip("_")
     return found
 
 
