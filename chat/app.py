@@ -32,6 +32,7 @@ from chat.store.replicas import ReplicaAcks
 from chat.store.store import Store
 from chat.store.webhooks import WebhookStore
 from chat.transport import (
+    acked,
     auth,
     http,
     routes_accounts,
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> Starlette:
         auth.set_argon2_concurrency(settings.argon2_concurrency)
         # One node or a cluster: asked, not configured (chat/store/connection.py).
         target = await connection.target(redis_url)
-        client = target.client()
+        client = target.client(track_writes=settings.ack_replicas > 0)
         lane: Lane | ClusterLane = (
             ClusterLane(target.seeds, timeout_s=REDIS_TIMEOUT_S)
             if target.cluster
@@ -184,18 +185,19 @@ def create_app(settings: Settings) -> Starlette:
                 runtime_module.current = None
             await client.aclose()
 
+    routes = [
+        *routes_team.routes,
+        *http.routes,
+        *routes_accounts.routes,
+        *routes_buttons.routes,
+        *routes_webhooks.routes,
+        *routes_reports.routes,
+        *routes_admin.routes,
+        *web.routes,
+    ]
     return DmhubApp(
         # /ws is served by DmhubApp itself, in front of routing.
-        routes=[
-            *routes_team.routes,
-            *http.routes,
-            *routes_accounts.routes,
-            *routes_buttons.routes,
-            *routes_webhooks.routes,
-            *routes_reports.routes,
-            *routes_admin.routes,
-            *web.routes,
-        ],
+        routes=acked.wrap(routes) if settings.ack_replicas > 0 else routes,
         https=settings.secure_cookies,
         exception_handlers={
             ApiError: api_error,

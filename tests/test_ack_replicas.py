@@ -17,12 +17,17 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.routing import Route
 
+from chat.app import create_app
+from chat.client import Client, ClientError
+from chat.config import WebhookSettings
 from chat.hub.actions import send_message
 from chat.metrics import ACK_REPLICA_WAITS
 from chat.store import keys
@@ -31,6 +36,7 @@ from chat.store.connection import RedisTarget, seed_endpoints
 from chat.store.lane import online_replicas
 from chat.store.replicas import ReplicaAcks
 from chat.store.store import SendResult, Store
+from chat.transport.acked import READ_METHODS
 from tests.cluster_support import (
     ClusterNode,
     ValkeyCluster,
@@ -39,7 +45,15 @@ from tests.cluster_support import (
     until_answers,
     valkey_cluster,
 )
-from tests.support import handle, hot_lane, new_user, running_server, settings_for
+from tests.support import (
+    PASSWORD,
+    handle,
+    hot_lane,
+    new_user,
+    next_of,
+    running_server,
+    settings_for,
+)
 
 # Long enough that a confirmation never times out on a loaded machine; a test
 # that must not wait at all would take this long if it did.
@@ -325,7 +339,7 @@ async def test_a_server_asked_to_wait_on_a_valkey_without_replicas_says_so_and_a
         assert (await asyncio.wait_for(sent, WAIT_MS / 2000))["text"] == "hello"
         await ann.aclose()
         await bob.aclose()
-    assert short_acks() == before + 2  # the follow and the send
+    assert short_acks() == before + 4  # the two sign-ups, the follow and the send
 
 
 @pytest.mark.timeout(90)
@@ -357,8 +371,8 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
         assert replica_holds(bob_lc, "ZSCORE", keys.blocked_by(bob_lc), ann_lc) is not None
         await ann.aclose()
         await bob.aclose()
-    # follow, send, read, block: one confirmation each, none short.
-    assert ACK_REPLICA_WAITS.labels("confirmed")._value.get() == confirmed + 4
+    # two sign-ups, follow, send, read, block: one confirmation each, none short.
+    assert ACK_REPLICA_WAITS.labels("confirmed")._value.get() == confirmed + 6
     assert short_acks() == short
 
 
@@ -389,3 +403,178 @@ async def test_without_the_wait_a_senders_lost_half_comes_back_with_a_retry_or_t
         assert has_event_of(await after_failover(store, ann), retried.message_id)
         await cold(lambda: acked(store, bob, ann, "a reply", "r1"))
         assert has_event_of(await after_failover(store, ann), answered.message_id)
+
+
+def confirmations() -> tuple[float, float]:
+    return ACK_REPLICA_WAITS.labels("confirmed")._value.get(), short_acks()
+
+
+def wait_calls(cluster: ValkeyCluster) -> dict[int, int]:
+    """WAITs each master has answered so far, by port."""
+    calls = {}
+    for master in cluster.masters:
+        with contextlib.closing(master.client()) as client:
+            stats = client.info("commandstats")
+        calls[master.port] = int(stats.get("cmdstat_wait", {}).get("calls", 0))
+    return calls
+
+
+@pytest.mark.timeout(120)
+async def test_every_kind_of_write_answers_once_the_replicas_of_what_it_wrote_have_it(
+    replicated: ValkeyCluster, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        replicated.url,
+        tmp_path,
+        ack_replicas=1,
+        ack_replica_timeout_ms=WAIT_MS,
+        webhooks=replace(WebhookSettings(), allow_private=True),
+    )
+
+    def holds(lc: str, command: str, *args: str) -> object:
+        """What the replica of lc's master has, read the moment the answer came."""
+        replica = replicated.replica_of(replicated.master_for(keys.user(lc)))
+        with read_only(replica) as client:
+            return client.execute_command(command, *args)
+
+    async def write(request: Awaitable[T], *lcs: str) -> T:
+        """The request, which must have waited on the master of each of `lcs`
+        (the test's requests come one at a time: no WAIT is shared)."""
+        before = wait_calls(replicated)
+        answer = await request
+        after = wait_calls(replicated)
+        for lc in lcs:
+            port = replicated.master_for(keys.user(lc)).port
+            assert after[port] > before[port], f"no WAIT on {lc}'s master"
+        return answer
+
+    ann_lc, bob_lc, shop_lc = handles_on_shards(3)
+    before = confirmations()
+    async with running_server(settings) as server:
+        ann, bob, shop = Client(server.url), Client(server.url), Client(server.url)
+        await write(ann.sign_up(ann_lc, PASSWORD), ann_lc)
+        assert holds(ann_lc, "HGET", keys.user(ann_lc), "handle") == ann_lc
+        assert holds(ann_lc, "ZCARD", keys.session_index(ann_lc)) == 1
+        await write(bob.sign_up(bob_lc, PASSWORD), bob_lc)
+        await write(shop.sign_up(shop_lc, PASSWORD, kind="business"), shop_lc)
+        await write(bob.update_me(open_dms=True, name="Bob B"), bob_lc)
+        assert holds(bob_lc, "HGET", keys.user(bob_lc), "name") == "Bob B"
+
+        def follows() -> tuple[object, object]:
+            return (
+                holds(bob_lc, "ZSCORE", keys.following(bob_lc), ann_lc),
+                holds(ann_lc, "ZSCORE", keys.followers(ann_lc), bob_lc),
+            )
+
+        await write(bob.follow(ann_lc), bob_lc, ann_lc)
+        assert None not in follows()
+        await write(bob.unfollow(ann_lc), bob_lc, ann_lc)
+        assert follows() == (None, None)
+        first = await write(ann.post_message(bob_lc, "hello", client_id="c1"), ann_lc, bob_lc)
+        await write(bob.accept(ann_lc), bob_lc)
+        assert holds(bob_lc, "ZSCORE", keys.inbox(bob_lc), ann_lc) is not None
+        await write(bob.mark_read(ann_lc, first["id"]), bob_lc)
+        assert holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == first["id"]
+        second = await ann.post_message(bob_lc, "again", client_id="c2")
+        async with bob.socket() as sock:
+
+            async def read_frame() -> None:
+                await sock.read(ann_lc, second["id"])
+                # Frames are handled in order: the pong comes after the read's wait.
+                await sock.ping("after the read")
+                await next_of(sock, "pong")
+
+            await write(read_frame(), bob_lc)
+            assert holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == second["id"]
+        await write(bob.hide(ann_lc), bob_lc)
+        assert holds(bob_lc, "HGET", keys.cleared(bob_lc), ann_lc) is not None
+        await write(shop.request("PUT", f"/api/team/{ann_lc}"), shop_lc, ann_lc)
+        assert holds(shop_lc, "SISMEMBER", keys.team(shop_lc), ann_lc) == 1
+        assert holds(ann_lc, "SISMEMBER", keys.teams_of(ann_lc), shop_lc) == 1
+        await write(ann.report(bob_lc), ann_lc, bob_lc)  # and a block
+        assert holds(bob_lc, "LLEN", keys.reports(bob_lc)) == 1
+        assert holds(bob_lc, "ZSCORE", keys.blocked_by(bob_lc), ann_lc) is not None
+        await write(ann.unblock(bob_lc), ann_lc, bob_lc)
+        assert holds(ann_lc, "ZSCORE", keys.blocking(ann_lc), bob_lc) is None
+        assert holds(bob_lc, "ZSCORE", keys.blocked_by(bob_lc), ann_lc) is None
+        hook = {"url": "http://127.0.0.1:9/hook"}
+        made = await write(ann.request("POST", "/api/webhooks", hook), ann_lc)
+        assert (
+            holds(ann_lc, "HGET", keys.webhook(ann_lc, made["webhook"]["id"]), "url") == hook["url"]
+        )
+        await write(ann.change_password(PASSWORD, PASSWORD + "!"), ann_lc)
+        with contextlib.closing(replicated.master_for(keys.user(ann_lc)).client()) as master:
+            stored = master.hget(keys.user(ann_lc), "pw")
+        assert holds(ann_lc, "HGET", keys.user(ann_lc), "pw") == stored
+        await write(bob.delete_account(PASSWORD), bob_lc)
+        assert holds(bob_lc, "HGET", keys.user(bob_lc), "handle") is None
+        for client in (ann, bob, shop):
+            await client.aclose()
+    # One confirmation per write, none short: 3 sign-ups, a profile change, a
+    # follow and an unfollow, 2 sends, an accept, 2 reads, a hide, a team
+    # change, a report, an unblock, a webhook, a password, a deletion.
+    assert confirmations() == (before[0] + 18, before[1])
+
+
+async def kill_blocked_wait(master: ClusterNode) -> None:
+    """Once a WAIT blocks on `master`, break the connections it was sent on."""
+    with contextlib.closing(master.client()) as client:
+        for _ in range(50):
+            if int(client.info("clients")["blocked_clients"]) >= 1:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no WAIT blocked on the master")
+        client.client_kill_filter(_type="normal", skipme=True)
+
+
+@pytest.mark.timeout(60)
+async def test_a_connection_lost_while_waiting_fails_an_idempotent_write_only(
+    replicated: ValkeyCluster, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        replicated.url, tmp_path, ack_replicas=1, ack_replica_timeout_ms=WAIT_MS
+    )
+    ann_lc, bob_lc = handles_on_shards(2)
+    master = replicated.master_for(keys.user(ann_lc))
+    async with running_server(settings) as server:
+        ann, bob = await new_user(server.url, ann_lc), await new_user(server.url, bob_lc)
+        with stopped(replicated.replica_of(master)):
+            # A follow can be asked again to the same effect: `unavailable`.
+            follow = asyncio.ensure_future(bob.follow(ann_lc))
+            await kill_blocked_wait(master)
+            with pytest.raises(ClientError) as refused:
+                await follow
+            assert (refused.value.status, refused.value.code) == (503, "unavailable")
+            # A sign-up asked again would find its handle taken: it stands, counted short.
+            short = short_acks()
+            cat, cat_lc = Client(server.url), handles_on_shards(1)[0]
+            assert replicated.master_for(keys.user(cat_lc)) is master  # as ann's
+            signup = asyncio.ensure_future(cat.sign_up(cat_lc, PASSWORD))
+            await kill_blocked_wait(master)
+            assert await signup
+            assert short_acks() == short + 1
+        await bob.follow(ann_lc)  # again, once the replica is back
+        for client in (ann, bob, cat):
+            await client.aclose()
+
+
+def test_with_the_setting_every_write_route_waits_and_without_it_none_is_wrapped(
+    tmp_path: Path,
+) -> None:
+    def routes(ack_replicas: int) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """(every write route, those behind the hook) of the app."""
+        settings = settings_for("redis://127.0.0.1:1", tmp_path, ack_replicas=ack_replicas)
+        writes, hooked = set(), set()
+        for route in create_app(settings).routes:
+            if isinstance(route, Route):
+                for method in (route.methods or set()) - READ_METHODS:
+                    writes.add((route.path, method))
+                    if route.endpoint.__name__ == "endpoint_acked":
+                        hooked.add((route.path, method))
+        return writes, hooked
+
+    writes, hooked = routes(0)
+    assert len(writes) > 20 and not hooked  # no extra call of any kind
+    send = ("/api/conversations/{peer}/messages", "POST")  # waits itself, on the lane
+    assert routes(1) == (writes, writes - {send})

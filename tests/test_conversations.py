@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -118,6 +120,53 @@ async def test_accept_moves_a_request_to_the_inbox(server: RunningServer) -> Non
     with pytest.raises(ClientError) as raised:
         await bob.accept("nobody_at_all")
     assert raised.value.code == "unknown_user"
+
+
+async def test_a_conversation_is_in_one_folder_at_a_time(server: RunningServer) -> None:
+    # The send takes a request back only when the peer is new to the inbox
+    # (send_parts.lua, send_side.lua): every way in and out of the folders
+    # keeps a peer in one of them at most.
+    bob = await new_user(server.url, open_dms=True)
+    alice, carol = await new_user(server.url), await new_user(server.url)
+
+    async def folders(user: Any, peer: Any) -> list[str]:
+        found = []
+        for folder in ("inbox", "requests"):
+            listed = (await user.conversations(folder))["conversations"]
+            if handle(peer) in [c["peer"]["handle"] for c in listed]:
+                found.append(folder)
+        return found
+
+    await alice.post_message(handle(bob), "hello?")
+    await alice.post_message(handle(bob), "anyone?")
+    assert await folders(bob, alice) == ["requests"]
+    assert await folders(alice, bob) == ["inbox"]
+    await bob.hide(handle(alice))
+    assert await folders(bob, alice) == []
+    await alice.post_message(handle(bob), "again")
+    assert await folders(bob, alice) == ["requests"]
+    await bob.accept(handle(alice))
+    await alice.post_message(handle(bob), "thanks")
+    assert await folders(bob, alice) == ["inbox"]
+    await bob.post_message(handle(alice), "welcome")
+    assert await folders(bob, alice) == ["inbox"] and await folders(alice, bob) == ["inbox"]
+    await bob.hide(handle(alice))
+    await alice.post_message(handle(bob), "a reply to your welcome")
+    assert await folders(bob, alice) == ["inbox"]
+    # A reply from the recipient takes its request back (the sender's side).
+    await carol.post_message(handle(bob), "hi bob")
+    assert await folders(bob, carol) == ["requests"]
+    await bob.post_message(handle(carol), "hi carol")
+    assert await folders(bob, carol) == ["inbox"]
+    # A request whose sender the recipient follows since moves on its next message.
+    dave = await new_user(server.url)
+    await dave.post_message(handle(bob), "hey")
+    await bob.follow(handle(dave))
+    await dave.post_message(handle(bob), "thanks for the follow")
+    assert await folders(bob, dave) == ["inbox"]
+    listed = (await bob.conversations())["conversations"]
+    unread = {c["peer"]["handle"]: c["unread"] for c in listed}
+    assert unread == {handle(dave): 2, handle(carol): 0, handle(alice): 1}
 
 
 async def test_conversation_list_pages_by_latest_activity(server: RunningServer) -> None:

@@ -105,7 +105,6 @@ def written_by_a_send(a: str, b: str) -> list[str]:
     return [
         keys.view(a, b),
         keys.view(b, a),
-        keys.id_generator(b),
         keys.heard(b),
         keys.events(a),
         keys.events(b),
@@ -196,6 +195,11 @@ async def test_send_script_decides_as_pair_facts_and_decide_do(store: Store) -> 
             shown = f"Rcp{index}" if recipient_exists else None
             assert result == SendRefused(want.reason, shown), context
             assert await store.redis.exists(*written_by_a_send(a, b)) == 0, context
+            # Nor a field of either user hash, and no hash for an account
+            # that does not exist (it would take the handle).
+            for lc, exists in ((a, sender_exists), (b, recipient_exists)):
+                assert await store.redis.exists(keys.user(lc)) == exists, context
+            assert await store.redis.hget(keys.user(b), keys.ID_GENERATOR_FIELD) is None, context
     assert outcomes == set(Reason) - {Reason.SELF}
 
 

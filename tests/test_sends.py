@@ -102,7 +102,7 @@ async def test_a_reply_sorts_after_the_message_it_answers_even_from_a_slower_clo
     # Bob's slot has issued ids a second ahead of the clock (another shard's clock,
     # or a burst): Ann's message to Bob gets such an id.
     ahead = int(time.time() * 1000 + 1000) * 1000
-    await store.redis.set(keys.id_generator(b), ahead)
+    await store.redis.hset(keys.user(b), keys.ID_GENERATOR_FIELD, ahead)
     asked = await sent(store, a, b, "lunch?")
     assert int(asked.message_id) > ahead
     # Bob's reply is decided in Ann's slot, whose clock is a second behind: its

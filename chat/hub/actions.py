@@ -206,14 +206,6 @@ async def send_typing(
     await store.publish_typing(sender, recipient, frame)
 
 
-async def replicated(store: Store, *lcs: str) -> None:
-    """DMHUB_ACK_REPLICAS: before the 2xx of a two-user operation other than a
-    send (a follow, a block, a read receipt, an accept), its writes on both
-    users' masters are confirmed by replicas, or counted short."""
-    if store.replica_acks is not None:
-        await store.replica_acks.confirm_written(*lcs)
-
-
 async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> None:
     peer_lc = peer_key(peer)
     message_id = validation.message_id(up_to)
@@ -236,7 +228,6 @@ async def mark_read(store: Store, reader: str, peer: object, up_to: object) -> N
             f"There is no message {message_id} in your conversation with @{peer}.",
             field="up_to",
         )
-    await replicated(store, reader, peer_lc)
 
 
 def ack_frame(client_id: str | None, message_json: str) -> str:

@@ -228,7 +228,6 @@ async def finish_deletion(store: Store, lc: str) -> None:
         await redis.delete(*(keys.view(lc, peer) for peer in ordered[start : start + BATCH]))
     await redis.delete(
         keys.heard(lc),
-        keys.id_generator(lc),
         keys.client_ids_in(lc),
         keys.following(lc),
         keys.followers(lc),

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from chat.resp import Endpoint
 from chat.store.lane import Lane
 from chat.store.topology import Topology
+from chat.store.written import TrackingCluster
 
 log = logging.getLogger("dmhub.store")
 
@@ -149,10 +150,13 @@ def single_client(url: str) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def cluster_client(url: str) -> RedisCluster:
+def cluster_client(url: str, *, track_writes: bool = False) -> RedisCluster:
+    """`track_writes`: note the slots that acknowledged operations write
+    (DMHUB_ACK_REPLICAS, chat/store/written.py)."""
     endpoints = seed_endpoints(url)
     first = endpoints[0]
-    return RedisCluster(
+    kind = TrackingCluster if track_writes else RedisCluster
+    return kind(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=first.username,
         password=first.password,
@@ -180,9 +184,11 @@ class RedisTarget:
     def seeds(self) -> list[Endpoint]:
         return seed_endpoints(self.url)
 
-    def client(self) -> Any:
+    def client(self, *, track_writes: bool = False) -> Any:
         """The cold-path client: RedisCluster or Redis, with the same commands."""
-        return cluster_client(self.url) if self.cluster else single_client(self.url)
+        if self.cluster:
+            return cluster_client(self.url, track_writes=track_writes)
+        return single_client(self.url)
 
 
 async def target(url: str) -> RedisTarget:

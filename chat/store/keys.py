@@ -49,10 +49,11 @@ def heard(lc: str) -> str:
     return f"heard:{{{lc}}}"
 
 
-def ack_mark(lc: str) -> str:
-    """String + PX: written by DMHUB_ACK_REPLICAS before a WAIT, so that the WAIT
-    covers what other connections wrote to lc's master before it (replicas.py)."""
-    return f"ackmark:{{{lc}}}"
+def ack_mark(slot: int) -> str:
+    """String + PX, in `slot`: written by DMHUB_ACK_REPLICAS before a WAIT, so
+    that the WAIT covers what other connections wrote to that slot's master
+    before it (replicas.py)."""
+    return f"ackmark:{{{slot_tag(slot)}}}"
 
 
 def sending(lc: str, peer: str) -> str:
@@ -119,10 +120,11 @@ def receipts_delivered(lc: str) -> str:
     return f"rcpt:{{{lc}}}"
 
 
-def id_generator(lc: str) -> str:
-    """The last id issued in lc's slot (chat/store/msgid.py): message ids, and
-    the order of the follows and blocks lc makes."""
-    return f"idgen:{{{lc}}}"
+# The last id issued in lc's slot (chat/store/msgid.py): message ids, and the
+# order of the follows and blocks lc makes. A field of the user hash, read in
+# the HMGET the send makes of it anyway (send_parts.lua): one GET and one SET
+# less per send than a key of its own.
+ID_GENERATOR_FIELD = "idgen"
 
 
 # Sign-in and sign-up throttling (v1.1 Limits). Per-IP keys carry the IP in their

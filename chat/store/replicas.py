@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 
 from chat.metrics import ACK_REPLICA_WAITS
-from chat.store import keys
+from chat.store import failures, keys
 from chat.store.cluster_lane import ClusterLane
 from chat.store.lane import REPLICA_RECHECK_S, Lane, online_replicas
+from chat.store.slots import key_slot
 
 log = logging.getLogger("dmhub.store")
 
@@ -63,30 +65,65 @@ class ReplicaAcks:
                 for key in route_keys
             )
         )
-        confirmed = min(counts) >= self.replicas
+        return self._counted(min(counts))
+
+    def _counted(self, count: int) -> bool:
+        confirmed = count >= self.replicas
         ACK_REPLICA_WAITS.labels("confirmed" if confirmed else "short").inc()
         if not confirmed and time.monotonic() - self._warned_at > REPLICA_RECHECK_S:
             self._warned_at = time.monotonic()
             log.warning(
                 "an ack went out with %d of %d replicas confirming (DMHUB_ACK_REPLICAS): "
                 "a failover now could lose it; see dmhub_ack_replica_waits_total",
-                min(counts),
+                count,
                 self.replicas,
             )
         return confirmed
 
-    async def confirm_written(self, *lcs: str) -> bool:
-        """`confirm` for operations whose writes went over other connections (the
-        cold path: follows, blocks, read receipts, accepts). A master replicates
-        in one ordered stream, so a mark written on the lane's connection after
-        those writes returned comes after them in it, and a WAIT on that
-        connection that covers the mark covers them too."""
+    async def confirm_slots(self, slots: Collection[int], *, idempotent: bool = True) -> bool:
+        """`confirm` for an operation whose writes went over other connections
+        than the lane's (the cold path: every write but a send), in `slots`
+        (chat/store/written.py; on one Valkey its one node, whatever `slots`).
+        A master replicates in one ordered stream, so a mark written on the
+        lane's connection after those writes returned comes after them in it,
+        and a WAIT on that connection that covers the mark covers them too:
+        one mark and one WAIT per master written, none when none was.
+
+        A connection lost on the way raises (the caller answers `unavailable`)
+        when the operation is idempotent, as a retry then does no harm. Else
+        the write is on the master and a retry would make it twice (an account,
+        a webhook, a note): the ack goes out, counted short."""
+        if isinstance(self.lane, ClusterLane):
+            if not slots:
+                return True
+            marks = self._marks(self.lane, slots)
+        else:
+            marks = [keys.ack_mark(0)]
         since = self.started()
-        marks = [keys.ack_mark(lc) for lc in lcs]
-        await asyncio.gather(
-            *(self.lane.execute("SET", mark, "1", "PX", ACK_MARK_TTL_MS) for mark in marks)
-        )
-        return await self.confirm(since, *marks)
+        try:
+            await asyncio.gather(
+                *(self.lane.execute("SET", mark, "1", "PX", ACK_MARK_TTL_MS) for mark in marks)
+            )
+            return await self.confirm(since, *marks)
+        except failures.STORAGE_UNAVAILABLE as exc:
+            if idempotent:
+                raise
+            failures.note(exc, "waiting for replicas")
+            return self._counted(0)
+
+    @staticmethod
+    def _marks(lane: ClusterLane, slots: Collection[int]) -> list[str]:
+        """One mark per master, in one of the slots it was written in."""
+        topology = lane.topology
+        chosen: dict[str, int] = {}
+        for slot in sorted(slots):
+            owner = topology.owner_of_slot(slot) if topology is not None else None
+            chosen.setdefault(owner or f"slot {slot}", slot)
+        return [keys.ack_mark(slot) for slot in chosen.values()]
+
+    async def confirm_written(self, *lcs: str) -> bool:
+        """`confirm_slots` for what was written in these users' slots."""
+        return await self.confirm_slots({key_slot(keys.user(lc)) for lc in lcs})
 
     async def check(self) -> dict[str, int]:
         """At start-up: the replicas online on each master, logged, with a warning

@@ -235,7 +235,6 @@ def _decision_keys(recipient: str, sender: str) -> list[str]:
         keys.requests(recipient),
         keys.unread(recipient),
         keys.heard(recipient),
-        keys.id_generator(recipient),
         keys.view(recipient, sender),
         keys.events(recipient),
         keys.channel(recipient),

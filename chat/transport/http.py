@@ -353,7 +353,6 @@ async def edge(request: Request) -> Response:
             follow_refused(await store.follow(principal.user, other), target["handle"])
     else:
         await (store.unblock if is_block else store.unfollow)(principal.user, other)
-    await actions.replicated(store, principal.user, other)
     return no_content()
 
 
@@ -463,7 +462,6 @@ async def accept_conversation(request: Request) -> Response:
     store = runtime(request).store
     if not await store.accept(me, peer):
         raise ApiError(NOT_FOUND, "That conversation is not in your requests or inbox.")
-    await actions.replicated(store, me)  # one slot: `me`'s folders
     return no_content()
 
 

@@ -27,7 +27,7 @@ from chat.store import accounts, failures
 from chat.store.store import public_user, stored_quick_replies
 from chat.store.teams import team_store
 from chat.teams.authz import acting_account
-from chat.transport import auth
+from chat.transport import acked, auth
 from chat.transport.http import json
 from chat.transport.uvicorn_ws import direct_write, transport_abort
 
@@ -323,7 +323,9 @@ async def handle_frame(rt: Runtime, conn: Connection, data: str | bytes | None) 
                 origin=conn.id,
             )
         elif isinstance(frame, ReadFrame):
-            await actions.mark_read(rt.store, conn.user, frame.peer, frame.up_to)
+            read = actions.mark_read(rt.store, conn.user, frame.peer, frame.up_to)
+            # DMHUB_ACK_REPLICAS: the read is confirmed as any HTTP write is.
+            await (read if rt.store.replica_acks is None else acked.frame(rt.store, read))
         elif isinstance(frame, PingFrame):
             conn.push(frames.encode({"type": "pong", "nonce": frame.nonce}))
         return None

@@ -4,7 +4,7 @@
 -- A's requests with its unread count (a block answers a request; it does not
 -- accept it). The outbox records that B's side must follow (chat/store/graph.py).
 -- KEYS: 1 blk:{a}   2 fwing:{a}   3 fwers:{a}   4 creq:{a}   5 unread:{a}
---       6 idgen:{a}   7 the outbox of A's slot
+--       6 user:{a}   7 the outbox of A's slot
 -- ARGV: 1 a   2 b
 -- Returns {1, outbox entry} when the block is new, {0} when A already blocked B.
 local a, b = ARGV[1], ARGV[2]
@@ -16,5 +16,11 @@ end
 if redis.call('ZSCORE', KEYS[1], b) then
   return {0}
 end
-redis.call('ZADD', KEYS[1], edge_id(KEYS[6]), b)
+-- As in follow.lua: the generator stored back into a live account's hash only.
+local me = redis.call('HMGET', KEYS[6], 'handle', 'idgen')
+local id = edge_id(me[2])
+redis.call('ZADD', KEYS[1], id, b)
+if me[1] then
+  redis.call('HSET', KEYS[6], 'idgen', id)
+end
 return {1, outbox_add(KEYS[7], 'block', cjson.encode({a = a, b = b}))}

@@ -6,9 +6,9 @@
 -- send_apply.lua) is completed by this process or, if it dies, a reconciler.
 --
 -- KEYS: 1 cidin:{r}   2 user:{r}   3 blk:{r}   4 blkby:{r}   5 fwing:{r}   6 wrote:{r}
---       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 heard:{r}   11 idgen:{r}
---       12 msgs:{r}:s   13 ev:{r}   14 ch:{r}   15 reqrecv:{r}   16 tconv:{r}
---       17 the outbox of r's slot   18 rd:{r}   19 cid:{r}   20 sending:{r}:s
+--       7 cin:{r}   8 creq:{r}   9 unread:{r}   10 heard:{r}   11 msgs:{r}:s
+--       12 ev:{r}   13 ch:{r}   14 reqrecv:{r}   15 tconv:{r}
+--       16 the outbox of r's slot   17 rd:{r}   18 cid:{r}   19 sending:{r}:s
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -43,7 +43,7 @@ if client_id ~= '' then
   if seen then
     local bar = string.find(seen, '|', 1, true)
     local id, entry = string.sub(seen, 1, bar - 1), string.sub(seen, bar + 1)
-    local found = redis.call('XRANGE', KEYS[17], entry, entry)
+    local found = redis.call('XRANGE', KEYS[16], entry, entry)
     local payload = false
     if #found > 0 then
       local fields = found[1][2]
@@ -69,27 +69,27 @@ end
 -- (the send it stopped waiting for would otherwise be decided here while it is
 -- between its steps 2 and 3). A send that went ahead never waits again, so no
 -- two sends wait for each other.
-if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[20]) or '0') > 0 then
+if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[19]) or '0') > 0 then
   return {5}
 end
 -- r's view's latest entries, read once: its top (the id goes above it), the
 -- owed check of r's messages, and s's earlier messages for step 3.
 local OWED_SCAN = 4
-local latest = redis.call('ZREVRANGE', KEYS[12], 0, OWED_SCAN - 1, 'WITHSCORES')
-local missing, owed, supplied, origins = owed_messages(KEYS[12], 24, latest, OWED_SCAN)
+local latest = redis.call('ZREVRANGE', KEYS[11], 0, OWED_SCAN - 1, 'WITHSCORES')
+local missing, owed, supplied, origins = owed_messages(KEYS[11], 24, latest, OWED_SCAN)
 if #missing > 0 then
   return {4, missing}
 end
-apply_owed({view = KEYS[12], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7],
-  read = KEYS[18], unread = KEYS[9], cids = KEYS[19], events = KEYS[13], channel = KEYS[14]},
+apply_owed({view = KEYS[11], wrote = KEYS[6], requests = KEYS[8], inbox = KEYS[7],
+  read = KEYS[17], unread = KEYS[9], cids = KEYS[18], events = KEYS[12], channel = KEYS[13]},
   s, owed, supplied, origins, ARGV[7], ARGV[20])
 
 -- The sender's facts come from step 1.
 local sender = {handle = ARGV[10], active = ARGV[11], restricted = ARGV[12] == '1',
   blocks = ARGV[13] == '1'}
-local allowed, reason, folder, recipient_handle, facts = recipient_decision({user = KEYS[2],
-  blocking = KEYS[3], blocked_by = KEYS[4], following = KEYS[5], wrote = KEYS[6],
-  inbox = KEYS[7]}, s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id = recipient_decision({
+  user = KEYS[2], blocking = KEYS[3], blocked_by = KEYS[4], following = KEYS[5],
+  wrote = KEYS[6], inbox = KEYS[7]}, s, sender)
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -108,7 +108,7 @@ end
 -- sends do not wait, send_decide's answer 5) could see its own message land
 -- in its stream after the crossing one with a higher id.
 local now = clock_ms()
-local requests_wait = admit_request({requests = KEYS[8], received = KEYS[15]}, s, folder, now,
+local requests_wait = admit_request({requests = KEYS[8], received = KEYS[14]}, s, folder, now,
   tonumber(ARGV[18]), tonumber(ARGV[19]))
 if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
@@ -116,19 +116,19 @@ end
 
 -- The owed messages just applied are in s's view, so under the floor: the top
 -- read before them still bounds the id.
-local id = issue_id(KEYS[11], now, ARGV[14], latest[2], ARGV[22])
+local id = issue_id(last_id, now, ARGV[14], latest[2], ARGV[22])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[21])
 local own = sender_copy(stored)
-apply_recipient_side({view = KEYS[12], heard = KEYS[10], inbox = KEYS[7], requests = KEYS[8],
-  unread = KEYS[9], events = KEYS[13], channel = KEYS[14],
-  team = facts.recipient_business and KEYS[16] or nil}, s, id, stored,
+apply_recipient_side({user = KEYS[2], view = KEYS[11], heard = KEYS[10], inbox = KEYS[7], requests = KEYS[8],
+  unread = KEYS[9], events = KEYS[12], channel = KEYS[13],
+  team = facts.recipient_business and KEYS[15] or nil}, s, id, stored,
   message, folder, sender.handle, ARGV[7])
 
 -- What step 3 needs, all of it: no re-reading of this slot.
 local payload = cjson.encode({s = s, r = r, id = id, m = stored, c = client_id, o = ARGV[8],
   n = ARGV[16]})
-local entry = outbox_add(KEYS[17], 'send', payload)
+local entry = outbox_add(KEYS[16], 'send', payload)
 if client_id ~= '' then
   -- Expires on its own, as a client_id record does (remember, send_side.lua).
   remember(KEYS[1], dedupe, id .. '|' .. entry, tonumber(ARGV[20]))

@@ -48,12 +48,14 @@ end
 
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
 -- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
--- one script, so the decision is atomic however few it reads.
+-- one script, so the decision is atomic however few it reads. The same HMGET
+-- reads r's id generator (the user hash's field `idgen`: one GET less).
 -- k: r's keys {user, blocking, blocked_by, following, wrote, inbox}.
--- Returns allowed, reason, folder, r's handle or '', and the facts (with
--- recipient_business: only a business has team state to keep).
+-- Returns allowed, reason, folder, r's handle or '', the facts (with
+-- recipient_business: only a business has team state to keep), and r's last
+-- issued id or false.
 local function recipient_decision(k, s, sender)
-  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind')
+  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind', 'idgen')
   local recipient_exists = recipient[1] ~= false
   local f = setmetatable({
     sender_exists = sender.handle ~= '',
@@ -71,7 +73,7 @@ local function recipient_decision(k, s, sender)
     return value
   end})
   local allowed, reason, folder = decide(f)
-  return allowed, reason, folder, recipient[1] or '', f
+  return allowed, reason, folder, recipient[1] or '', f, recipient[5]
 end
 
 -- `messages` (GCRA, limits.lua) over the bucket as sender_facts read it: ms to
@@ -152,15 +154,13 @@ local function admit_request(k, s, folder, now, limit, window_ms)
   return 0
 end
 
--- The id (msgid.lua): above r's slot's last, the sender's view (floor) and r's
+-- The id (msgid.lua): above r's slot's last (`last`, the user hash's `idgen`
+-- as recipient_decision read it, or false), the sender's view (floor) and r's
 -- view (top, or nil when empty). Both views and the generator are read by the
--- caller's own means; this issues it.
-local function issue_id(idgen_key, now, floor, top, parity)
-  local last = redis.call('GET', idgen_key)
-  local id = id_string(next_message_id(now, tonumber(last or '0'), tonumber(floor),
+-- caller's own means, and apply_recipient_side stores it as r's last.
+local function issue_id(last, now, floor, top, parity)
+  return id_string(next_message_id(now, tonumber(last or '0'), tonumber(floor),
     tonumber(top or '0'), tonumber(parity)))
-  redis.call('SET', idgen_key, id)
-  return id
 end
 
 -- The bytes clients get in the ack, the events and the history, field order
@@ -182,16 +182,25 @@ end
 -- unread count, event and publish; and a customer writing again reopens the
 -- conversation for the business's team, in this same script, so no agent can
 -- see the message and a stale "resolved".
--- k: r's {view, heard, inbox, requests, unread, events, channel, team}; team
--- nil when r is not a business (no team state: one read less).
+-- The id goes into r's user hash as the generator's last (`idgen`): r's
+-- account exists, the rule said so, so this makes no hash of its own.
+-- k: r's {user, view, heard, inbox, requests, unread, events, channel, team};
+-- team nil when r is not a business (no team state: one read less).
 local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention)
+  redis.call('HSET', k.user, 'idgen', id)
   redis.call('ZADD', k.view, id, stored)
   redis.call('SADD', k.heard, s)
   -- The folder comes from facts read in this same script, so it cannot be
   -- stale: 'requests' means the recipient has no inbox entry for the sender.
+  -- A peer is in one folder at most (a request is added only when the rule,
+  -- in the same script, found no inbox entry; every new inbox entry takes the
+  -- request back; accept and hide move or drop both), so only a peer new to
+  -- the inbox can have a request to take back: one call less per message of
+  -- an ongoing conversation.
   if folder == 'inbox' then
-    redis.call('ZREM', k.requests, s)
-    redis.call('ZADD', k.inbox, id, s)
+    if redis.call('ZADD', k.inbox, id, s) == 1 then
+      redis.call('ZREM', k.requests, s)
+    end
   else
     redis.call('ZADD', k.requests, id, s)
   end

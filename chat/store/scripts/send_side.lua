@@ -61,8 +61,12 @@ end
 local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
   redis.call('ZADD', k.view, id, stored)
   redis.call('SADD', k.wrote, r)
-  redis.call('ZREM', k.requests, r)
-  redis.call('ZADD', k.inbox, 'GT', id, r)
+  -- One folder at most (apply_recipient_side): only a peer new to the inbox can
+  -- have a request to take back. GT adds a new member all the same, and ZADD
+  -- counts only the members it added.
+  if redis.call('ZADD', k.inbox, 'GT', id, r) == 1 then
+    redis.call('ZREM', k.requests, r)
+  end
   if unread then
     redis.call('HSET', k.read, r, id)
     if unread == 0 then

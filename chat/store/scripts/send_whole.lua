@@ -30,8 +30,8 @@
 --       6 fwers:{s}   7 heard:{s}   8 wrote:{s}   9 creq:{s}   10 cin:{s}
 --       11 rd:{s}   12 unread:{s}   13 ev:{s}   14 ch:{s}   15 user:{r}
 --       16 blk:{r}   17 blkby:{r}   18 fwing:{r}   19 wrote:{r}   20 cin:{r}
---       21 creq:{r}   22 unread:{r}   23 heard:{r}   24 idgen:{r}   25 msgs:{r}:s
---       26 ev:{r}   27 ch:{r}   28 reqrecv:{r}   29 tconv:{r}
+--       21 creq:{r}   22 unread:{r}   23 heard:{r}   24 msgs:{r}:s   25 ev:{r}
+--       26 ch:{r}   27 reqrecv:{r}   28 tconv:{r}
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -57,7 +57,7 @@ end
 
 -- The floor of the id and r's view's top, as steps 1 and 2 read them.
 local floor = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
-local top = redis.call('ZREVRANGE', KEYS[25], 0, 0, 'WITHSCORES')[2]
+local top = redis.call('ZREVRANGE', KEYS[24], 0, 0, 'WITHSCORES')[2]
 if floor ~= top then
   return {4}
 end
@@ -69,10 +69,10 @@ local sk = {user = KEYS[2], blocking = KEYS[3], followers = KEYS[6], heard = KEY
   wrote = KEYS[8], view = KEYS[4], requests = KEYS[9], inbox = KEYS[10], read = KEYS[11],
   unread = KEYS[12], cids = KEYS[1], events = KEYS[13], channel = KEYS[14]}
 local rk = {user = KEYS[15], blocking = KEYS[16], blocked_by = KEYS[17], following = KEYS[18],
-  wrote = KEYS[19], inbox = KEYS[20], requests = KEYS[21], received = KEYS[28], view = KEYS[25],
-  heard = KEYS[23], unread = KEYS[22], events = KEYS[26], channel = KEYS[27], team = KEYS[29]}
+  wrote = KEYS[19], inbox = KEYS[20], requests = KEYS[21], received = KEYS[27], view = KEYS[24],
+  heard = KEYS[23], unread = KEYS[22], events = KEYS[25], channel = KEYS[26], team = KEYS[28]}
 local sender = sender_facts(sk, r)
-local allowed, reason, folder, recipient_handle, facts = recipient_decision(rk, s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id = recipient_decision(rk, s, sender)
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -102,7 +102,7 @@ if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
 end
 
-local id = issue_id(KEYS[24], now, floor or '0', top, ARGV[18])
+local id = issue_id(last_id, now, floor or '0', top, ARGV[18])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[17])
 local retention = ARGV[7]
