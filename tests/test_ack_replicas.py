@@ -30,11 +30,12 @@ from chat.client import Client, ClientError
 from chat.config import WebhookSettings
 from chat.hub.actions import send_message
 from chat.metrics import ACK_REPLICA_WAITS
-from chat.store import keys
+from chat.store import keys, written
 from chat.store.cluster_lane import ClusterLane
 from chat.store.connection import RedisTarget, seed_endpoints
 from chat.store.lane import online_replicas
 from chat.store.replicas import ReplicaAcks
+from chat.store.slots import key_slot
 from chat.store.store import SendResult, Store
 from chat.transport.acked import READ_METHODS
 from tests.cluster_support import (
@@ -578,3 +579,18 @@ def test_with_the_setting_every_write_route_waits_and_without_it_none_is_wrapped
     assert len(writes) > 20 and not hooked  # no extra call of any kind
     send = ("/api/conversations/{peer}/messages", "POST")  # waits itself, on the lane
     assert routes(1) == (writes, writes - {send})
+
+
+def test_the_writes_of_an_operation_are_noted_by_their_keys_slot() -> None:
+    assert written.written_key(("HSET", "user:{ann}", "name", "Ann")) == "user:{ann}"
+    assert written.written_key(("EVALSHA", "f00", 2, "fwing:{ann}", "x", "arg")) == "fwing:{ann}"
+    assert written.written_key(("EVALSHA", "f00", 0, "arg")) is None
+    assert written.written_key(("XGROUP", "CREATE", "obx:{a}", "g", "$")) == "obx:{a}"
+    assert written.written_key(("DEL", b"sess:ab")) == b"sess:ab"
+    for read_or_keyless in (("HGETALL", "user:{ann}"), ("ZSCORE", "k", "m"), ("PING",)):
+        assert written.written_key(read_or_keyless) is None
+    with written.tracking() as slots:
+        written.note(("ZADD", "fwing:{ann}", 1, "bob"))
+        written.note(("GET", "user:{bob}"))
+    written.note(("SET", "user:{cat}", "1"))  # outside any operation
+    assert slots == {key_slot("fwing:{ann}")}

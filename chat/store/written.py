@@ -48,9 +48,11 @@ UNKEYED = frozenset(
     | {"FUNCTION", "PUBLISH", "SPUBLISH", "WAIT", "MULTI", "EXEC", "DISCARD"}
 )
 SCRIPT_CALLS = frozenset({"EVAL", "EVALSHA", "FCALL"})
+# `XGROUP CREATE key ...`: the key after a subcommand.
+SUBCOMMANDS = frozenset({"XGROUP", "XINFO", "OBJECT", "MEMORY"})
 
 
-def written_key(args: tuple[Any, ...]) -> str | None:
+def written_key(args: tuple[Any, ...]) -> str | bytes | None:
     """The key of a command that may write, by the rule the lane routes by
     (chat/store/cluster_lane.py): KEYS[1] of a script, else the first argument;
     None for reads and for commands without a key."""
@@ -58,8 +60,13 @@ def written_key(args: tuple[Any, ...]) -> str | None:
     if name in READ_COMMANDS or name in UNKEYED:
         return None
     if name in SCRIPT_CALLS:
-        return str(args[3]) if len(args) > 3 and int(args[2]) > 0 else None
-    return str(args[1]) if len(args) > 1 else None
+        at = 3 if len(args) > 3 and int(args[2]) > 0 else 0
+    else:
+        at = 2 if name in SUBCOMMANDS else 1
+    if not 0 < at < len(args):
+        return None
+    key = args[at]
+    return key if isinstance(key, (str, bytes)) else str(key)
 
 
 def note(args: tuple[Any, ...]) -> None:
