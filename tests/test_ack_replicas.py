@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.routing import Route
 
@@ -52,6 +53,7 @@ from tests.support import (
     hot_lane,
     new_user,
     next_of,
+    plain_valkey,
     running_server,
     settings_for,
 )
@@ -594,3 +596,41 @@ def test_the_writes_of_an_operation_are_noted_by_their_keys_slot() -> None:
         written.note(("GET", "user:{bob}"))
     written.note(("SET", "user:{cat}", "1"))  # outside any operation
     assert slots == {key_slot("fwing:{ann}")}
+
+
+@pytest.mark.timeout(60)
+async def test_on_one_valkey_with_a_replica_a_write_waits_on_it(tmp_path: Path) -> None:
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+    with (
+        plain_valkey(tmp_path / "master", "--repl-diskless-sync-delay", "0") as port,
+        plain_valkey(tmp_path / "replica", "--replicaof", "127.0.0.1", str(port)) as replica,
+        contextlib.closing(redis.Redis(port=port, decode_responses=True)) as master,
+        contextlib.closing(redis.Redis(port=replica, decode_responses=True)) as copy,
+    ):
+        for _ in range(100):
+            if copy.info("replication").get("master_link_status") == "up":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the replica did not sync")
+        settings = settings_for(
+            f"redis://127.0.0.1:{port}", tmp_path, ack_replicas=1, ack_replica_timeout_ms=WAIT_MS
+        )
+
+        def waits() -> int:
+            return int(master.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+        before, confirmed = waits(), confirmations()[0]
+        async with running_server(settings) as server:
+            ann, bob = await new_user(server.url), await new_user(server.url)
+            await bob.update_me(name="Bob B")
+            assert copy.hget(keys.user(handle(bob).lower()), "name") == "Bob B"
+            await bob.follow(handle(ann))
+            lcs = handle(bob).lower(), handle(ann).lower()
+            assert copy.zscore(keys.following(lcs[0]), lcs[1]) is not None
+            assert copy.zscore(keys.followers(lcs[1]), lcs[0]) is not None
+            await ann.aclose()
+            await bob.aclose()
+        # Two sign-ups, a profile change, a follow: one WAIT each, on the one node.
+        assert (waits() - before, confirmations()[0] - confirmed) == (4, 4)
