@@ -3,8 +3,11 @@
 On a real three-master cluster with a replica each: what a WAIT confirmed is on
 the replica when the answer arrives (read there with READONLY), a replica that
 stops answering makes the wait short and then not asked for a while, a
-failover right after a confirmed ack loses nothing, and follows, blocks and
-read receipts answer once both replicas have them. Without the wait, a
+failover right after a confirmed ack loses nothing, every kind of write
+answers once the replicas of each master it wrote have it (one hook,
+chat/transport/acked.py), and a connection lost while waiting fails only
+idempotent writes. On one Valkey with a replica, writes wait on it too;
+without the setting, no route is wrapped. Without the wait, a
 failover right after an ack half-loses a send, as docs/architecture.md ("What
 a failover can lose") says. On a single Valkey without replicas, acks go out
 at once, counted as short.

@@ -6,7 +6,9 @@ has it, so a failover right after an ack can lose that write (docs/architecture.
 only after `WAIT n timeout` on the node of each slot it wrote, over the very
 connection that carried the writes (the lane's one connection per node), since
 WAIT covers exactly what its own connection wrote before it. Concurrent sends on
-one node share one WAIT (chat/store/lane.py).
+one node share one WAIT (chat/store/lane.py). Every other acknowledged write
+waits too, through one hook around the routes (chat/transport/acked.py) that
+marks and waits on each master the request wrote (`confirm_slots`).
 
 When fewer than n replicas confirm within the timeout, the ack still goes out,
 counted in `dmhub_ack_replica_waits_total{outcome="short"}` and logged. The
