@@ -66,9 +66,16 @@ IN_FLIGHT = 48
 # How long, after the run, pending reports and replies may take to finish.
 SETTLE_S = 15.0
 STRANGERS_PER_PERSON = 3
+# Each edge with its letter in the owner's hash (ARGV[2]: f in the follower's,
+# F in the followee's), as follow.lua and follow_mirror.lua write them
+# (chat/store/scripts/pair_flags.lua): a send reads the letters, not the lists.
 ZADD_PACKED_LUA = """
 for member, score in string.gmatch(ARGV[1], '([^,:]+):(%d+)') do
   redis.call('ZADD', KEYS[1], score, member)
+  local was = redis.call('HGET', KEYS[2], 'p:' .. member) or ''
+  if not string.find(was, ARGV[2], 1, true) then
+    redis.call('HSET', KEYS[2], 'p:' .. member, was .. ARGV[2])
+  end
 end
 return 1
 """
@@ -198,13 +205,18 @@ class Sim:
         # Packed as one string per key: the client's encoding of ~700k separate
         # arguments, not Valkey, would be most of the set-up time.
         add = self.store.redis.register_script(ZADD_PACKED_LUA)
-        work = [(keys.following(a), m) for a, m in following.items()]
-        work += [(keys.followers(b), m) for b, m in followers.items()]
+        work = [(keys.following(a), keys.user(a), keys.FOLLOWS, m) for a, m in following.items()]
+        work += [
+            (keys.followers(b), keys.user(b), keys.FOLLOWED_BY, m) for b, m in followers.items()
+        ]
         for chunk in _chunks(work, STORE_BATCH):
             await asyncio.gather(
                 *(
-                    add(keys=[key], args=[",".join(f"{h}:{n}" for h, n in members.items())])
-                    for key, members in chunk
+                    add(
+                        keys=[key, user],
+                        args=[",".join(f"{h}:{n}" for h, n in members.items()), letter],
+                    )
+                    for key, user, letter, members in chunk
                 )
             )
         self.followers = {b: list(members) for b, members in followers.items()}

@@ -31,6 +31,7 @@ from chat.app import create_app
 from chat.client import Client, Socket
 from chat.config import Settings
 from chat.server import websocket_options
+from chat.store import keys
 from chat.store.cluster_lane import ClusterLane
 from chat.store.connection import seed_endpoints
 from chat.store.lane import Lane
@@ -299,3 +300,53 @@ def two_nodes(env: dict[str, str]) -> Iterator[tuple[DmhubProcess, DmhubProcess]
     finally:
         a.kill()
         b.kill()
+
+
+# The collection each letter of a pair's field is the twin of (pair_flags.lua).
+_PAIR_COLLECTIONS = (
+    (keys.BLOCKS, keys.blocking, "zset"),
+    (keys.BLOCKED_BY, keys.blocked_by, "zset"),
+    (keys.FOLLOWS, keys.following, "zset"),
+    (keys.FOLLOWED_BY, keys.followers, "zset"),
+    (keys.WROTE, keys.wrote, "set"),
+    (keys.HEARD, keys.heard, "set"),
+)
+
+
+async def pair_flags_disagreements(
+    client: Any, users: list[str] | None = None
+) -> list[tuple[str, str, str, str]]:
+    """Where the relationship letters in these users' hashes (`p:<peer>`) are
+    not the twins of their six collections: (user, peer, letters the
+    collections say, letters the hash holds), sorted; [] when they agree.
+    Every user hash there is when `users` is None."""
+    if users is None:
+        users = sorted(
+            {key[len("user:{") : -1] async for key in client.scan_iter(match="user:{*}")}
+        )
+    found: list[tuple[str, str, str, str]] = []
+    for lc in users:
+        want: dict[str, set[str]] = {}
+        for letter, key_of, kind in _PAIR_COLLECTIONS:
+            if kind == "zset":
+                members = await client.zrange(key_of(lc), 0, -1)
+            else:
+                members = await client.smembers(key_of(lc))
+            for peer in members:
+                want.setdefault(peer, set()).add(letter)
+        held = {
+            field[2:]: set(value)
+            for field, value in (await client.hgetall(keys.user(lc))).items()
+            if field.startswith("p:")
+        }
+        for peer in sorted(set(want) | set(held)):
+            if want.get(peer, set()) != held.get(peer, set()) or held.get(peer) == set():
+                found.append(
+                    (
+                        lc,
+                        peer,
+                        "".join(sorted(want.get(peer, set()))),
+                        "".join(sorted(held.get(peer, set()))),
+                    )
+                )
+    return found

@@ -20,11 +20,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chat.store import keys
+from chat.store.accounts import delete_account
 from chat.store.connection import RedisTarget
 from chat.store.graph import FOLLOW, FollowResult, graph
 from chat.store.receipts import receipts
 from chat.store.store import SendResult, Store
 from chat.store.teams import team_store
+from tests.support import pair_flags_disagreements
 
 READ_BODY = '{"type":"read","reader":"Bob","peer":"Ann","up_to":"%s"'
 
@@ -55,6 +57,10 @@ async def die_at(target: RedisTarget, crash: str, call: str) -> None:
     assert await asyncio.wait_for(child.wait(), 30) == 70
 
 
+# Everyone the tests here create.
+USERS = ["ann", "bob", "cy", "di", "ed"]
+
+
 @pytest.fixture
 async def store(target: RedisTarget) -> AsyncIterator[Store]:
     client = target.client()
@@ -63,6 +69,9 @@ async def store(target: RedisTarget) -> AsyncIterator[Store]:
         for handle in ("Ann", "Bob"):
             await made.create_user(handle, "-", handle, "person")
         yield made
+        # Whatever a test left, finished or cut between steps, the pair's
+        # letters in each user hash are the twins of its collections.
+        assert await pair_flags_disagreements(client, USERS) == []
     finally:
         await client.aclose()
 
@@ -325,3 +334,46 @@ async def test_concurrent_changes_of_one_edge_leave_mirrors_equal_to_authorities
             if blocks.get(b) is not None:
                 assert follows.get(b) is None and dict(found[keys.following(b)]).get(a) is None
         assert await pending(store) == 0
+
+
+async def letters(store: Store, lc: str, peer: str) -> str:
+    """The pair's letters in lc's hash, in a fixed order."""
+    held = await store.redis.hget(keys.user(lc), keys.pair_field(peer))
+    return "".join(sorted(held or ""))
+
+
+async def test_the_pair_letters_follow_every_edge_change_and_deletion(store: Store) -> None:
+    await store.follow("ann", "bob")
+    assert (await letters(store, "ann", "bob"), await letters(store, "bob", "ann")) == ("f", "F")
+    await store.follow("bob", "ann")
+    sent = await store.send(sender="ann", recipient="bob", text="hi", client_id=None, origin="-")
+    assert isinstance(sent, SendResult)
+    # Sorted: capitals first. Ann follows, is followed by and wrote to Bob.
+    assert (await letters(store, "ann", "bob"), await letters(store, "bob", "ann")) == (
+        "Ffw",
+        "Ffh",
+    )
+    await store.block("bob", "ann")
+    assert (await letters(store, "ann", "bob"), await letters(store, "bob", "ann")) == (
+        "Bw",
+        "bh",
+    )
+    await store.unblock("bob", "ann")
+    await store.unfollow("ann", "bob")  # nothing to undo: the block ended it
+    assert (await letters(store, "ann", "bob"), await letters(store, "bob", "ann")) == ("w", "h")
+    await store.follow("ann", "bob")
+    await store.block("ann", "bob")
+    await store.follow("bob", "ann")  # refused: Ann blocks Bob
+    assert (await letters(store, "ann", "bob"), await letters(store, "bob", "ann")) == (
+        "bw",
+        "Bh",
+    )
+    assert await pair_flags_disagreements(store.redis, USERS) == []
+    # A deletion takes Ann out of Bob's lists and their letters with them; the
+    # letters whose sets stay (heard:{bob}) stay too. Ann's hash is a tombstone.
+    assert await delete_account(store, "ann")
+    assert await letters(store, "bob", "ann") == "h"
+    assert await store.redis.hkeys(keys.user("ann")) in (
+        ["deleted", "created"],
+        ["created", "deleted"],
+    )

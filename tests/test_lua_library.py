@@ -56,7 +56,7 @@ def test_a_top_level_statement_in_a_library_is_refused() -> None:
 
 
 def test_the_one_script_send_carries_none_of_the_steps_own_functions() -> None:
-    for name in ("owed_messages", "apply_owed", "unmark_send", "outbox_add", "charge_messages"):
+    for name in ("owed_messages", "apply_owed", "unmark_send", "outbox_add", "charged_bucket"):
         assert f"local function {name}(" not in SEND_WHOLE_LUA
     assert "local function outbox_add(" in SEND_DECIDE_LUA
     assert "local function decide(" not in SEND_PREPARE_LUA + SEND_APPLY_LUA

@@ -152,17 +152,27 @@ async def arrange(
             pipe.hset(keys.user(a_lc), "restricted", "1")
         if recipient_exists and facts["recipient_open_dms"]:
             pipe.hset(keys.user(b_lc), "open_dms", "1")
-        # Edges may outlive an account, so they are written either way.
+        # Edges may outlive an account, so they are written either way; each
+        # with its letter in the owner's hash (pair_flags.lua), which only a
+        # live account's hash gets.
+        letters = {a_lc: "", b_lc: ""}
         if facts["sender_blocks_recipient"]:
             pipe.zadd(keys.blocking(a_lc), {b_lc: 1})
+            letters[a_lc] += keys.BLOCKS
         if facts["recipient_blocks_sender"]:
             pipe.zadd(keys.blocking(b_lc), {a_lc: 1})
+            letters[b_lc] += keys.BLOCKS
         if facts["recipient_follows_sender"]:
             pipe.zadd(keys.following(b_lc), {a_lc: 1})
+            letters[b_lc] += keys.FOLLOWS
         if facts["recipient_wrote_to_sender"]:
             pipe.sadd(keys.wrote(b_lc), a_lc)
+            letters[b_lc] += keys.WROTE
         if facts["recipient_has_inbox_conversation"]:
             pipe.zadd(keys.inbox(b_lc), {a_lc: 1})
+        for owner, peer, exists in ((a_lc, b_lc, sender_exists), (b_lc, a_lc, recipient_exists)):
+            if exists and letters[owner]:
+                pipe.hset(keys.user(owner), keys.pair_field(peer), letters[owner])
         await pipe.execute()
     return a_lc, b_lc
 
@@ -200,6 +210,10 @@ async def test_send_script_decides_as_pair_facts_and_decide_do(store: Store) -> 
             for lc, exists in ((a, sender_exists), (b, recipient_exists)):
                 assert await store.redis.exists(keys.user(lc)) == exists, context
             assert await store.redis.hget(keys.user(b), keys.ID_GENERATOR_FIELD) is None, context
+            # The letters a send adds: A wrote to B, B heard from A.
+            for lc, peer, letter in ((a, b, keys.WROTE), (b, a, keys.HEARD)):
+                letters = await store.redis.hget(keys.user(lc), keys.pair_field(peer)) or ""
+                assert letter not in letters, context
     assert outcomes == set(Reason) - {Reason.SELF}
 
 

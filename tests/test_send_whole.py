@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis as redis_sync
 
 from chat.config import SEND_STEPS_ALWAYS, SEND_STEPS_AUTO, SendLimits
 from chat.store import keys
@@ -24,7 +25,7 @@ from chat.store.connection import RedisTarget
 from chat.store.sends import SendLimited, SendRefused, SendResult
 from chat.store.store import Store
 from chat.store.teams import team_store
-from tests.support import async_redis_client, flush_all, hot_lane
+from tests.support import async_redis_client, flush_all, hot_lane, pair_flags_disagreements
 from tests.test_sends import after_step_2
 
 pytestmark = pytest.mark.single_layout("the one-script send exists on one Valkey only")
@@ -201,6 +202,7 @@ async def test_one_script_and_the_steps_leave_the_same_state(
         called = scripts_called(store)
         answers = await scenario(store)
         results[mode] = (answers, await state(store))
+        assert await pair_flags_disagreements(store.redis) == [], mode
         if mode == SEND_STEPS_AUTO:
             assert set(called) == {"whole"}, "every send of the scenario is one script"
         else:
@@ -331,3 +333,46 @@ def test_the_setting_is_auto_by_default_or_steps(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DMHUB_SEND_STEPS", "fused")
     with pytest.raises(SystemExit, match="DMHUB_SEND_STEPS"):
         Settings.from_env()
+
+
+async def test_a_message_of_an_ongoing_conversation_costs_twenty_calls(
+    stores: Callable[[str], Awaitable[Store]], redis_url: str
+) -> None:
+    # Each redis.call costs Valkey about 3.5 µs beyond its command's own work
+    # (docs/performance.md): their count is the lever. A follower pair, an
+    # existing conversation, the limits on, a client_id: the common send.
+    store = await stores(SEND_STEPS_AUTO)
+    ann, bob = await pair(store)
+    for n in range(3):
+        for a, b in ((ann, bob), (bob, ann)):
+            await store.send(sender=a, recipient=b, text="warm", client_id=f"w{a}{n}", origin="-")
+    master = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        master.config_resetstat()
+        for n in range(4):
+            result = await store.send(
+                sender=ann, recipient=bob, text="x", client_id=f"c{n}", origin="-"
+            )
+            assert isinstance(result, SendResult) and result.created
+        stats = master.info("commandstats")
+    finally:
+        master.close()
+    calls = {
+        name.removeprefix("cmdstat_"): row["calls"] / 4
+        for name, row in stats.items()
+        if name not in ("cmdstat_fcall", "cmdstat_evalsha", "cmdstat_config|resetstat")
+    }
+    assert calls == {
+        "hget": 1,  # the client_id in cid:{s}
+        "zrevrange": 2,  # the tops of both views
+        "hmget": 2,  # each user hash: account, bucket or generator, the pair's letters
+        "time": 1,
+        "hset": 3,  # user:{r} (the generator), rd:{s}, user:{s} (the bucket)
+        "zadd": 4,  # both views, both inboxes
+        "hincrby": 1,  # r's unread
+        "hdel": 1,  # s's unread
+        "hsetex": 1,  # cid:{s}
+        "xadd": 2,
+        "spublish": 2,
+    }, calls
+    assert sum(calls.values()) == 20

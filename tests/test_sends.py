@@ -20,7 +20,7 @@ from chat.store.connection import seed_endpoints
 from chat.store.sends import SEND_SIDE_LUA, Decided, Prepared, SendRefused, SendResult
 from chat.store.store import Store
 from tests.faults import eventually
-from tests.support import async_redis_client, is_cluster_url
+from tests.support import async_redis_client, is_cluster_url, pair_flags_disagreements
 
 
 @pytest.fixture
@@ -28,6 +28,9 @@ async def store(redis_url: str) -> AsyncIterator[Store]:
     client = async_redis_client(redis_url, decode_responses=True)
     try:
         yield Store(client, event_retention=100, send_steps=SEND_STEPS_ALWAYS)
+        # Whatever a test left, the pair's letters in each user hash are the
+        # twins of the collections (pair_flags.lua).
+        assert await pair_flags_disagreements(client) == []
     finally:
         await client.aclose()
 
@@ -335,13 +338,14 @@ async def test_a_send_in_steps_reads_each_view_once_when_nothing_is_owed(
     assert counted.get("zrangebyscore") == 1
     # Step 1's, given to step 3 for the limits; step 2's own for the id.
     assert counted.get("time") == 2
-    # The rule reads a relationship fact only when it asks for it: for a
-    # follower, blocked-by, blocks and follows in step 2 (with step 1's block
-    # and followers reads, five); never wrote or inbox.
-    assert counted.get("zscore") == 5 and "sismember" not in counted
-    # Two people, no business: no team state is read; the read pointer, and the
-    # `messages` bucket step 3 charges (a field of the user hash).
-    assert counted.get("hget") == 2
+    # The relationship facts are letters of the user hashes (pair_flags.lua),
+    # read in each step's HMGET of its user's hash with the account (step 3's
+    # with the `messages` bucket it charges): no read of a collection of its
+    # own; and wrote/heard, added once, are not written again.
+    assert counted.get("hmget") == 3
+    assert not {"zscore", "sismember", "sadd"} & set(counted), counted
+    # Two people, no business: no team state is read; the read pointer.
+    assert counted.get("hget") == 1
     # In-flight marks are plain keys (INCR, PEXPIRE, DECR; a waiting send's GET),
     # not hash fields with their own expiry; unread's HINCRBY alone is a field's.
     assert counted.get("hincrby") == 1 and "hpexpire" not in counted

@@ -13,6 +13,7 @@ are theirs too; the deleted side shows as a placeholder in their lists.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ DELETE_USER_LUA = (
 )
 # The outbox kind of what remains of a deletion after its tombstone.
 DELETE = "delete"
+EDGE_DROP_LUA = "\n".join(
+    resources.files("chat.store").joinpath("scripts", name).read_text()
+    for name in ("pair_flags.lua", "edge_drop.lua")
+)
+# edge_drop.lua calls in flight at once while a deletion clears the other
+# sides of its edges (each one key's slot: no pipeline across slots needed).
+EDGE_DROP_CONCURRENCY = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,18 +216,24 @@ async def finish_deletion(store: Store, lc: str) -> None:
         await teams.remove_agent(lc, agent)
     await WebhookStore(redis).delete_all(lc)
     await team_store(store).forget(lc)
-    # Each edge list of the account names the reverse entries to remove elsewhere.
-    for own, reverse in (
-        (keys.following(lc), keys.followers),
-        (keys.followers(lc), keys.following),
-        (keys.blocking(lc), keys.blocked_by),
-        (keys.blocked_by(lc), keys.blocking),
+    # Each edge list of the account names the reverse entries to remove
+    # elsewhere, each with its letter in that peer's hash (pair_flags.lua): a
+    # follow of lc's is F in the followee's, and so on.
+    drop = redis.register_script(EDGE_DROP_LUA)
+    for own, reverse, letter in (
+        (keys.following(lc), keys.followers, keys.FOLLOWED_BY),
+        (keys.followers(lc), keys.following, keys.FOLLOWS),
+        (keys.blocking(lc), keys.blocked_by, keys.BLOCKED_BY),
+        (keys.blocked_by(lc), keys.blocking, keys.BLOCKS),
     ):
         async for members in _members(redis, own):
-            async with redis.pipeline(transaction=False) as pipe:
-                for member in members:
-                    pipe.zrem(reverse(member), lc)
-                await pipe.execute()
+            for start in range(0, len(members), EDGE_DROP_CONCURRENCY):
+                await asyncio.gather(
+                    *(
+                        drop(keys=[reverse(member), keys.user(member)], args=[lc, letter])
+                        for member in members[start : start + EDGE_DROP_CONCURRENCY]
+                    )
+                )
     # Its views of its conversations go; each peer keeps its own view. The
     # views are named by every set that records a conversation, before those go.
     peers = set(await conversation_peers(store, lc)) | set(await redis.smembers(keys.heard(lc)))

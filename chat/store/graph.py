@@ -36,8 +36,13 @@ SYNC_ROUNDS = 5
 FOLLOW, BLOCK = "follow", "block"
 
 
-# Step 1 scripts issue edge ids and append to the outbox: both preludes go first.
-FIRST_STEP_PRELUDE = "\n".join((_script("msgid.lua"), _script("edge_id.lua"), OUTBOX_LUA))
+# Every script that changes an edge keeps the pair's letters in the user hash
+# (pair_flags.lua) with it.
+PAIR_FLAGS_LUA = _script("pair_flags.lua")
+# Step 1 scripts issue edge ids and append to the outbox: those preludes go first.
+FIRST_STEP_PRELUDE = "\n".join(
+    (_script("msgid.lua"), _script("edge_id.lua"), PAIR_FLAGS_LUA, OUTBOX_LUA)
+)
 
 
 class FollowResult(IntEnum):
@@ -67,10 +72,16 @@ class Graph:
         self.redis: Any = redis
         self._follow = redis.register_script(FIRST_STEP_PRELUDE + "\n" + _script("follow.lua"))
         self._block = redis.register_script(FIRST_STEP_PRELUDE + "\n" + _script("block.lua"))
-        self._unlink = redis.register_script(OUTBOX_LUA + "\n" + _script("unlink.lua"))
-        self._follow_mirror = redis.register_script(_script("follow_mirror.lua"))
-        self._block_mirror = redis.register_script(_script("block_mirror.lua"))
-        self._zrem_if = redis.register_script(_script("zrem_if.lua"))
+        self._unlink = redis.register_script(
+            PAIR_FLAGS_LUA + "\n" + OUTBOX_LUA + "\n" + _script("unlink.lua")
+        )
+        self._follow_mirror = redis.register_script(
+            PAIR_FLAGS_LUA + "\n" + _script("follow_mirror.lua")
+        )
+        self._block_mirror = redis.register_script(
+            PAIR_FLAGS_LUA + "\n" + _script("block_mirror.lua")
+        )
+        self._zrem_if = redis.register_script(PAIR_FLAGS_LUA + "\n" + _script("zrem_if.lua"))
 
     # -- step 1 and the rest, for a request ------------------------------------------
 
@@ -133,7 +144,9 @@ class Graph:
 
     async def unlink_first(self, kind: str, a: str, b: str) -> str | None:
         edge = keys.following(a) if kind == FOLLOW else keys.blocking(a)
-        entry: str | None = await self._unlink(keys=[edge, keys.outbox(a)], args=[a, b, kind])
+        entry: str | None = await self._unlink(
+            keys=[edge, keys.outbox(a), keys.user(a)], args=[a, b, kind]
+        )
         return entry
 
     async def _unlink_both(self, kind: str, a: str, b: str, crash: str) -> None:
@@ -163,7 +176,9 @@ class Graph:
             )
             if int(found) < 0:
                 refused = True
-                await self._zrem_if(keys=[keys.following(a)], args=[b, score])
+                await self._zrem_if(
+                    keys=[keys.following(a), keys.user(a)], args=[b, score, keys.FOLLOWS]
+                )
                 continue
             if _score(await self.redis.zscore(keys.following(a), b)) == score:
                 return refused

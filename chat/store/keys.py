@@ -127,6 +127,23 @@ def receipts_delivered(lc: str) -> str:
 ID_GENERATOR_FIELD = "idgen"
 
 
+def pair_field(peer: str) -> str:
+    """The field of a user hash holding the relationship facts of the pair
+    (owner, peer) as letters (chat/store/scripts/pair_flags.lua): what a send
+    reads in the HMGET it makes of each hash anyway."""
+    return f"p:{peer}"
+
+
+# The letters, relative to the hash's owner X and the peer Y, each the twin of
+# a collection's member (which stays: lists and pages read them).
+BLOCKS = "b"  # X blocks Y: blk:{x} ∋ Y
+BLOCKED_BY = "B"  # Y blocks X: blkby:{x} ∋ Y
+FOLLOWS = "f"  # X follows Y: fwing:{x} ∋ Y
+FOLLOWED_BY = "F"  # Y follows X: fwers:{x} ∋ Y
+WROTE = "w"  # X wrote to Y: wrote:{x} ∋ Y
+HEARD = "h"  # Y wrote to X: heard:{x} ∋ Y
+
+
 # Sign-in and sign-up throttling (v1.1 Limits). Per-IP keys carry the IP in their
 # hash tag so that one IP's counters live in one slot; per-account keys live in
 # the account's slot. All expire.

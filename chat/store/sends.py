@@ -64,13 +64,21 @@ RULE_LUA = resources.files("chat.permission").joinpath("rule.lua").read_text()
 LIMITS_LUA = resources.files("chat").joinpath("limits.lua").read_text()
 # The message id arithmetic (msgid.py's twin).
 MSGID_LUA = _script("msgid.lua")
+# The relationship facts of a pair as one field of each user's hash.
+PAIR_FLAGS_LUA = _script("pair_flags.lua")
 # The sender's side of a message, for step 3 and for owed messages in step 2.
 SEND_SIDE_LUA = _script("send_side.lua")
 # The send's library: every piece of a send (facts, the decision, limits, the
 # id, the message's bytes, each side's writes), so that the steps and the
 # one-script send run the same code; each script gets the pieces it calls.
 SEND_LIB = Library(
-    RULE_LUA, LIMITS_LUA, MSGID_LUA, SEND_SIDE_LUA, _script("send_parts.lua"), OUTBOX_LUA
+    RULE_LUA,
+    LIMITS_LUA,
+    MSGID_LUA,
+    PAIR_FLAGS_LUA,
+    SEND_SIDE_LUA,
+    _script("send_parts.lua"),
+    OUTBOX_LUA,
 )
 # Each a function of the hot path's library (chat/store/lua.py, HOT); the
 # *_LUA texts are the same scripts as EVAL takes them.
@@ -227,10 +235,6 @@ def _decision_keys(recipient: str, sender: str) -> list[str]:
     two scripts' key numbering cannot drift apart)."""
     return [
         keys.user(recipient),
-        keys.blocking(recipient),
-        keys.blocked_by(recipient),
-        keys.following(recipient),
-        keys.wrote(recipient),
         keys.inbox(recipient),
         keys.requests(recipient),
         keys.unread(recipient),
@@ -298,11 +302,8 @@ class Sends:
                 [
                     keys.client_ids(sender),
                     keys.user(sender),
-                    keys.blocking(sender),
                     keys.view(sender, recipient),
                     keys.new_conversations(sender),
-                    keys.followers(sender),
-                    keys.heard(sender),
                     keys.wrote(sender),
                     keys.requests(sender),
                     keys.inbox(sender),
@@ -412,13 +413,9 @@ class Sends:
             self._prepare,
             [
                 keys.user(sender),
-                keys.blocking(sender),
                 keys.client_ids(sender),
                 keys.view(sender, recipient),
                 keys.new_conversations(sender),
-                keys.followers(sender),
-                keys.heard(sender),
-                keys.wrote(sender),
                 keys.sending(sender, recipient),
             ],
             [
@@ -557,6 +554,7 @@ class Sends:
                 keys.read_pointer(recipient),
                 keys.client_ids(recipient),
                 keys.sending(recipient, sender),
+                keys.wrote(recipient),
             ],
             [
                 *self._message_args(sender, recipient, text, sent_at, client_id, origin, extra),

@@ -2,7 +2,9 @@
 -- operations"): the block edge (first time kept), follows ended on A's side (A's
 -- follow of B, and the mirror of B's follow of A), and B's conversation out of
 -- A's requests with its unread count (a block answers a request; it does not
--- accept it). The outbox records that B's side must follow (chat/store/graph.py).
+-- accept it); the pair's letters in A's hash to match (b set, f and F cleared:
+-- pair_flags.lua). The outbox records that B's side must follow
+-- (chat/store/graph.py).
 -- KEYS: 1 blk:{a}   2 fwing:{a}   3 fwers:{a}   4 creq:{a}   5 unread:{a}
 --       6 user:{a}   7 the outbox of A's slot
 -- ARGV: 1 a   2 b
@@ -13,14 +15,20 @@ redis.call('ZREM', KEYS[3], b)
 if redis.call('ZREM', KEYS[4], b) == 1 then
   redis.call('HDEL', KEYS[5], b)
 end
+-- As in follow.lua: the generator and the letters are stored back into a live
+-- account's hash only.
+local me = redis.call('HMGET', KEYS[6], 'handle', 'idgen', 'p:' .. b)
+local was = me[3] or ''
+local flags = flag_added(flags_without(was, 'fF'), 'b')
 if redis.call('ZSCORE', KEYS[1], b) then
+  if me[1] then
+    store_flags(KEYS[6], b, was, flags)
+  end
   return {0}
 end
--- As in follow.lua: the generator stored back into a live account's hash only.
-local me = redis.call('HMGET', KEYS[6], 'handle', 'idgen')
 local id = edge_id(me[2])
 redis.call('ZADD', KEYS[1], id, b)
 if me[1] then
-  redis.call('HSET', KEYS[6], 'idgen', id)
+  redis.call('HSET', KEYS[6], 'idgen', id, 'p:' .. b, flags)
 end
 return {1, outbox_add(KEYS[7], 'block', cjson.encode({a = a, b = b}))}

@@ -34,13 +34,19 @@ end
 if ARGV[12] == '1' then
   unmark_send(KEYS[12])
 end
-if redis.call('HEXISTS', KEYS[1], 'handle') == 0 then
+-- s's hash, once: the account, its bucket, and the pair's letters (its `w`
+-- goes with the first message s's side gets; pair_flags.lua).
+local me = redis.call('HMGET', KEYS[1], 'handle', 'msgrate', 'p:' .. r)
+if not me[1] then
   return -1
 end
-apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8])
-local applied = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
-  ARGV[8])
+local flags = me[3] or ''
+local after = apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8], flags)
+local applied
+applied, after = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
+  ARGV[8], after)
 if not applied then
+  store_sender_state(KEYS[1], nil, r, flags, after)
   return 0
 end
 
@@ -48,16 +54,18 @@ end
 -- sender in flight together can overshoot them by that many (documented). The
 -- bucket's charge is gcra's (limits.lua) without its refusal: step 1 refused.
 local burst = tonumber(ARGV[9])
+local tat = nil
 if burst > 0 or ARGV[6] == '1' then
   local now = tonumber(ARGV[13])
   if now == 0 then
     now = clock_ms()
   end
   if burst > 0 then
-    charge_messages(KEYS[1], now, burst, tonumber(ARGV[10]))
+    tat = charged_bucket(me[2], now, burst, tonumber(ARGV[10]))
   end
   if ARGV[6] == '1' then
     charge_new_conversation(KEYS[8], now, r, tonumber(ARGV[11]))
   end
 end
+store_sender_state(KEYS[1], tat, r, flags, after)
 return 1

@@ -14,49 +14,35 @@ local function clock_ms()
   return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 end
 
--- The sender's own facts, in s's slot, and its `messages` bucket (the user
--- hash's field `msgrate`, read in the same HMGET: one redis.call less than a
--- key of its own). k: {user, blocking}.
+-- The sender's own facts, in s's slot, its `messages` bucket (the user hash's
+-- field `msgrate`) and the pair's relationship letters as s's hash holds them
+-- (field `p:<r>`, pair_flags.lua): all in one HMGET, where a key or a set of
+-- their own would cost a redis.call each. k: {user}.
 local function sender_facts(k, r)
-  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted', 'msgrate')
+  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted', 'msgrate', 'p:' .. r)
+  local flags = sender[5] or ''
   return {handle = sender[1] or '', active = sender[2] or '', restricted = sender[3] ~= false,
-    blocks = redis.call('ZSCORE', k.blocking, r) ~= false, bucket = sender[4] or nil}
-end
-
--- The relationship facts, each read in r's slot only when the rule asks for it
--- (the first clause that decides ends the reading: a follower's message reads
--- three of the five, and every read costs a redis.call). A block by s is in
--- s's slot (sender.blocks) and mirrored in r's (blocked_by): either says so,
--- since the mirror lags the block (and its removal) by a split step.
-local function read_relationship(name, k, s, sender)
-  -- One function, not a table of five: a script's top level runs on every
-  -- call, and each function made there is a closure made again
-  -- (bench/valkey_call_cost.py library).
-  if name == 'sender_blocks_recipient' then
-    return sender.blocks or redis.call('ZSCORE', k.blocked_by, s) ~= false
-  elseif name == 'recipient_blocks_sender' then
-    return redis.call('ZSCORE', k.blocking, s) ~= false
-  elseif name == 'recipient_follows_sender' then
-    return redis.call('ZSCORE', k.following, s) ~= false
-  elseif name == 'recipient_wrote_to_sender' then
-    return redis.call('SISMEMBER', k.wrote, s) == 1
-  elseif name == 'recipient_has_inbox_conversation' then
-    return redis.call('ZSCORE', k.inbox, s) ~= false
-  end
-  return nil
+    blocks = has_flag(flags, 'b'), bucket = sender[4] or nil, flags = flags}
 end
 
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
 -- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
--- one script, so the decision is atomic however few it reads. The same HMGET
--- reads r's id generator (the user hash's field `idgen`: one GET less).
--- k: r's keys {user, blocking, blocked_by, following, wrote, inbox}.
+-- one script, so the decision is atomic. One HMGET of r's hash holds r's
+-- account, its id generator (`idgen`) and the pair's letters (`p:<s>`,
+-- pair_flags.lua): r blocks s (b), s blocks r (B, the mirror), r follows s
+-- (f), r wrote to s (w). A block by s is in s's slot (sender.blocks) and
+-- mirrored in r's: either says so, since the mirror lags the block (and its
+-- removal) by a split step. Only the inbox conversation is a read of its own,
+-- made when the rule asks for it (open DMs, nothing else deciding first).
+-- k: r's keys {user, inbox}.
 -- Returns allowed, reason, folder, r's handle or '', the facts (with
--- recipient_business: only a business has team state to keep), and r's last
--- issued id or false.
+-- recipient_business: only a business has team state to keep), r's last
+-- issued id or false, and the pair's letters in r's hash ('' for none).
 local function recipient_decision(k, s, sender)
-  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind', 'idgen')
+  local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind', 'idgen',
+    'p:' .. s)
   local recipient_exists = recipient[1] ~= false
+  local flags = recipient[6] or ''
   local f = setmetatable({
     sender_exists = sender.handle ~= '',
     recipient_exists = recipient_exists,
@@ -65,15 +51,20 @@ local function recipient_decision(k, s, sender)
     sender_restricted = sender.restricted,
     recipient_open_dms = recipient_exists and recipient[3] == '1',
     recipient_business = recipient[4] == 'business',
+    sender_blocks_recipient = sender.blocks or has_flag(flags, 'B'),
+    recipient_blocks_sender = has_flag(flags, 'b'),
+    recipient_follows_sender = has_flag(flags, 'f'),
+    recipient_wrote_to_sender = has_flag(flags, 'w'),
   }, {__index = function(facts, name)
-    local value = read_relationship(name, k, s, sender)
-    if value ~= nil then
-      rawset(facts, name, value)
+    if name ~= 'recipient_has_inbox_conversation' then
+      return nil
     end
+    local value = redis.call('ZSCORE', k.inbox, s) ~= false
+    rawset(facts, name, value)
     return value
   end})
   local allowed, reason, folder = decide(f)
-  return allowed, reason, folder, recipient[1] or '', f, recipient[5]
+  return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags
 end
 
 -- `messages` (GCRA, limits.lua) over the bucket as sender_facts read it: ms to
@@ -86,28 +77,40 @@ local function messages_wait(stored, now, burst, period_ms)
   return 0, tat
 end
 
--- The bucket is a field of the user hash (user:{s} `msgrate`), so it goes with
--- the account. It never expires: a time already past reads as a full bucket
--- (gcra starts from now), exactly as the key of its own that expired then did.
-local function store_messages_charge(user_key, tat)
-  redis.call('HSET', user_key, 'msgrate', string.format('%d', tat))
+-- The sender's hash written once, if at all: the bucket (`msgrate`, tat nil
+-- when not charged) and the pair's letters when the send changed them
+-- (`p:<r>`: `w`, s wrote to r). The bucket is a field of the user hash, so it
+-- goes with the account; it never expires: a time already past reads as a
+-- full bucket (gcra starts from now), exactly as the key of its own that
+-- expired then did. Only for a live sender (the rule, or step 3, read its
+-- handle): no hash is made for an account that does not exist.
+local function store_sender_state(user_key, tat, r, was, flags)
+  if flags == was then
+    if tat then
+      redis.call('HSET', user_key, 'msgrate', string.format('%d', tat))
+    end
+  elseif tat then
+    redis.call('HSET', user_key, 'msgrate', string.format('%d', tat), 'p:' .. r, flags)
+  else
+    redis.call('HSET', user_key, 'p:' .. r, flags)
+  end
 end
 
--- The bucket's charge as gcra makes it, without its refusal: for a step that
--- charges what an earlier step checked.
-local function charge_messages(user_key, now, burst, period_ms)
-  local stored = redis.call('HGET', user_key, 'msgrate')
+-- The bucket's charge as gcra makes it, without its refusal, over the bucket
+-- as read (`stored`, or false): for a step that charges what an earlier step
+-- checked. Returns the bucket's new value.
+local function charged_bucket(stored, now, burst, period_ms)
   local tat = stored and tonumber(stored) or now
   if tat < now then tat = now end
-  store_messages_charge(user_key, tat + math.max(1, math.floor(period_ms / burst)))
+  return tat + math.max(1, math.floor(period_ms / burst))
 end
 
 -- A first message to someone who neither follows the sender nor ever wrote
--- to it: what mass messaging is made of. Read in s's slot: fwers and heard are
--- the mirrors of r's following and wrote. k: s's {followers, heard, wrote}.
-local function opens_conversation(k, r)
-  return redis.call('ZSCORE', k.followers, r) == false
-    and redis.call('SISMEMBER', k.heard, r) == 0 and redis.call('SISMEMBER', k.wrote, r) == 0
+-- to it, nor was written to by it: what mass messaging is made of. Read from
+-- the pair's letters in s's hash (sender_facts): F (r follows s, the mirror of
+-- r's following), h (r wrote to s, the mirror of r's wrote), w (s wrote to r).
+local function opens_conversation(flags)
+  return not (has_flag(flags, 'F') or has_flag(flags, 'h') or has_flag(flags, 'w'))
 end
 
 -- `new_conversations`: ms to wait (0: allowed), the window read as
@@ -182,14 +185,22 @@ end
 -- unread count, event and publish; and a customer writing again reopens the
 -- conversation for the business's team, in this same script, so no agent can
 -- see the message and a stale "resolved".
--- The id goes into r's user hash as the generator's last (`idgen`): r's
--- account exists, the rule said so, so this makes no hash of its own.
+-- One HSET of r's hash: the id as the generator's last (`idgen`) and, the
+-- first time s writes to r, the letter h (`flags`: the pair's letters in r's
+-- hash as recipient_decision read them), whose set `heard:` is then added to;
+-- after that, neither is written again. r's account exists, the rule said
+-- so, so this makes no hash of its own.
 -- k: r's {user, view, heard, inbox, requests, unread, events, channel, team};
 -- team nil when r is not a business (no team state: one read less).
-local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention)
-  redis.call('HSET', k.user, 'idgen', id)
+local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention,
+    flags)
+  if has_flag(flags, 'h') then
+    redis.call('HSET', k.user, 'idgen', id)
+  else
+    redis.call('SADD', k.heard, s)
+    redis.call('HSET', k.user, 'idgen', id, 'p:' .. s, flags .. 'h')
+  end
   redis.call('ZADD', k.view, id, stored)
-  redis.call('SADD', k.heard, s)
   -- The folder comes from facts read in this same script, so it cannot be
   -- stale: 'requests' means the recipient has no inbox entry for the sender.
   -- A peer is in one folder at most (a request is added only when the rule,

@@ -4,8 +4,7 @@
 -- flight, which a message from r to s decided meanwhile waits for (send_decide).
 -- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
--- KEYS: 1 user:{s}   2 blk:{s}   3 cid:{s}   4 msgs:{s}:r   5 newconv:{s}
---       6 fwers:{s}   7 heard:{s}   8 wrote:{s}   9 sending:{s}:r
+-- KEYS: 1 user:{s}   2 cid:{s}   3 msgs:{s}:r   4 newconv:{s}   5 sending:{s}:r
 -- ARGV: 1 client_id or ''   2 r (lower case)   3 messages burst   4 its period (ms)
 --       5 new conversations   6 their window (ms); a limit of 0 is off
 --       7 how long a mark lasts (ms), or 0 when this send is marked already
@@ -18,7 +17,7 @@
 local client_id, r = ARGV[1], ARGV[2]
 
 if client_id ~= '' then
-  local seen = redis.call('HGET', KEYS[3], client_id)
+  local seen = redis.call('HGET', KEYS[2], client_id)
   if seen then
     local bar = string.find(seen, '|', 1, true)
     return {0, string.sub(seen, 1, bar - 1), string.sub(seen, bar + 1)}
@@ -30,16 +29,16 @@ end
 -- a count a killed process left would otherwise live as long as s keeps
 -- writing to r, and every send of r's to s would wait for it in vain.
 local mark_ms = tonumber(ARGV[7])
-if mark_ms > 0 and redis.call('INCR', KEYS[9]) == 1 then
-  redis.call('PEXPIRE', KEYS[9], mark_ms)
+if mark_ms > 0 and redis.call('INCR', KEYS[5]) == 1 then
+  redis.call('PEXPIRE', KEYS[5], mark_ms)
 end
 
-local sender = sender_facts({user = KEYS[1], blocking = KEYS[2]}, r)
+local sender = sender_facts({user = KEYS[1]}, r)
 -- The floor of the new id is the top of this view. Among its latest entries,
 -- r's own messages: one missing from r's view is a send whose sender's side is
 -- still owed (its process died), which step 2 completes before this message.
 local OWED_SCAN = 4
-local latest = redis.call('ZREVRANGE', KEYS[4], 0, OWED_SCAN - 1, 'WITHSCORES')
+local latest = redis.call('ZREVRANGE', KEYS[3], 0, OWED_SCAN - 1, 'WITHSCORES')
 -- All of their ids go back too: step 3 need not look in this view again for
 -- s's earlier messages seen here (a view only loses messages with its account).
 local top = latest[2] or '0'
@@ -62,10 +61,9 @@ if burst > 0 or new_limit > 0 then
   if burst > 0 then
     messages_wait_ms = messages_wait(sender.bucket, now, burst, tonumber(ARGV[4]))
   end
-  new_conversation = new_limit > 0
-    and opens_conversation({followers = KEYS[6], heard = KEYS[7], wrote = KEYS[8]}, r)
+  new_conversation = new_limit > 0 and opens_conversation(sender.flags)
   if new_conversation then
-    new_wait = new_conversations_wait(KEYS[5], now, new_limit, tonumber(ARGV[6]))
+    new_wait = new_conversations_wait(KEYS[4], now, new_limit, tonumber(ARGV[6]))
   end
 end
 

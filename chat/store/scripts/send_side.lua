@@ -50,17 +50,24 @@ local function remember(key, field, value, ttl)
   end
 end
 
--- The sender's side written: s's view, the mirror wrote, folders (writing to
--- someone accepts their request, so the sender's side is inbox; GT: a late
--- apply never moves a conversation back in the list), the read pointer (a
--- reply means the sender has read the conversation up to it; `unread`: r's
--- crossing messages above it, or nil when the pointer is past this message
--- already), the client_id record, s's event and publish.
+-- The sender's side written: s's view, wrote (the first time s writes to r:
+-- `flags`, the pair's letters in s's hash, lack w; pair_flags.lua), folders
+-- (writing to someone accepts their request, so the sender's side is inbox;
+-- GT: a late apply never moves a conversation back in the list), the read
+-- pointer (a reply means the sender has read the conversation up to it;
+-- `unread`: r's crossing messages above it, or nil when the pointer is past
+-- this message already), the client_id record, s's event and publish.
 -- k: the sender's keys {view, wrote, requests, inbox, read, unread, cids,
--- events, channel}. Returns the message as the sender sees it (sender_copy).
-local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
+-- events, channel}. Returns the message as the sender sees it (sender_copy),
+-- and the pair's letters after it, which the caller stores in s's hash in the
+-- HSET it makes there anyway (store_sender_state).
+local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl,
+    flags)
   redis.call('ZADD', k.view, id, stored)
-  redis.call('SADD', k.wrote, r)
+  if not has_flag(flags, 'w') then
+    redis.call('SADD', k.wrote, r)
+    flags = flags .. 'w'
+  end
   -- One folder at most (apply_recipient_side): only a peer new to the inbox can
   -- have a request to take back. GT adds a new member all the same, and ZADD
   -- counts only the members it added.
@@ -86,17 +93,18 @@ local function write_sender_side(k, r, id, stored, unread, client_id, origin, re
     'o', origin)
   redis.call('SPUBLISH', k.channel, 'm ' .. cursor .. ' ' .. r .. ' ' .. origin .. '\n'
     .. body .. ',"cursor":"' .. cursor .. '"}')
-  return copy
+  return copy, flags
 end
 
--- The sender's side of a message decided in r's slot, idempotent. k: as
--- write_sender_side's. Returns true when applied now, false when it was already.
-local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl)
+-- The sender's side of a message decided in r's slot, idempotent. k, flags: as
+-- write_sender_side's. Returns true when applied now, false when it was
+-- already; and the pair's letters after it.
+local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags)
   -- This message and those above it, in one read: this one there means applied
   -- already; the others are r's crossing messages, counted unread below.
   local above = redis.call('ZRANGEBYSCORE', k.view, id, '+inf', 'WITHSCORES')
   if above[2] and tonumber(above[2]) == tonumber(id) then
-    return false
+    return false, flags
   end
   local unread = nil
   local current = redis.call('HGET', k.read, r)
@@ -106,8 +114,9 @@ local function apply_sender_side(k, r, id, stored, client_id, origin, retention,
       if written_by(above[i], r) then unread = unread + 1 end
     end
   end
-  write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl)
-  return true
+  local _, after = write_sender_side(k, r, id, stored, unread, client_id, origin, retention,
+    cid_ttl, flags)
+  return true, after
 end
 
 -- A send of s to r is over (its last step ran, or it ended early): its mark
@@ -168,7 +177,8 @@ local function owed_messages(view, at, top, scan)
 end
 
 -- The author's side of owed messages, in id order, as their step 3 would.
-local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl)
+-- flags: the pair's letters in the author's hash; returns them after.
+local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, flags)
   table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
   for _, owed_id in ipairs(owed) do
     local stored = supplied[owed_id]
@@ -178,6 +188,9 @@ local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl)
     if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
       owed_cid = decoded.client_id
     end
-    apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id], retention, cid_ttl)
+    local _
+    _, flags = apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id], retention,
+      cid_ttl, flags)
   end
+  return flags
 end

@@ -26,12 +26,14 @@
 -- decided is decided after this message, above it (the top of s's view is in
 -- its id), and reaches r's stream after it, in id order.
 --
--- KEYS: 1 cid:{s}   2 user:{s}   3 blk:{s}   4 msgs:{s}:r   5 newconv:{s}
---       6 fwers:{s}   7 heard:{s}   8 wrote:{s}   9 creq:{s}   10 cin:{s}
---       11 rd:{s}   12 unread:{s}   13 ev:{s}   14 ch:{s}   15 user:{r}
---       16 blk:{r}   17 blkby:{r}   18 fwing:{r}   19 wrote:{r}   20 cin:{r}
---       21 creq:{r}   22 unread:{r}   23 heard:{r}   24 msgs:{r}:s   25 ev:{r}
---       26 ch:{r}   27 reqrecv:{r}   28 tconv:{r}
+-- The relationship facts are the pair's letters in the two user hashes
+-- (pair_flags.lua), read in the HMGET each side makes anyway; `wrote:{s}` and
+-- `heard:{r}` are written only the first time s writes to r.
+--
+-- KEYS: 1 cid:{s}   2 user:{s}   3 msgs:{s}:r   4 newconv:{s}   5 wrote:{s}
+--       6 creq:{s}   7 cin:{s}   8 rd:{s}   9 unread:{s}   10 ev:{s}   11 ch:{s}
+--       12 user:{r}   13 cin:{r}   14 creq:{r}   15 unread:{r}   16 heard:{r}
+--       17 msgs:{r}:s   18 ev:{r}   19 ch:{r}   20 reqrecv:{r}   21 tconv:{r}
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -56,8 +58,8 @@ if client_id ~= '' then
 end
 
 -- The floor of the id and r's view's top, as steps 1 and 2 read them.
-local floor = redis.call('ZREVRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2]
-local top = redis.call('ZREVRANGE', KEYS[24], 0, 0, 'WITHSCORES')[2]
+local floor = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+local top = redis.call('ZREVRANGE', KEYS[17], 0, 0, 'WITHSCORES')[2]
 if floor ~= top then
   return {4}
 end
@@ -65,14 +67,15 @@ end
 -- Each user's keys in one table, for every function of the library this
 -- calls: their key groups share names, never keys, and each table built costs
 -- Valkey CPU on every call (about 0.8 µs less than one per function).
-local sk = {user = KEYS[2], blocking = KEYS[3], followers = KEYS[6], heard = KEYS[7],
-  wrote = KEYS[8], view = KEYS[4], requests = KEYS[9], inbox = KEYS[10], read = KEYS[11],
-  unread = KEYS[12], cids = KEYS[1], events = KEYS[13], channel = KEYS[14]}
-local rk = {user = KEYS[15], blocking = KEYS[16], blocked_by = KEYS[17], following = KEYS[18],
-  wrote = KEYS[19], inbox = KEYS[20], requests = KEYS[21], received = KEYS[27], view = KEYS[24],
-  heard = KEYS[23], unread = KEYS[22], events = KEYS[25], channel = KEYS[26], team = KEYS[28]}
+local sk = {user = KEYS[2], wrote = KEYS[5], view = KEYS[3], requests = KEYS[6],
+  inbox = KEYS[7], read = KEYS[8], unread = KEYS[9], cids = KEYS[1], events = KEYS[10],
+  channel = KEYS[11]}
+local rk = {user = KEYS[12], inbox = KEYS[13], requests = KEYS[14], unread = KEYS[15],
+  heard = KEYS[16], view = KEYS[17], events = KEYS[18], channel = KEYS[19], received = KEYS[20],
+  team = KEYS[21]}
 local sender = sender_facts(sk, r)
-local allowed, reason, folder, recipient_handle, facts, last_id = recipient_decision(rk, s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id, flags = recipient_decision(rk,
+  s, sender)
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -89,10 +92,9 @@ if burst > 0 then
     return {3, 'messages', wait}
   end
 end
-local new_conversation = new_limit > 0
-  and opens_conversation(sk, r)
+local new_conversation = new_limit > 0 and opens_conversation(sender.flags)
 if new_conversation then
-  local wait = new_conversations_wait(KEYS[5], now, new_limit, tonumber(ARGV[13]))
+  local wait = new_conversations_wait(KEYS[4], now, new_limit, tonumber(ARGV[13]))
   if wait > 0 then
     return {3, 'new_conversations', wait}
   end
@@ -110,15 +112,14 @@ local retention = ARGV[7]
 if not facts.recipient_business then
   rk.team = nil
 end
-apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retention)
+apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retention, flags)
 -- The id is above everything in s's view, r's messages included: the read
 -- pointer moves to it and nothing is left unread (send_side.lua).
-local copy = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention, ARGV[16])
+local copy, sender_flags = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention,
+  ARGV[16], sender.flags)
 
-if tat then
-  store_messages_charge(KEYS[2], tat)
-end
+store_sender_state(KEYS[2], tat, r, sender.flags, sender_flags)
 if new_conversation then
-  charge_new_conversation(KEYS[5], now, r, tonumber(ARGV[13]))
+  charge_new_conversation(KEYS[4], now, r, tonumber(ARGV[13]))
 end
 return {1, id, copy, folder}
