@@ -127,6 +127,15 @@ def receipts_delivered(lc: str) -> str:
 ID_GENERATOR_FIELD = "idgen"
 
 
+def view_top_field(peer: str) -> str:
+    """The field of a user hash holding the highest id in the owner's view of
+    the conversation with peer (`view(owner, peer)`): kept by every script that
+    writes a view, in the HSET it makes of the hash anyway, so the one-script
+    send reads both tops in its HMGETs instead of a ZREVRANGE of each view
+    (send_parts.lua, store_sender_state)."""
+    return f"t:{peer}"
+
+
 def pair_field(peer: str) -> str:
     """The field of a user hash holding the relationship facts of the pair
     (owner, peer) as letters (chat/store/scripts/pair_flags.lua): what a send

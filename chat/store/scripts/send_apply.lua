@@ -41,12 +41,17 @@ if not me[1] then
   return -1
 end
 local flags = me[3] or ''
-local after = apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8], flags)
-local applied
-applied, after = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
+local after, owed_top = apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8], flags)
+local applied, top
+applied, after, top = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
   ARGV[8], after)
+-- The view's true top (`t:<r>`, store_sender_state), whatever a crash left there.
+if owed_top and tonumber(owed_top) > tonumber(top) then
+  top = owed_top
+end
+top = id_string(tonumber(top))
 if not applied then
-  store_sender_state(KEYS[1], nil, r, flags, after)
+  store_sender_state(KEYS[1], nil, r, flags, after, top)
   return 0
 end
 
@@ -67,5 +72,5 @@ if burst > 0 or ARGV[6] == '1' then
     charge_new_conversation(KEYS[8], now, r, tonumber(ARGV[11]))
   end
 end
-store_sender_state(KEYS[1], tat, r, flags, after)
+store_sender_state(KEYS[1], tat, r, flags, after, top)
 return 1

@@ -85,11 +85,12 @@ if #owed > 0 then
   -- a live r: the common path reads the pair's letters in the decision below.
   local mine = redis.call('HMGET', KEYS[2], 'handle', 'p:' .. s)
   local was = mine[2] or ''
-  local after = apply_owed({view = KEYS[7], wrote = KEYS[16], requests = KEYS[4],
+  local after, top = apply_owed({view = KEYS[7], wrote = KEYS[16], requests = KEYS[4],
     inbox = KEYS[3], read = KEYS[13], unread = KEYS[5], cids = KEYS[14], events = KEYS[8],
     channel = KEYS[9]}, s, owed, supplied, origins, ARGV[7], ARGV[20], was)
   if mine[1] then
-    store_flags(KEYS[2], s, was, after)
+    -- And the top of r's view (`t:<s>`), should this send be refused below.
+    store_sender_state(KEYS[2], nil, s, was, after, id_string(tonumber(top)))
   end
 end
 

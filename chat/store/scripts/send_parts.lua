@@ -15,14 +15,16 @@ local function clock_ms()
 end
 
 -- The sender's own facts, in s's slot, its `messages` bucket (the user hash's
--- field `msgrate`) and the pair's relationship letters as s's hash holds them
--- (field `p:<r>`, pair_flags.lua): all in one HMGET, where a key or a set of
--- their own would cost a redis.call each. k: {user}.
+-- field `msgrate`), the pair's relationship letters as s's hash holds them
+-- (field `p:<r>`, pair_flags.lua) and the top of s's view of the conversation
+-- (field `t:<r>`, below): all in one HMGET, where a key or a set of their own
+-- would cost a redis.call each. k: {user}.
 local function sender_facts(k, r)
-  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted', 'msgrate', 'p:' .. r)
+  local sender = redis.call('HMGET', k.user, 'handle', 'active', 'restricted', 'msgrate', 'p:' .. r,
+    't:' .. r)
   local flags = sender[5] or ''
   return {handle = sender[1] or '', active = sender[2] or '', restricted = sender[3] ~= false,
-    blocks = has_flag(flags, 'b'), bucket = sender[4] or nil, flags = flags}
+    blocks = has_flag(flags, 'b'), bucket = sender[4] or nil, flags = flags, top = sender[6]}
 end
 
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
@@ -37,10 +39,11 @@ end
 -- k: r's keys {user, inbox}.
 -- Returns allowed, reason, folder, r's handle or '', the facts (with
 -- recipient_business: only a business has team state to keep), r's last
--- issued id or false, and the pair's letters in r's hash ('' for none).
+-- issued id or false, the pair's letters in r's hash ('' for none), and the
+-- top of r's view of the conversation (`t:<s>`) or false.
 local function recipient_decision(k, s, sender)
   local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind', 'idgen',
-    'p:' .. s)
+    'p:' .. s, 't:' .. s)
   local recipient_exists = recipient[1] ~= false
   local flags = recipient[6] or ''
   local f = setmetatable({
@@ -64,7 +67,7 @@ local function recipient_decision(k, s, sender)
     return value
   end})
   local allowed, reason, folder = decide(f)
-  return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags
+  return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags, recipient[7]
 end
 
 -- `messages` (GCRA, limits.lua) over the bucket as sender_facts read it: ms to
@@ -78,21 +81,38 @@ local function messages_wait(stored, now, burst, period_ms)
 end
 
 -- The sender's hash written once, if at all: the bucket (`msgrate`, tat nil
--- when not charged) and the pair's letters when the send changed them
--- (`p:<r>`: `w`, s wrote to r). The bucket is a field of the user hash, so it
--- goes with the account; it never expires: a time already past reads as a
--- full bucket (gcra starts from now), exactly as the key of its own that
--- expired then did. Only for a live sender (the rule, or step 3, read its
+-- when not charged), the pair's letters when the send changed them (`p:<r>`:
+-- `w`, s wrote to r) and the top of s's view of the conversation (`t:<r>`,
+-- top nil when the view was not written). The bucket is a field of the user
+-- hash, so it goes with the account; it never expires: a time already past
+-- reads as a full bucket (gcra starts from now), exactly as the key of its own
+-- that expired then did. Only for a live sender (the rule, or step 3, read its
 -- handle): no hash is made for an account that does not exist.
-local function store_sender_state(user_key, tat, r, was, flags)
-  if flags == was then
-    if tat then
-      redis.call('HSET', user_key, 'msgrate', string.format('%d', tat))
-    end
-  elseif tat then
-    redis.call('HSET', user_key, 'msgrate', string.format('%d', tat), 'p:' .. r, flags)
-  else
-    redis.call('HSET', user_key, 'p:' .. r, flags)
+--
+-- `t:<peer>` is the highest id in the user's view of the conversation with
+-- peer (msgs:{me}:peer), written by every script that adds to a view, in the
+-- HSET of the user's hash it makes anyway: the one-script send reads both
+-- users' tops in the HMGETs the rule makes (send_whole.lua) instead of a
+-- ZREVRANGE of each view, whose reply carries a whole message. The steps read
+-- their views themselves (they look for owed messages among the latest
+-- entries) and write the true top, so a field a crash left behind is set
+-- right by the next send in steps.
+local function store_sender_state(user_key, tat, r, was, flags, top)
+  local fields = {}
+  if tat then
+    fields[#fields + 1] = 'msgrate'
+    fields[#fields + 1] = string.format('%d', tat)
+  end
+  if flags ~= was then
+    fields[#fields + 1] = 'p:' .. r
+    fields[#fields + 1] = flags
+  end
+  if top then
+    fields[#fields + 1] = 't:' .. r
+    fields[#fields + 1] = top
+  end
+  if #fields > 0 then
+    redis.call('HSET', user_key, unpack(fields))
   end
 end
 
@@ -185,20 +205,21 @@ end
 -- unread count, event and publish; and a customer writing again reopens the
 -- conversation for the business's team, in this same script, so no agent can
 -- see the message and a stale "resolved".
--- One HSET of r's hash: the id as the generator's last (`idgen`) and, the
--- first time s writes to r, the letter h (`flags`: the pair's letters in r's
--- hash as recipient_decision read them), whose set `heard:` is then added to;
--- after that, neither is written again. r's account exists, the rule said
--- so, so this makes no hash of its own.
+-- One HSET of r's hash: the id as the generator's last (`idgen`) and as the
+-- top of r's view (`t:<s>`: the id is above everything in it, store_sender_state)
+-- and, the first time s writes to r, the letter h (`flags`: the pair's letters
+-- in r's hash as recipient_decision read them), whose set `heard:` is then
+-- added to; after that, it is not written again. r's account exists, the rule
+-- said so, so this makes no hash of its own.
 -- k: r's {user, view, heard, inbox, requests, unread, events, channel, team};
 -- team nil when r is not a business (no team state: one read less).
 local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention,
     flags)
   if has_flag(flags, 'h') then
-    redis.call('HSET', k.user, 'idgen', id)
+    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id)
   else
     redis.call('SADD', k.heard, s)
-    redis.call('HSET', k.user, 'idgen', id, 'p:' .. s, flags .. 'h')
+    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id, 'p:' .. s, flags .. 'h')
   end
   redis.call('ZADD', k.view, id, stored)
   -- The folder comes from facts read in this same script, so it cannot be

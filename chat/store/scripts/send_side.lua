@@ -98,13 +98,15 @@ end
 
 -- The sender's side of a message decided in r's slot, idempotent. k, flags: as
 -- write_sender_side's. Returns true when applied now, false when it was
--- already; and the pair's letters after it.
+-- already; the pair's letters after it; and the top of the view (the id, or
+-- a crossing message of r's above it), for `t:<r>` (store_sender_state).
 local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags)
   -- This message and those above it, in one read: this one there means applied
   -- already; the others are r's crossing messages, counted unread below.
   local above = redis.call('ZRANGEBYSCORE', k.view, id, '+inf', 'WITHSCORES')
+  local top = above[#above] or id
   if above[2] and tonumber(above[2]) == tonumber(id) then
-    return false, flags
+    return false, flags, top
   end
   local unread = nil
   local current = redis.call('HGET', k.read, r)
@@ -116,7 +118,7 @@ local function apply_sender_side(k, r, id, stored, client_id, origin, retention,
   end
   local _, after = write_sender_side(k, r, id, stored, unread, client_id, origin, retention,
     cid_ttl, flags)
-  return true, after
+  return true, after, top
 end
 
 -- A send of s to r is over (its last step ran, or it ended early): its mark
@@ -177,8 +179,10 @@ local function owed_messages(view, at, top, scan)
 end
 
 -- The author's side of owed messages, in id order, as their step 3 would.
--- flags: the pair's letters in the author's hash; returns them after.
+-- flags: the pair's letters in the author's hash; returns them after, and the
+-- top of the author's view once they are in it (nil when none was owed).
 local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, flags)
+  local top = nil
   table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
   for _, owed_id in ipairs(owed) do
     local stored = supplied[owed_id]
@@ -188,9 +192,12 @@ local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, 
     if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
       owed_cid = decoded.client_id
     end
-    local _
-    _, flags = apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id], retention,
-      cid_ttl, flags)
+    local _, view_top
+    _, flags, view_top = apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id],
+      retention, cid_ttl, flags)
+    if not top or tonumber(view_top) > tonumber(top) then
+      top = view_top
+    end
   end
-  return flags
+  return flags, top
 end

@@ -10,7 +10,9 @@
 -- message, whichever its author, is in one view and not yet in the other; the
 -- steps complete owed messages among a view's latest entries before any later
 -- one lands in it, so equal tops mean nothing is owed: one left older than
--- what they scan is the reconciler's, on either path).
+-- what they scan is the reconciler's, on either path). The tops are the
+-- fields `t:<peer>` of the two user hashes, which every script that writes a
+-- view keeps (store_sender_state), read in the HMGETs the rule makes anyway.
 --
 -- No `cidin:{r}` record is written or read. It exists for the steps: their
 -- step 2 answers a retry whose step 3 may still be owed, and it gives owed
@@ -57,13 +59,6 @@ if client_id ~= '' then
   end
 end
 
--- The floor of the id and r's view's top, as steps 1 and 2 read them.
-local floor = redis.call('ZREVRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
-local top = redis.call('ZREVRANGE', KEYS[17], 0, 0, 'WITHSCORES')[2]
-if floor ~= top then
-  return {4}
-end
-
 -- Each user's keys in one table, for every function of the library this
 -- calls: their key groups share names, never keys, and each table built costs
 -- Valkey CPU on every call (about 0.8 µs less than one per function).
@@ -74,8 +69,16 @@ local rk = {user = KEYS[12], inbox = KEYS[13], requests = KEYS[14], unread = KEY
   heard = KEYS[16], view = KEYS[17], events = KEYS[18], channel = KEYS[19], received = KEYS[20],
   team = KEYS[21]}
 local sender = sender_facts(sk, r)
-local allowed, reason, folder, recipient_handle, facts, last_id, flags = recipient_decision(rk,
-  s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id, flags, top = recipient_decision(
+  rk, s, sender)
+-- The floor of the id (the top of s's view) and the top of r's view, as the
+-- user hashes hold them (`t:<peer>`, store_sender_state): unequal, something
+-- is owed, and the steps send. Never written is 0 on both sides.
+local floor = sender.top or '0'
+top = top or '0'
+if tonumber(floor) ~= tonumber(top) then
+  return {4}
+end
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -104,7 +107,7 @@ if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
 end
 
-local id = issue_id(last_id, now, floor or '0', top, ARGV[18])
+local id = issue_id(last_id, now, floor, top, ARGV[18])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[17])
 local retention = ARGV[7]
@@ -118,7 +121,7 @@ apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retentio
 local copy, sender_flags = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention,
   ARGV[16], sender.flags)
 
-store_sender_state(KEYS[2], tat, r, sender.flags, sender_flags)
+store_sender_state(KEYS[2], tat, r, sender.flags, sender_flags, id)
 if new_conversation then
   charge_new_conversation(KEYS[4], now, r, tonumber(ARGV[13]))
 end
