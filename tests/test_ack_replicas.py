@@ -370,7 +370,9 @@ async def test_each_two_user_request_answers_once_on_both_replicas(
         assert replica_holds(ann_lc, "ZSCORE", keys.followers(ann_lc), bob_lc) is not None
         sent = await ann.post_message(bob_lc, "hello", client_id="c1")
         await bob.mark_read(ann_lc, sent["id"])
-        assert replica_holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == sent["id"]
+        assert (
+            replica_holds(bob_lc, "HGET", keys.user(bob_lc), keys.read_field(ann_lc)) == sent["id"]
+        )
         assert sent["id"] in str(replica_holds(ann_lc, "XRANGE", keys.events(ann_lc), "-", "+"))
         await ann.block(bob_lc)
         assert replica_holds(ann_lc, "ZSCORE", keys.blocking(ann_lc), bob_lc) is not None
@@ -480,7 +482,7 @@ async def test_every_kind_of_write_answers_once_the_replicas_of_what_it_wrote_ha
         await write(bob.accept(ann_lc), bob_lc)
         assert holds(bob_lc, "ZSCORE", keys.inbox(bob_lc), ann_lc) is not None
         await write(bob.mark_read(ann_lc, first["id"]), bob_lc)
-        assert holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == first["id"]
+        assert holds(bob_lc, "HGET", keys.user(bob_lc), keys.read_field(ann_lc)) == first["id"]
         second = await ann.post_message(bob_lc, "again", client_id="c2")
         async with bob.socket() as sock:
 
@@ -491,7 +493,7 @@ async def test_every_kind_of_write_answers_once_the_replicas_of_what_it_wrote_ha
                 await next_of(sock, "pong")
 
             await write(read_frame(), bob_lc)
-            assert holds(bob_lc, "HGET", keys.read_pointer(bob_lc), ann_lc) == second["id"]
+            assert holds(bob_lc, "HGET", keys.user(bob_lc), keys.read_field(ann_lc)) == second["id"]
         await write(bob.hide(ann_lc), bob_lc)
         assert holds(bob_lc, "HGET", keys.cleared(bob_lc), ann_lc) is not None
         await write(shop.request("PUT", f"/api/team/{ann_lc}"), shop_lc, ann_lc)

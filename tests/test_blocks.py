@@ -69,7 +69,7 @@ async def test_a_block_takes_the_request_out_of_requests_with_its_unread(
     assert (await bob.conversations(folder="requests"))["conversations"] == []
     assert (await bob.conversations(folder="inbox"))["conversations"] == []
     client = redis_client(redis_url, decode_responses=True)
-    assert client.hget(keys.unread(h(bob).lower()), h(spammer).lower()) is None
+    assert client.hget(keys.user(h(bob).lower()), keys.unread_field(h(spammer).lower())) is None
     client.close()
     # The history stays readable for the one who blocked.
     assert len((await bob.messages(h(spammer)))["messages"]) == 2

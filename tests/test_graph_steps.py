@@ -299,7 +299,7 @@ async def test_processes_killed_after_a_reads_and_a_blocks_first_step(
     before = await store.redis.xlen(keys.events("ann"))
     read = f"await store.mark_read('bob', 'ann', {sent.message_id!r}, {body!r}, True)"
     await die_at(target, "read:after_first", read)
-    assert await store.redis.hget(keys.read_pointer("bob"), "ann") == sent.message_id
+    assert await store.redis.hget(keys.user("bob"), keys.read_field("ann")) == sent.message_id
     assert await store.redis.xlen(keys.events("ann")) == before
     assert await reconcile(store) == 1 and await reconcile(store) == 0
     assert await store.redis.xlen(keys.events("ann")) == before + 1
@@ -373,6 +373,24 @@ async def test_the_pair_letters_follow_every_edge_change_and_deletion(store: Sto
     # letters whose sets stay (heard:{bob}) stay too. Ann's hash is a tombstone.
     assert await delete_account(store, "ann")
     assert await letters(store, "bob", "ann") == "h"
+    assert await store.redis.hkeys(keys.user("ann")) in (
+        ["deleted", "created"],
+        ["created", "deleted"],
+    )
+
+
+async def test_a_deletion_removes_the_read_state_an_older_version_kept(store: Store) -> None:
+    # Before the read state became fields of the user hash (r:, u:), it was
+    # two hashes of its own: nothing reads them now, the deletion removes them.
+    await store.follow("ann", "bob")
+    sent = await store.send(sender="bob", recipient="ann", text="hi", client_id=None, origin="-")
+    assert isinstance(sent, SendResult)
+    before = keys.read_state_before("ann")
+    for key in before:
+        await store.redis.hset(key, "bob", sent.message_id)
+    assert await store.redis.hget(keys.user("ann"), keys.unread_field("bob")) == "1"
+    assert await delete_account(store, "ann")
+    assert await store.redis.exists(*before) == 0
     assert await store.redis.hkeys(keys.user("ann")) in (
         ["deleted", "created"],
         ["created", "deleted"],

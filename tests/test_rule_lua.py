@@ -112,9 +112,6 @@ def written_by_a_send(a: str, b: str) -> list[str]:
         keys.inbox(a),
         keys.requests(a),
         keys.requests(b),
-        keys.unread(a),
-        keys.unread(b),
-        keys.read_pointer(a),
         keys.wrote(a),
     ]
 
@@ -210,6 +207,10 @@ async def test_send_script_decides_as_pair_facts_and_decide_do(store: Store) -> 
             for lc, exists in ((a, sender_exists), (b, recipient_exists)):
                 assert await store.redis.exists(keys.user(lc)) == exists, context
             assert await store.redis.hget(keys.user(b), keys.ID_GENERATOR_FIELD) is None, context
+            # Nor the read state: r's unread count, s's read pointer and count.
+            assert await store.redis.hget(keys.user(b), keys.unread_field(a)) is None, context
+            for field in (keys.read_field(b), keys.unread_field(b)):
+                assert await store.redis.hget(keys.user(a), field) is None, context
             # The letters a send adds: A wrote to B, B heard from A.
             for lc, peer, letter in ((a, b, keys.WROTE), (b, a, keys.HEARD)):
                 letters = await store.redis.hget(keys.user(lc), keys.pair_field(peer)) or ""

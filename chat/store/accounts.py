@@ -250,8 +250,8 @@ async def finish_deletion(store: Store, lc: str) -> None:
         keys.wrote(lc),
         keys.inbox(lc),
         keys.requests(lc),
-        keys.unread(lc),
-        keys.read_pointer(lc),
+        # The read state of an account from before it moved into the user hash.
+        *keys.read_state_before(lc),
         keys.receipts_delivered(lc),
         keys.cleared(lc),
         keys.client_ids(lc),

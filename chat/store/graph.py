@@ -131,7 +131,6 @@ class Graph:
                 keys.following(a),
                 keys.followers(a),
                 keys.requests(a),
-                keys.unread(a),
                 keys.user(a),
                 keys.outbox(a),
             ],

@@ -78,14 +78,6 @@ def requests(lc: str) -> str:
     return f"creq:{{{lc}}}"
 
 
-def unread(lc: str) -> str:
-    return f"unread:{{{lc}}}"
-
-
-def read_pointer(lc: str) -> str:
-    return f"rd:{{{lc}}}"
-
-
 def cleared(lc: str) -> str:
     return f"clr:{{{lc}}}"
 
@@ -141,6 +133,31 @@ def pair_field(peer: str) -> str:
     (owner, peer) as letters (chat/store/scripts/pair_flags.lua): what a send
     reads in the HMGET it makes of each hash anyway."""
     return f"p:{peer}"
+
+
+def read_field(peer: str) -> str:
+    """The field of a user hash holding the owner's read pointer in the
+    conversation with peer (the id of the last message read): moved by a read
+    (read.lua) and by every message the owner sends (a reply means read), in
+    the HSET the send makes of the hash anyway (store_sender_state)."""
+    return f"r:{peer}"
+
+
+def unread_field(peer: str) -> str:
+    """The field of a user hash counting peer's messages the owner has not read:
+    raised by each of peer's messages in the HSET the recipient's side makes of
+    the hash anyway (apply_recipient_side, after reading it in the rule's
+    HMGET), set to what is left by a read or a reply. "0" and no field both
+    mean none: a reply writes "0" rather than making a call to delete it."""
+    return f"u:{peer}"
+
+
+def read_state_before(lc: str) -> tuple[str, str]:
+    """Where the unread counts and read pointers were kept before they became
+    fields of the user hash (`unread:{lc}`, `rd:{lc}`): nothing reads or
+    writes them any more; an account's deletion removes them, should its
+    account be older than the move (docs/architecture.md)."""
+    return f"unread:{{{lc}}}", f"rd:{{{lc}}}"
 
 
 # The letters, relative to the hash's owner X and the peer Y, each the twin of

@@ -43,8 +43,7 @@ class Receipts:
     ) -> list[Any]:
         result: list[Any] = await self._read(
             keys=[
-                keys.read_pointer(me),
-                keys.unread(me),
+                keys.user(me),
                 keys.view(me, peer),
                 keys.events(me),
                 keys.channel(me),

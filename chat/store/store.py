@@ -421,7 +421,7 @@ class Store:
         facts = await self.receipt_facts(peer, me)
         if facts is None or not facts.tells_peer:
             return None
-        value: str | None = await self.redis.hget(keys.read_pointer(peer), me)
+        value: str | None = await self.redis.hget(keys.user(peer), keys.read_field(me))
         return value
 
     async def conversation_exists(self, a: str, b: str) -> bool:
@@ -446,7 +446,7 @@ class Store:
             for peer, _ in page:
                 pipe.hmget(keys.user(peer), list(USER_FIELDS))
                 pipe.zrevrange(keys.view(me, peer), 0, 0)
-                pipe.hget(keys.unread(me), peer)
+                pipe.hget(keys.user(me), keys.unread_field(peer))
             found = await pipe.execute()
         conversations: list[dict[str, Any]] = []
         for index in range(len(page)):
@@ -519,7 +519,7 @@ class Store:
             pipe.hset(keys.cleared(me), peer, f"{int(last[0][1])}")
             pipe.zrem(keys.inbox(me), peer)
             pipe.zrem(keys.requests(me), peer)
-            pipe.hdel(keys.unread(me), peer)
+            pipe.hdel(keys.user(me), keys.unread_field(peer))
             await pipe.execute()
         return True
 

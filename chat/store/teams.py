@@ -333,7 +333,7 @@ class TeamStore:
             for peer, _, _, _ in page:
                 pipe.hmget(keys.user(peer), list(USER_FIELDS))
                 pipe.zrevrange(keys.view(business, peer), 0, 0)
-                pipe.hget(keys.unread(business), peer)
+                pipe.hget(keys.user(business), keys.unread_field(peer))
             found = await pipe.execute()
         conversations: list[dict[str, Any]] = []
         for index, (_, folder, _, state) in enumerate(page):

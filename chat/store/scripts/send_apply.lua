@@ -3,9 +3,8 @@
 -- step 2 runs it, and a reconciler may run it again from the outbox payload.
 -- The send's library goes in front (sends.py: SEND_LIB, the pieces it calls).
 --
--- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}   6 rd:{s}
---       7 unread:{s}   8 newconv:{s}   9 cid:{s}   10 ev:{s}   11 ch:{s}
---       12 sending:{s}:r
+-- KEYS: 1 user:{s}   2 msgs:{s}:r   3 wrote:{s}   4 creq:{s}   5 cin:{s}
+--       6 newconv:{s}   7 cid:{s}   8 ev:{s}   9 ch:{s}   10 sending:{s}:r
 -- ARGV: 1 r   2 id   3 the view member (views.py)   4 client_id or ''
 --       5 origin connection id or '-'   6 a new conversation ('1'|'0')
 --       7 event retention   8 seconds a client_id is remembered (0: forever)
@@ -22,7 +21,7 @@
 -- written).
 local r = ARGV[1]
 local keys_of_s = {view = KEYS[2], wrote = KEYS[3], requests = KEYS[4], inbox = KEYS[5],
-  read = KEYS[6], unread = KEYS[7], cids = KEYS[9], events = KEYS[10], channel = KEYS[11]}
+  cids = KEYS[7], events = KEYS[8], channel = KEYS[9]}
 
 -- s's earlier messages to r that s's view lacks go first, in id order, so that
 -- s's history and sockets have them before this one.
@@ -32,26 +31,27 @@ if #missing > 0 then
 end
 
 if ARGV[12] == '1' then
-  unmark_send(KEYS[12])
+  unmark_send(KEYS[10])
 end
--- s's hash, once: the account, its bucket, and the pair's letters (its `w`
--- goes with the first message s's side gets; pair_flags.lua).
-local me = redis.call('HMGET', KEYS[1], 'handle', 'msgrate', 'p:' .. r)
+-- s's hash, once: the account, its bucket, the pair's letters (its `w` goes
+-- with the first message s's side gets; pair_flags.lua) and s's read pointer
+-- (`r:<r>`), which s's messages move.
+local me = redis.call('HMGET', KEYS[1], 'handle', 'msgrate', 'p:' .. r, 'r:' .. r)
 if not me[1] then
   return -1
 end
 local flags = me[3] or ''
-local after, owed_top = apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8], flags)
-local applied, top
-applied, after, top = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
-  ARGV[8], after)
+local side = {flags = flags, read = me[4]}
+local owed_top = apply_owed(keys_of_s, r, owed, supplied, origins, ARGV[7], ARGV[8], side)
+local applied, top = apply_sender_side(keys_of_s, r, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7],
+  ARGV[8], side)
 -- The view's true top (`t:<r>`, store_sender_state), whatever a crash left there.
 if owed_top and tonumber(owed_top) > tonumber(top) then
   top = owed_top
 end
 top = id_string(tonumber(top))
 if not applied then
-  store_sender_state(KEYS[1], nil, r, flags, after, top)
+  store_sender_state(KEYS[1], nil, r, flags, side.flags, top, side.read, side.unread)
   return 0
 end
 
@@ -69,8 +69,8 @@ if burst > 0 or ARGV[6] == '1' then
     tat = charged_bucket(me[2], now, burst, tonumber(ARGV[10]))
   end
   if ARGV[6] == '1' then
-    charge_new_conversation(KEYS[8], now, r, tonumber(ARGV[11]))
+    charge_new_conversation(KEYS[6], now, r, tonumber(ARGV[11]))
   end
 end
-store_sender_state(KEYS[1], tat, r, flags, after, top)
+store_sender_state(KEYS[1], tat, r, flags, side.flags, top, side.read, side.unread)
 return 1

@@ -5,10 +5,10 @@
 -- folders and event, and the outbox entry from which step 3 (s's side,
 -- send_apply.lua) is completed by this process or, if it dies, a reconciler.
 --
--- KEYS: 1 cidin:{r}   2 user:{r}   3 cin:{r}   4 creq:{r}   5 unread:{r}
---       6 heard:{r}   7 msgs:{r}:s   8 ev:{r}   9 ch:{r}   10 reqrecv:{r}
---       11 tconv:{r}   12 the outbox of r's slot   13 rd:{r}   14 cid:{r}
---       15 sending:{r}:s   16 wrote:{r} (r's side of r's owed messages)
+-- KEYS: 1 cidin:{r}   2 user:{r}   3 cin:{r}   4 creq:{r}   5 heard:{r}
+--       6 msgs:{r}:s   7 ev:{r}   8 ch:{r}   9 reqrecv:{r}   10 tconv:{r}
+--       11 the outbox of r's slot   12 cid:{r}   13 sending:{r}:s
+--       14 wrote:{r} (r's side of r's owed messages)
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -43,7 +43,7 @@ if client_id ~= '' then
   if seen then
     local bar = string.find(seen, '|', 1, true)
     local id, entry = string.sub(seen, 1, bar - 1), string.sub(seen, bar + 1)
-    local found = redis.call('XRANGE', KEYS[12], entry, entry)
+    local found = redis.call('XRANGE', KEYS[11], entry, entry)
     local payload = false
     if #found > 0 then
       local fields = found[1][2]
@@ -69,36 +69,39 @@ end
 -- (the send it stopped waiting for would otherwise be decided here while it is
 -- between its steps 2 and 3). A send that went ahead never waits again, so no
 -- two sends wait for each other.
-if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[15]) or '0') > 0 then
+if ARGV[23] == '1' and tonumber(redis.call('GET', KEYS[13]) or '0') > 0 then
   return {5}
 end
 -- r's view's latest entries, read once: its top (the id goes above it), the
 -- owed check of r's messages, and s's earlier messages for step 3.
 local OWED_SCAN = 4
-local latest = redis.call('ZREVRANGE', KEYS[7], 0, OWED_SCAN - 1, 'WITHSCORES')
-local missing, owed, supplied, origins = owed_messages(KEYS[7], 24, latest, OWED_SCAN)
+local latest = redis.call('ZREVRANGE', KEYS[6], 0, OWED_SCAN - 1, 'WITHSCORES')
+local missing, owed, supplied, origins = owed_messages(KEYS[6], 24, latest, OWED_SCAN)
 if #missing > 0 then
   return {4, missing}
 end
 if #owed > 0 then
   -- Their `w` in r's hash (pair_flags.lua), read and written only here, for
   -- a live r: the common path reads the pair's letters in the decision below.
-  local mine = redis.call('HMGET', KEYS[2], 'handle', 'p:' .. s)
+  -- And r's read pointer (`r:<s>`), which they move: a reply means read.
+  local mine = redis.call('HMGET', KEYS[2], 'handle', 'p:' .. s, 'r:' .. s)
   local was = mine[2] or ''
-  local after, top = apply_owed({view = KEYS[7], wrote = KEYS[16], requests = KEYS[4],
-    inbox = KEYS[3], read = KEYS[13], unread = KEYS[5], cids = KEYS[14], events = KEYS[8],
-    channel = KEYS[9]}, s, owed, supplied, origins, ARGV[7], ARGV[20], was)
+  local side = {flags = was, read = mine[3]}
+  local top = apply_owed({view = KEYS[6], wrote = KEYS[14], requests = KEYS[4],
+    inbox = KEYS[3], cids = KEYS[12], events = KEYS[7], channel = KEYS[8]}, s, owed,
+    supplied, origins, ARGV[7], ARGV[20], side)
   if mine[1] then
     -- And the top of r's view (`t:<s>`), should this send be refused below.
-    store_sender_state(KEYS[2], nil, s, was, after, id_string(tonumber(top)))
+    store_sender_state(KEYS[2], nil, s, was, side.flags, id_string(tonumber(top)), side.read,
+      side.unread)
   end
 end
 
 -- The sender's facts come from step 1.
 local sender = {handle = ARGV[10], active = ARGV[11], restricted = ARGV[12] == '1',
   blocks = ARGV[13] == '1'}
-local allowed, reason, folder, recipient_handle, facts, last_id, flags = recipient_decision({
-  user = KEYS[2], inbox = KEYS[3]}, s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id, flags, _, unread =
+  recipient_decision({user = KEYS[2], inbox = KEYS[3]}, s, sender)
 if not allowed then
   return {2, reason, recipient_handle}
 end
@@ -117,7 +120,7 @@ end
 -- sends do not wait, send_decide's answer 5) could see its own message land
 -- in its stream after the crossing one with a higher id.
 local now = clock_ms()
-local requests_wait = admit_request({requests = KEYS[4], received = KEYS[10]}, s, folder, now,
+local requests_wait = admit_request({requests = KEYS[4], received = KEYS[9]}, s, folder, now,
   tonumber(ARGV[18]), tonumber(ARGV[19]))
 if requests_wait > 0 then
   return {3, 'requests_received', requests_wait}
@@ -129,15 +132,15 @@ local id = issue_id(last_id, now, ARGV[14], latest[2], ARGV[22])
 local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
   ARGV[6], ARGV[9], s, ARGV[21])
 local own = sender_copy(stored)
-apply_recipient_side({user = KEYS[2], view = KEYS[7], heard = KEYS[6], inbox = KEYS[3],
-  requests = KEYS[4], unread = KEYS[5], events = KEYS[8], channel = KEYS[9],
-  team = facts.recipient_business and KEYS[11] or nil}, s, id, stored,
-  message, folder, sender.handle, ARGV[7], flags)
+apply_recipient_side({user = KEYS[2], view = KEYS[6], heard = KEYS[5], inbox = KEYS[3],
+  requests = KEYS[4], events = KEYS[7], channel = KEYS[8],
+  team = facts.recipient_business and KEYS[10] or nil}, s, id, stored,
+  message, folder, sender.handle, ARGV[7], flags, unread)
 
 -- What step 3 needs, all of it: no re-reading of this slot.
 local payload = cjson.encode({s = s, r = r, id = id, m = stored, c = client_id, o = ARGV[8],
   n = ARGV[16]})
-local entry = outbox_add(KEYS[12], 'send', payload)
+local entry = outbox_add(KEYS[11], 'send', payload)
 if client_id ~= '' then
   -- Expires on its own, as a client_id record does (remember, send_side.lua).
   remember(KEYS[1], dedupe, id .. '|' .. entry, tonumber(ARGV[20]))

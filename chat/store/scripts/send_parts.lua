@@ -30,20 +30,22 @@ end
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
 -- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
 -- one script, so the decision is atomic. One HMGET of r's hash holds r's
--- account, its id generator (`idgen`) and the pair's letters (`p:<s>`,
+-- account, its id generator (`idgen`), the pair's letters (`p:<s>`,
 -- pair_flags.lua): r blocks s (b), s blocks r (B, the mirror), r follows s
--- (f), r wrote to s (w). A block by s is in s's slot (sender.blocks) and
+-- (f), r wrote to s (w); and r's unread count of s's messages (`u:<s>`),
+-- which apply_recipient_side raises in the HSET it makes anyway. A block by s is in s's slot (sender.blocks) and
 -- mirrored in r's: either says so, since the mirror lags the block (and its
 -- removal) by a split step. Only the inbox conversation is a read of its own,
 -- made when the rule asks for it (open DMs, nothing else deciding first).
 -- k: r's keys {user, inbox}.
 -- Returns allowed, reason, folder, r's handle or '', the facts (with
 -- recipient_business: only a business has team state to keep), r's last
--- issued id or false, the pair's letters in r's hash ('' for none), and the
--- top of r's view of the conversation (`t:<s>`) or false.
+-- issued id or false, the pair's letters in r's hash ('' for none), the
+-- top of r's view of the conversation (`t:<s>`) or false, and r's unread
+-- count of the conversation (`u:<s>`) or false.
 local function recipient_decision(k, s, sender)
   local recipient = redis.call('HMGET', k.user, 'handle', 'active', 'open_dms', 'kind', 'idgen',
-    'p:' .. s, 't:' .. s)
+    'p:' .. s, 't:' .. s, 'u:' .. s)
   local recipient_exists = recipient[1] ~= false
   local flags = recipient[6] or ''
   local f = setmetatable({
@@ -67,7 +69,8 @@ local function recipient_decision(k, s, sender)
     return value
   end})
   local allowed, reason, folder = decide(f)
-  return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags, recipient[7]
+  return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags, recipient[7],
+    recipient[8]
 end
 
 -- `messages` (GCRA, limits.lua) over the bucket as sender_facts read it: ms to
@@ -82,8 +85,12 @@ end
 
 -- The sender's hash written once, if at all: the bucket (`msgrate`, tat nil
 -- when not charged), the pair's letters when the send changed them (`p:<r>`:
--- `w`, s wrote to r) and the top of s's view of the conversation (`t:<r>`,
--- top nil when the view was not written). The bucket is a field of the user
+-- `w`, s wrote to r), the top of s's view of the conversation (`t:<r>`,
+-- top nil when the view was not written), and s's read state of it when the
+-- pointer moved (`r:<r>` the read pointer, `u:<r>` r's messages above it;
+-- unread nil when it did not): a reply means s has read the conversation up
+-- to it. The count is written even at 0, where a field deleted would cost a
+-- call of its own; readers take "0" as no field. The bucket is a field of the user
 -- hash, so it goes with the account; it never expires: a time already past
 -- reads as a full bucket (gcra starts from now), exactly as the key of its own
 -- that expired then did. Only for a live sender (the rule, or step 3, read its
@@ -97,7 +104,7 @@ end
 -- their views themselves (they look for owed messages among the latest
 -- entries) and write the true top, so a field a crash left behind is set
 -- right by the next send in steps.
-local function store_sender_state(user_key, tat, r, was, flags, top)
+local function store_sender_state(user_key, tat, r, was, flags, top, read, unread)
   local fields = {}
   if tat then
     fields[#fields + 1] = 'msgrate'
@@ -110,6 +117,12 @@ local function store_sender_state(user_key, tat, r, was, flags, top)
   if top then
     fields[#fields + 1] = 't:' .. r
     fields[#fields + 1] = top
+  end
+  if unread then
+    fields[#fields + 1] = 'r:' .. r
+    fields[#fields + 1] = read
+    fields[#fields + 1] = 'u:' .. r
+    fields[#fields + 1] = string.format('%d', unread)
   end
   if #fields > 0 then
     redis.call('HSET', user_key, unpack(fields))
@@ -206,20 +219,24 @@ end
 -- conversation for the business's team, in this same script, so no agent can
 -- see the message and a stale "resolved".
 -- One HSET of r's hash: the id as the generator's last (`idgen`) and as the
--- top of r's view (`t:<s>`: the id is above everything in it, store_sender_state)
--- and, the first time s writes to r, the letter h (`flags`: the pair's letters
--- in r's hash as recipient_decision read them), whose set `heard:` is then
--- added to; after that, it is not written again. r's account exists, the rule
--- said so, so this makes no hash of its own.
--- k: r's {user, view, heard, inbox, requests, unread, events, channel, team};
+-- top of r's view (`t:<s>`: the id is above everything in it, store_sender_state),
+-- r's unread count one up (`u:<s>`: `unread` as recipient_decision read it,
+-- in the same script, so no HINCRBY of its own) and, the first time s writes
+-- to r, the letter h (`flags`: the pair's letters in r's hash as
+-- recipient_decision read them), whose set `heard:` is then added to; after
+-- that, it is not written again. r's account exists, the rule said so, so
+-- this makes no hash of its own.
+-- k: r's {user, view, heard, inbox, requests, events, channel, team};
 -- team nil when r is not a business (no team state: one read less).
 local function apply_recipient_side(k, s, id, stored, message, folder, sender_handle, retention,
-    flags)
+    flags, unread)
+  local count = string.format('%d', (tonumber(unread or '0') or 0) + 1)
   if has_flag(flags, 'h') then
-    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id)
+    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id, 'u:' .. s, count)
   else
     redis.call('SADD', k.heard, s)
-    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id, 'p:' .. s, flags .. 'h')
+    redis.call('HSET', k.user, 'idgen', id, 't:' .. s, id, 'u:' .. s, count, 'p:' .. s,
+      flags .. 'h')
   end
   redis.call('ZADD', k.view, id, stored)
   -- The folder comes from facts read in this same script, so it cannot be
@@ -236,7 +253,6 @@ local function apply_recipient_side(k, s, id, stored, message, folder, sender_ha
   else
     redis.call('ZADD', k.requests, id, s)
   end
-  redis.call('HINCRBY', k.unread, s, 1)
 
   local body = '{"type":"message","message":' .. message .. ',"folder":"' .. folder .. '"'
   local cursor = redis.call('XADD', k.events, 'MAXLEN', '~', retention, '*', 'p', s, 'f', body)

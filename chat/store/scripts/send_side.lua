@@ -53,16 +53,14 @@ end
 -- The sender's side written: s's view, wrote (the first time s writes to r:
 -- `flags`, the pair's letters in s's hash, lack w; pair_flags.lua), folders
 -- (writing to someone accepts their request, so the sender's side is inbox;
--- GT: a late apply never moves a conversation back in the list), the read
--- pointer (a reply means the sender has read the conversation up to it;
--- `unread`: r's crossing messages above it, or nil when the pointer is past
--- this message already), the client_id record, s's event and publish.
--- k: the sender's keys {view, wrote, requests, inbox, read, unread, cids,
--- events, channel}. Returns the message as the sender sees it (sender_copy),
--- and the pair's letters after it, which the caller stores in s's hash in the
--- HSET it makes there anyway (store_sender_state).
-local function write_sender_side(k, r, id, stored, unread, client_id, origin, retention, cid_ttl,
-    flags)
+-- GT: a late apply never moves a conversation back in the list), the
+-- client_id record, s's event and publish.
+-- k: the sender's keys {view, wrote, requests, inbox, cids, events, channel}.
+-- Returns the message as the sender sees it (sender_copy), and the pair's
+-- letters after it, which the caller stores in s's hash in the HSET it makes
+-- there anyway (store_sender_state), with the read state (a reply moves the
+-- read pointer: apply_sender_side).
+local function write_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags)
   redis.call('ZADD', k.view, id, stored)
   if not has_flag(flags, 'w') then
     redis.call('SADD', k.wrote, r)
@@ -73,14 +71,6 @@ local function write_sender_side(k, r, id, stored, unread, client_id, origin, re
   -- counts only the members it added.
   if redis.call('ZADD', k.inbox, 'GT', id, r) == 1 then
     redis.call('ZREM', k.requests, r)
-  end
-  if unread then
-    redis.call('HSET', k.read, r, id)
-    if unread == 0 then
-      redis.call('HDEL', k.unread, r)
-    else
-      redis.call('HSET', k.unread, r, unread)
-    end
   end
   if client_id ~= '' then
     remember(k.cids, client_id, id .. '|' .. r, tonumber(cid_ttl))
@@ -96,29 +86,34 @@ local function write_sender_side(k, r, id, stored, unread, client_id, origin, re
   return copy, flags
 end
 
--- The sender's side of a message decided in r's slot, idempotent. k, flags: as
--- write_sender_side's. Returns true when applied now, false when it was
--- already; the pair's letters after it; and the top of the view (the id, or
--- a crossing message of r's above it), for `t:<r>` (store_sender_state).
-local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags)
+-- The sender's side of a message decided in r's slot, idempotent. k: as
+-- write_sender_side's. side: s's state of the conversation as s's hash holds
+-- it, which this updates and the caller writes once (store_sender_state):
+-- {flags = the pair's letters, read = the read pointer (`r:<r>`) or false,
+-- unread = the count to write with it, nil while the pointer has not moved}.
+-- The pointer moves to the message unless it is past it already (a reply
+-- means s has read up to it), leaving r's crossing messages above it unread.
+-- Returns true when applied now, false when it was already; and the top of
+-- the view (the id, or a crossing message of r's above it), for `t:<r>`.
+local function apply_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, side)
   -- This message and those above it, in one read: this one there means applied
   -- already; the others are r's crossing messages, counted unread below.
   local above = redis.call('ZRANGEBYSCORE', k.view, id, '+inf', 'WITHSCORES')
   local top = above[#above] or id
   if above[2] and tonumber(above[2]) == tonumber(id) then
-    return false, flags, top
+    return false, top
   end
-  local unread = nil
-  local current = redis.call('HGET', k.read, r)
-  if not current or tonumber(current) < tonumber(id) then
-    unread = 0
+  if not side.read or tonumber(side.read) < tonumber(id) then
+    local unread = 0
     for i = 1, #above, 2 do
       if written_by(above[i], r) then unread = unread + 1 end
     end
+    side.read, side.unread = id, unread
   end
-  local _, after = write_sender_side(k, r, id, stored, unread, client_id, origin, retention,
-    cid_ttl, flags)
-  return true, after, top
+  local _
+  _, side.flags = write_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl,
+    side.flags)
+  return true, top
 end
 
 -- A send of s to r is over (its last step ran, or it ended early): its mark
@@ -179,9 +174,10 @@ local function owed_messages(view, at, top, scan)
 end
 
 -- The author's side of owed messages, in id order, as their step 3 would.
--- flags: the pair's letters in the author's hash; returns them after, and the
--- top of the author's view once they are in it (nil when none was owed).
-local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, flags)
+-- side: the author's state of the conversation (apply_sender_side), updated;
+-- returns the top of the author's view once they are in it (nil when none
+-- was owed).
+local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, side)
   local top = nil
   table.sort(owed, function(x, y) return tonumber(x) < tonumber(y) end)
   for _, owed_id in ipairs(owed) do
@@ -192,12 +188,11 @@ local function apply_owed(k, peer, owed, supplied, origins, retention, cid_ttl, 
     if ok and type(decoded) == 'table' and type(decoded.client_id) == 'string' then
       owed_cid = decoded.client_id
     end
-    local _, view_top
-    _, flags, view_top = apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id],
-      retention, cid_ttl, flags)
+    local _, view_top = apply_sender_side(k, peer, owed_id, stored, owed_cid, origins[owed_id],
+      retention, cid_ttl, side)
     if not top or tonumber(view_top) > tonumber(top) then
       top = view_top
     end
   end
-  return flags, top
+  return top
 end

@@ -32,10 +32,14 @@
 -- (pair_flags.lua), read in the HMGET each side makes anyway; `wrote:{s}` and
 -- `heard:{r}` are written only the first time s writes to r.
 --
+-- The read state is in the user hashes too: r's unread count (`u:<s>`) is
+-- read in the rule's HMGET and raised in the HSET of r's hash; s's read
+-- pointer and cleared count (`r:<r>`, `u:<r>`) go in the HSET of s's hash.
+--
 -- KEYS: 1 cid:{s}   2 user:{s}   3 msgs:{s}:r   4 newconv:{s}   5 wrote:{s}
---       6 creq:{s}   7 cin:{s}   8 rd:{s}   9 unread:{s}   10 ev:{s}   11 ch:{s}
---       12 user:{r}   13 cin:{r}   14 creq:{r}   15 unread:{r}   16 heard:{r}
---       17 msgs:{r}:s   18 ev:{r}   19 ch:{r}   20 reqrecv:{r}   21 tconv:{r}
+--       6 creq:{s}   7 cin:{s}   8 ev:{s}   9 ch:{s}
+--       10 user:{r}   11 cin:{r}   12 creq:{r}   13 heard:{r}
+--       14 msgs:{r}:s   15 ev:{r}   16 ch:{r}   17 reqrecv:{r}   18 tconv:{r}
 -- ARGV: 1 client_id or ''   2 s (lower case)   3 r (lower case), not s
 --       4 the text as a JSON string   5 sent_at (ISO 8601)   6 client_id as JSON
 --       7 event retention (entries)   8 origin connection id or '-'
@@ -63,14 +67,12 @@ end
 -- calls: their key groups share names, never keys, and each table built costs
 -- Valkey CPU on every call (about 0.8 µs less than one per function).
 local sk = {user = KEYS[2], wrote = KEYS[5], view = KEYS[3], requests = KEYS[6],
-  inbox = KEYS[7], read = KEYS[8], unread = KEYS[9], cids = KEYS[1], events = KEYS[10],
-  channel = KEYS[11]}
-local rk = {user = KEYS[12], inbox = KEYS[13], requests = KEYS[14], unread = KEYS[15],
-  heard = KEYS[16], view = KEYS[17], events = KEYS[18], channel = KEYS[19], received = KEYS[20],
-  team = KEYS[21]}
+  inbox = KEYS[7], cids = KEYS[1], events = KEYS[8], channel = KEYS[9]}
+local rk = {user = KEYS[10], inbox = KEYS[11], requests = KEYS[12], heard = KEYS[13],
+  view = KEYS[14], events = KEYS[15], channel = KEYS[16], received = KEYS[17], team = KEYS[18]}
 local sender = sender_facts(sk, r)
-local allowed, reason, folder, recipient_handle, facts, last_id, flags, top = recipient_decision(
-  rk, s, sender)
+local allowed, reason, folder, recipient_handle, facts, last_id, flags, top, unread =
+  recipient_decision(rk, s, sender)
 -- The floor of the id (the top of s's view) and the top of r's view, as the
 -- user hashes hold them (`t:<peer>`, store_sender_state): unequal, something
 -- is owed, and the steps send. Never written is 0 on both sides.
@@ -115,13 +117,13 @@ local retention = ARGV[7]
 if not facts.recipient_business then
   rk.team = nil
 end
-apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retention, flags)
--- The id is above everything in s's view, r's messages included: the read
--- pointer moves to it and nothing is left unread (send_side.lua).
-local copy, sender_flags = write_sender_side(sk, r, id, stored, 0, client_id, ARGV[8], retention,
+apply_recipient_side(rk, s, id, stored, message, folder, sender.handle, retention, flags, unread)
+local copy, sender_flags = write_sender_side(sk, r, id, stored, client_id, ARGV[8], retention,
   ARGV[16], sender.flags)
 
-store_sender_state(KEYS[2], tat, r, sender.flags, sender_flags, id)
+-- The id is above everything in s's view, r's messages included: the read
+-- pointer moves to it and nothing is left unread (apply_sender_side).
+store_sender_state(KEYS[2], tat, r, sender.flags, sender_flags, id, id, 0)
 if new_conversation then
   charge_new_conversation(KEYS[4], now, r, tonumber(ARGV[13]))
 end
