@@ -21,7 +21,10 @@ Cases:
   follower's message needs;
 - `library`: the top level a send script runs on every call before its own
   work, the send's whole library (every function made again) against the
-  pieces the one-script send calls (chat/store/lua.py), against none.
+  pieces the one-script send calls (chat/store/lua.py), against none;
+- `fcall`: the same top level with each send script's keys and arguments
+  and the pieces it calls, as EVALSHA against FCALL of a function library
+  (what the lane runs).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import redis.asyncio as aredis
 import uvloop
 
 from chat.store.embedded import EmbeddedValkey
+from chat.store.lua import FunctionLibrary
 from chat.store.lua import script as _script
 from chat.store.sends import SEND_LIB
 
@@ -266,6 +270,54 @@ async def library_case(client: Any, count: int) -> dict[str, Callable[[], Awaita
     }
 
 
+# (script, keys, arguments) as Sends calls them (chat/store/sends.py).
+FCALL_SHAPES = (
+    ("send_whole.lua", 29, 18),
+    ("send_prepare.lua", 9, 7),
+    ("send_decide.lua", 20, 23),
+    ("send_apply.lua", 12, 14),
+)
+
+
+async def fcall_case(client: Any, count: int) -> dict[str, Callable[[], Awaitable[float]]]:
+    """What a call costs before the script's own work, with each send
+    script's keys and arguments: EVALSHA of the pieces it calls in front of
+    `return 1`, against FCALL of `return 1` registered in a library
+    (chat/store/lua.py's FunctionLibrary) that holds those pieces."""
+    body = "return 1\n"
+    library = FunctionLibrary("bench")
+    calls: dict[str, tuple[Any, Any, list[str]]] = {}
+    for name, key_count, arg_count in FCALL_SHAPES:
+        needed = SEND_LIB.needed(_script(name))
+        evalsha = client.register_script(
+            "".join(p.text for p in SEND_LIB.pieces if p.name in needed) + body
+        )
+        short = name.removesuffix(".lua")
+        library.add(f"{short}_pieces", "return " + ", ".join(sorted(needed)) + "\n", SEND_LIB)
+        function = library.add(short, body)
+        words = [f"k:{{ann}}:{n}" for n in range(key_count)] + [f"a{n}" for n in range(arg_count)]
+        calls[short] = (evalsha, function, [str(key_count), *words])
+
+    async def load() -> None:
+        await client.execute_command("FUNCTION", "LOAD", "REPLACE", library.source)
+        for evalsha, _, _ in calls.values():
+            await client.script_load(evalsha.script)
+
+    def run(command: str, target: str, words: list[str]) -> Op:
+        return lambda pipe, i: pipe.execute_command(command, target, *words)
+
+    variants: dict[str, Callable[[], Awaitable[float]]] = {}
+    for short, (evalsha, function, words) in calls.items():
+        keys_args = f"{words[0]}+{len(words) - 1 - int(words[0])}"
+        variants[f"{short} {keys_args} EVALSHA"] = lambda e=evalsha, w=words: _measure(
+            client, count, run("EVALSHA", e.sha, w), load
+        )
+        variants[f"{short} {keys_args} FCALL"] = lambda q=function.qualified, w=words: _measure(
+            client, count, run("FCALL", q, w), load
+        )
+    return variants
+
+
 CASES = {
     "outbox": outbox_case,
     "time": time_case,
@@ -273,6 +325,7 @@ CASES = {
     "mark": mark_case,
     "facts": facts_case,
     "library": library_case,
+    "fcall": fcall_case,
 }
 
 
@@ -288,7 +341,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"{name}: Valkey CPU µs per operation, {args.count:,} per round, "
                   f"{args.rounds} rounds, median (min-max)")  # fmt: skip
             for label, values in found.items():
-                print(f"  {label:24} {statistics.median(values):6.2f} "
+                print(f"  {label:30} {statistics.median(values):6.2f} "
                       f"({min(values):.2f}-{max(values):.2f})")  # fmt: skip
         await client.aclose()
 
