@@ -272,10 +272,10 @@ async def library_case(client: Any, count: int) -> dict[str, Callable[[], Awaita
 
 # (script, keys, arguments) as Sends calls them (chat/store/sends.py).
 FCALL_SHAPES = (
-    ("send_whole.lua", 29, 18),
-    ("send_prepare.lua", 9, 7),
-    ("send_decide.lua", 20, 23),
-    ("send_apply.lua", 12, 14),
+    ("send_whole.lua", 21, 18),
+    ("send_prepare.lua", 5, 7),
+    ("send_decide.lua", 16, 23),
+    ("send_apply.lua", 12, 13),
 )
 
 
