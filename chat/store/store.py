@@ -333,12 +333,12 @@ class Store:
         ) = await asyncio.gather(
             self._hot_script(
                 self._facts_sender,
-                [keys.user(a), keys.blocking(a), keys.following(a), keys.requests(a)],
+                [keys.user(a), keys.requests(a)],
                 [b],
             ),
             self._hot_script(
                 self._facts_recipient,
-                [keys.user(b), keys.blocking(b), keys.following(b), keys.wrote(b), keys.inbox(b)],
+                [keys.user(b), keys.inbox(b)],
                 [a],
             ),
         )
