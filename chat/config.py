@@ -31,8 +31,9 @@ DEFAULT_VALKEY_MAXMEMORY = "1gb"
 # once (its arguments, the strings and replies of the commands its Lua calls),
 # past the 7 chunks per size that glibc's per-thread cache keeps by default,
 # so most of them went through the slower bins.
-# 128 per size: about 8-10% less Valkey CPU per send once Valkey holds some
-# data (1-3% on a fresh one), for about 2 MiB more RSS. What the cache can
+# 128 per size: about 7-10% less Valkey CPU per one-script send once Valkey
+# holds some data (0-3% on a fresh one, nothing measurable for the three steps),
+# for about 2 MiB more RSS. What the cache can
 # hold is bounded: 128 chunks of each of its 64 sizes (up to 1 KiB), at most
 # about 4.2 MiB per thread (main, lazy free); 1,000 saved a little more CPU for
 # up to 33 MiB per thread (docs/performance.md, "glibc malloc in the embedded
