@@ -270,12 +270,12 @@ async def library_case(client: Any, count: int) -> dict[str, Callable[[], Awaita
     }
 
 
-# (script, keys, arguments) as Sends calls them (chat/store/sends.py).
+# (script, keys, arguments) as Sends calls them (chat/store/sends.py, fa74ed9).
 FCALL_SHAPES = (
-    ("send_whole.lua", 21, 18),
+    ("send_whole.lua", 18, 18),
     ("send_prepare.lua", 5, 7),
-    ("send_decide.lua", 16, 23),
-    ("send_apply.lua", 12, 13),
+    ("send_decide.lua", 14, 23),
+    ("send_apply.lua", 10, 13),
 )
 
 
