@@ -124,8 +124,9 @@ class Function:
     script: str  # the EVAL form: shebang, the pieces it calls, the body
     library: FunctionLibrary
 
-    @property
+    @cached_property
     def sha(self) -> str:
+        """The EVAL form's SHA-1, as EVALSHA names it."""
         return hashlib.sha1(self.script.encode()).hexdigest()
 
     @cached_property
