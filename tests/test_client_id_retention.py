@@ -88,14 +88,19 @@ async def test_without_hsetex_each_client_id_still_expires_on_its_own(tmp_path: 
             alice, bob = await new_user(srv.url), await new_user(srv.url, open_dms=True)
             assert alice.user and bob.user and alice.token
             a_lc, b_lc = alice.user["handle"].lower(), bob.user["handle"].lower()
+            # The second record: the library has learnt there is no HSETEX.
             await alice.post_message(bob.user["handle"], "first", "c-1")
+            await alice.post_message(bob.user["handle"], "second", "c-2")
             admin = aioredis.Redis.from_url(url, decode_responses=True)
             ttls = [
-                *await admin.execute_command("HTTL", keys.client_ids(a_lc), "FIELDS", 1, "c-1"),
                 *await admin.execute_command(
-                    "HTTL", keys.client_ids_in(b_lc), "FIELDS", 1, f"{a_lc}:c-1"
+                    "HTTL", keys.client_ids(a_lc), "FIELDS", 2, "c-1", "c-2"
+                ),
+                *await admin.execute_command(
+                    "HTTL", keys.client_ids_in(b_lc), "FIELDS", 2, f"{a_lc}:c-1", f"{a_lc}:c-2"
                 ),
             ]
+            assert len(ttls) == 4
             assert all(DEFAULT_CLIENT_ID_TTL_S - 5 <= t <= DEFAULT_CLIENT_ID_TTL_S for t in ttls)
             assert await admin.ttl(keys.client_ids(a_lc)) == -1
             await admin.aclose()

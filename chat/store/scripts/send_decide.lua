@@ -129,9 +129,8 @@ end
 -- The owed messages just applied are in s's view, so under the floor: the top
 -- read before them still bounds the id.
 local id = issue_id(last_id, now, ARGV[14], latest[2], ARGV[22])
-local message, stored = message_bytes(id, sender.handle, recipient_handle, ARGV[4], ARGV[5],
-  ARGV[6], ARGV[9], s, ARGV[21])
-local own = sender_copy(stored)
+local message, stored, own = message_bytes(id, sender.handle, recipient_handle, ARGV[4],
+  ARGV[5], ARGV[6], ARGV[9], s, ARGV[21])
 apply_recipient_side({user = KEYS[2], view = KEYS[6], heard = KEYS[5], inbox = KEYS[3],
   requests = KEYS[4], events = KEYS[7], channel = KEYS[8],
   team = facts.recipient_business and KEYS[10] or nil}, s, id, stored,

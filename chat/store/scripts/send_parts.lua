@@ -27,6 +27,19 @@ local function sender_facts(k, r)
     blocks = has_flag(flags, 'b'), bucket = sender[4] or nil, flags = flags, top = sender[6]}
 end
 
+-- The one fact read only when the rule asks for it: the inbox conversation
+-- (`cin:{r}` ∋ s; open DMs, nothing else deciding first). One metatable for
+-- every send: in the function library a top-level local is made once, where a
+-- closure per call costs Valkey about 0.6 µs. The facts carry its key and peer.
+local inbox_fact = {__index = function(facts, name)
+  if name ~= 'recipient_has_inbox_conversation' then
+    return nil
+  end
+  local value = redis.call('ZSCORE', rawget(facts, 'inbox_key'), rawget(facts, 'peer')) ~= false
+  rawset(facts, name, value)
+  return value
+end}
+
 -- The rule (decide, rule.lua) over the sender's facts and every fact read in
 -- r's slot: the same facts as Store.pair_facts (facts_*.lua), all read in this
 -- one script, so the decision is atomic. One HMGET of r's hash holds r's
@@ -60,14 +73,9 @@ local function recipient_decision(k, s, sender)
     recipient_blocks_sender = has_flag(flags, 'b'),
     recipient_follows_sender = has_flag(flags, 'f'),
     recipient_wrote_to_sender = has_flag(flags, 'w'),
-  }, {__index = function(facts, name)
-    if name ~= 'recipient_has_inbox_conversation' then
-      return nil
-    end
-    local value = redis.call('ZSCORE', k.inbox, s) ~= false
-    rawset(facts, name, value)
-    return value
-  end})
+    inbox_key = k.inbox,
+    peer = s,
+  }, inbox_fact)
   local allowed, reason, folder = decide(f)
   return allowed, reason, folder, recipient[1] or '', f, recipient[5], flags, recipient[7],
     recipient[8]
@@ -203,15 +211,18 @@ end
 -- included: id, from, to, text, sent_at, client_id, then the optional fields.
 -- An agent's name is for the business's team only: the view member carries it
 -- (`s/agent `), r's (the customer's) copy of the message does not. Both views
--- hold the same member (views.py). Returns the message as r sees it, and the member.
+-- hold the same member (views.py). Returns the message as r sees it, the
+-- member, and the message as s sees it (sender_copy of the member, made
+-- without reading the member again).
 local function message_bytes(id, from, to, text_json, sent_at, client_id_json, extra, s, agent)
   local message = '{"id":"' .. id .. '","from":' .. json_handle(from)
     .. ',"to":' .. json_handle(to) .. ',"text":' .. text_json
     .. ',"sent_at":"' .. sent_at .. '","client_id":' .. client_id_json .. extra .. '}'
   if agent ~= '' then
-    return message, s .. '/' .. agent .. ' ' .. message
+    return message, s .. '/' .. agent .. ' ' .. message,
+      string.sub(message, 1, -2) .. ',"agent":' .. json_handle(agent) .. '}'
   end
-  return message, s .. ' ' .. message
+  return message, s .. ' ' .. message, message
 end
 
 -- r's side of a new message from s: r's view, the mirror heard, folders,

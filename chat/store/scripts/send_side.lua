@@ -34,6 +34,12 @@ local function sender_copy(stored)
   return string.sub(message, 1, -2) .. ',"agent":' .. json_handle(string.sub(head, slash + 1)) .. '}'
 end
 
+-- Whether the server has HSETEX, once a record found out. In the function
+-- library (chat/store/lua.py) a top-level local lives as long as the library,
+-- so only the first record after a load pays for a pcall (about 0.6 µs); an
+-- EVAL script finds out on every call, as before.
+local hsetex_known = nil
+
 -- A client_id record: one hash field that expires on its own after ttl seconds
 -- (0: never). HSETEX (Valkey 9, Redis 8) sets both in one command, about 3.5 µs
 -- of Valkey CPU less than HSET and HEXPIRE (docs/performance.md); before it,
@@ -42,11 +48,27 @@ end
 local function remember(key, field, value, ttl)
   if ttl == 0 then
     redis.call('HSET', key, field, value)
-  elseif not pcall(redis.call, 'HSETEX', key, 'EX', ttl, 'FIELDS', 1, field, value) then
-    redis.call('HSET', key, field, value)
-    if not pcall(redis.call, 'HEXPIRE', key, ttl, 'FIELDS', 1, field) then
-      redis.call('EXPIRE', key, ttl)
+    return
+  end
+  if hsetex_known then
+    redis.call('HSETEX', key, 'EX', ttl, 'FIELDS', 1, field, value)
+    return
+  end
+  if hsetex_known == nil then
+    local ok, err = pcall(redis.call, 'HSETEX', key, 'EX', ttl, 'FIELDS', 1, field, value)
+    if ok then
+      hsetex_known = true
+      return
     end
+    -- Only an unknown command says the server lacks it; anything else (out
+    -- of memory ...) is this call's, and the next record asks again.
+    if string.find(string.lower(tostring(err and (err.err or err) or '')), 'unknown', 1, true) then
+      hsetex_known = false
+    end
+  end
+  redis.call('HSET', key, field, value)
+  if not pcall(redis.call, 'HEXPIRE', key, ttl, 'FIELDS', 1, field) then
+    redis.call('EXPIRE', key, ttl)
   end
 end
 
@@ -56,11 +78,13 @@ end
 -- GT: a late apply never moves a conversation back in the list), the
 -- client_id record, s's event and publish.
 -- k: the sender's keys {view, wrote, requests, inbox, cids, events, channel}.
--- Returns the message as the sender sees it (sender_copy), and the pair's
+-- Returns the message as the sender sees it (`copy` when the caller has it, as
+-- message_bytes makes it, else sender_copy of the member), and the pair's
 -- letters after it, which the caller stores in s's hash in the HSET it makes
 -- there anyway (store_sender_state), with the read state (a reply moves the
 -- read pointer: apply_sender_side).
-local function write_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags)
+local function write_sender_side(k, r, id, stored, client_id, origin, retention, cid_ttl, flags,
+    copy)
   redis.call('ZADD', k.view, id, stored)
   if not has_flag(flags, 'w') then
     redis.call('SADD', k.wrote, r)
@@ -77,7 +101,7 @@ local function write_sender_side(k, r, id, stored, client_id, origin, retention,
   end
   -- The sender's event remembers the socket it came from (o), so that a replay to
   -- that same socket skips it, as live delivery does: that socket had the ack.
-  local copy = sender_copy(stored)
+  copy = copy or sender_copy(stored)
   local body = '{"type":"message","message":' .. copy .. ',"folder":"inbox"'
   local cursor = redis.call('XADD', k.events, 'MAXLEN', '~', retention, '*', 'p', r, 'f', body,
     'o', origin)
