@@ -20,6 +20,7 @@ from chat.config import Settings
 from chat.errors import ApiError, unknown_user
 from chat.protocol import validation
 from chat.store import keys, safety
+from chat.store.backfill import backfill
 from chat.store.store import Store, iso_ms
 
 
@@ -168,6 +169,17 @@ def render(command: str, result: dict[str, Any]) -> str:
         return f"Suspended @{result['handle']}: its sessions ended and nobody can write to it."
     if command == "unsuspend":
         return f"@{result['handle']} is no longer suspended."
+    if command == "backfill":
+        columns = [
+            ("accounts", "accounts"),
+            ("skipped", "skipped (deleted)"),
+            ("letters_set", "letters set"),
+            ("letters_cleared", "letters cleared"),
+            ("read_pointers_moved", "read pointers moved"),
+            ("unread_counts_moved", "unread counts moved"),
+            ("old_hashes_deleted", "old hashes deleted"),
+        ]
+        return table([title for _, title in columns], [[_text(result[k]) for k, _ in columns]])
     raise ValueError(command)
 
 
@@ -178,7 +190,7 @@ def add_parser(commands: Any) -> None:
     """The `admin` command and its subcommands, on the `dmhub` parser."""
     admin = commands.add_parser(
         "admin",
-        help="review reports, lift restrictions, suspend accounts",
+        help="review reports, lift restrictions, suspend accounts, backfill after an upgrade",
         description="Runs against the same storage as `dmhub serve`: REDIS_URL, or the "
         "embedded Valkey of DMHUB_DATA_DIR (attached to while dmhub serve runs, else "
         "started for the command).",
@@ -194,6 +206,16 @@ def add_parser(commands: Any) -> None:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("handle")
+    actions.add_parser(
+        "backfill",
+        help="once, when upgrading: derive the relationship letters and the read state "
+        "of data written before them (safe to run again)",
+        description="For every account: sets the relationship letters of its user hash "
+        "(p:<peer>) to exactly what its follow, block and wrote collections say, and "
+        "moves its read state from the old rd:/unread: hashes into its user hash, never "
+        "over a newer field. Run it once after stopping the old processes and before "
+        "starting the new ones. Safe to run again: a second run changes nothing.",
+    )
     for action in actions.choices.values():
         action.add_argument("--json", action="store_true", help="print JSON")
 
@@ -238,6 +260,8 @@ async def run(url: str, settings: Settings, args: argparse.Namespace) -> dict[st
             return await reports(store, settings, lc)
         if command == "restrictions":
             return await restrictions(store)
+        if command == "backfill":
+            return (await backfill(store)).public()
         operation = {"clear": clear, "suspend": suspend, "unsuspend": unsuspend}[command]
         return await operation(store, _lc(args.handle))
     finally:

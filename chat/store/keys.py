@@ -155,8 +155,9 @@ def unread_field(peer: str) -> str:
 def read_state_before(lc: str) -> tuple[str, str]:
     """Where the unread counts and read pointers were kept before they became
     fields of the user hash (`unread:{lc}`, `rd:{lc}`): nothing reads or
-    writes them any more; an account's deletion removes them, should its
-    account be older than the move (docs/architecture.md)."""
+    writes them any more; `dmhub admin backfill` moves them into the user hash
+    (chat/store/backfill.py), and an account's deletion removes any left
+    (docs/architecture.md)."""
     return f"unread:{{{lc}}}", f"rd:{{{lc}}}"
 
 
