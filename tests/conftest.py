@@ -10,9 +10,16 @@ import pytest
 
 from chat.config import Settings
 from chat.store.embedded import EmbeddedValkey
+from chat.store.store import Store
 from tests.cluster_support import ValkeyCluster
 from tests.cluster_support import valkey_cluster as start_cluster
-from tests.support import RunningServer, flush_all, running_server, settings_for
+from tests.support import (
+    RunningServer,
+    async_redis_client,
+    flush_all,
+    running_server,
+    settings_for,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -127,6 +134,18 @@ def redis_url(layout_url: str) -> str:
     """The layout's REDIS_URL, every master emptied first."""
     flush_all(layout_url)
     return layout_url
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    """A Store on the layout's Valkey with no lane: every script by redis-py.
+    Test files that need another Store (the steps forced, a webhook store)
+    define their own `store`."""
+    client = async_redis_client(redis_url, decode_responses=True)
+    try:
+        yield Store(client, event_retention=100)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -15,30 +15,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from chat.permission.rule import Reason
 from chat.store import keys
 from chat.store.backfill import backfill, backfill_account
 from chat.store.sends import SendRefused, SendResult
 from chat.store.store import Store
-from tests.support import ROOT, async_redis_client, pair_flags_disagreements
+from tests.support import ROOT, pair_flags_disagreements
 
 USERS = ["ann", "bob", "cy", "di"]
 # The fields this change's code added to user hashes.
 NEW_FIELDS = ("p:", "t:", "r:", "u:")
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = async_redis_client(redis_url, decode_responses=True)
-    try:
-        yield Store(client, event_retention=100)
-    finally:
-        await client.aclose()
 
 
 def admin(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -25,7 +24,7 @@ from chat.store.sends import (
     SendResult,
 )
 from chat.store.store import Store
-from tests.support import async_redis_client, redis_client
+from tests.support import redis_client
 
 # Every fact but same_account, which the store answers before any script runs.
 FACT_NAMES = [f.name for f in dataclasses.fields(Facts) if f.name != "same_account"]
@@ -114,15 +113,6 @@ def written_by_a_send(a: str, b: str) -> list[str]:
         keys.requests(b),
         keys.wrote(a),
     ]
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = async_redis_client(redis_url, decode_responses=True)
-    try:
-        yield Store(client, event_retention=100)
-    finally:
-        await client.aclose()
 
 
 async def arrange(
